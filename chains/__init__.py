@@ -1,0 +1,1 @@
+"""Chains: definitions, runs and the step types they are made of."""

@@ -1,0 +1,183 @@
+"""Admin: build chains with their steps, start them, and read runs step by step."""
+import json
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from chains import selectors, services
+from chains.errors import ChainError
+from chains.models import Chain, Run, RunStatus, RunTrigger, Step, StepRun
+
+
+def start_chains(chains: QuerySet[Chain], *, user) -> tuple[list[Run], list[str]]:
+    """Start one run per chain; returns the runs started and the errors of those that were not."""
+    started, errors = [], []
+    for chain in chains:
+        try:
+            started.append(services.run_start(chain=chain, trigger=RunTrigger.ADMIN, user=user))
+        except ChainError as exc:
+            reasons = "; ".join(f"{field}: {', '.join(msgs)}" for field, msgs in exc.errors.items())
+            errors.append(f"{chain.name}: {reasons}")
+    return started, errors
+
+
+def status_badge(status: str) -> str:
+    return format_html('<span class="tc-status tc-status-{}">{}</span>', status.lower(), status)
+
+
+class StepInline(admin.TabularInline):
+    model = Step
+    extra = 0
+    ordering = ["position"]
+    fields = ["position", "stage", "name", "step_type", "params", "max_retries", "time_limit",
+              "queue"]
+
+
+@admin.register(Chain)
+class ChainAdmin(admin.ModelAdmin):
+    list_display = ["name", "enabled", "step_count", "created_by", "updated_at"]
+    list_filter = ["enabled"]
+    search_fields = ["name", "description"]
+    list_select_related = ["created_by"]
+    readonly_fields = ["created_by", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "description", "enabled"]}),
+        ("Inputs", {"fields": ["default_inputs"]}),
+        ("History", {"fields": ["created_by", "created_at", "updated_at"],
+                     "classes": ["collapse"]}),
+    ]
+    inlines = [StepInline]
+    actions = ["run_selected_chains"]
+
+    @admin.display(description="steps")
+    def step_count(self, chain: Chain) -> int:
+        return chain.steps.count()
+
+    def save_model(self, request, obj, form, change) -> None:
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Run selected chains", permissions=["run"])
+    def run_selected_chains(self, request: HttpRequest, queryset: QuerySet[Chain]) -> None:
+        started, errors = start_chains(queryset, user=request.user)
+        if started:
+            self.message_user(request, f"Started {len(started)} run(s).", messages.SUCCESS)
+        for error in errors:
+            self.message_user(request, f"Not started: {error}", messages.ERROR)
+
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("chains.add_run")
+
+
+class StepRunInline(admin.TabularInline):
+    model = StepRun
+    extra = 0
+    can_delete = False
+    fields = ["index_display", "name", "step_type", "queue", "status_display", "attempts",
+              "started_at", "finished_at", "result_display", "error", "task_link"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="#")
+    def index_display(self, step_run: StepRun) -> int:
+        return step_run.index + 1
+
+    @admin.display(description="status")
+    def status_display(self, step_run: StepRun) -> str:
+        return status_badge(step_run.status)
+
+    @admin.display(description="result")
+    def result_display(self, step_run: StepRun) -> str:
+        if step_run.result is None:
+            return "-"
+        return format_html("<code>{}</code>", json.dumps(step_run.result)[:300])
+
+    @admin.display(description="task result")
+    def task_link(self, step_run: StepRun) -> str:
+        url = reverse("admin:django_celery_results_taskresult_changelist")
+        return format_html('<a href="{}?task_id={}">{}</a>', url, step_run.task_id,
+                           step_run.task_id[:8])
+
+
+@admin.register(Run)
+class RunAdmin(admin.ModelAdmin):
+    list_display = ["id", "chain", "task_type", "status_display", "progress", "trigger",
+                    "created_by", "created_at", "duration"]
+    list_filter = ["status", "trigger", "task_type", "chain"]
+    search_fields = ["=id"]
+    list_select_related = ["chain", "created_by"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    readonly_fields = ["id", "chain", "task_type", "description", "status_display", "trigger",
+                       "inputs", "result", "error", "progress", "created_by", "created_at",
+                       "started_at", "finished_at", "tracebacks"]
+    fieldsets = [
+        (None, {"fields": ["id", "chain", "task_type", "description", "status_display",
+                           "progress", "trigger", "created_by"]}),
+        ("Data", {"fields": ["inputs", "result", "error", "tracebacks"]}),
+        ("Times", {"fields": ["created_at", "started_at", "finished_at"]}),
+    ]
+    inlines = [StepRunInline]
+    actions = ["cancel_selected_runs"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_queryset(self, request):
+        return selectors.runs_visible_to(request.user)
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, run: Run) -> str:
+        return status_badge(run.status)
+
+    @admin.display(description="progress")
+    def progress(self, run: Run) -> str:
+        return f"{run.steps_done}/{run.steps_total}"
+
+    @admin.display(description="duration")
+    def duration(self, run: Run) -> str:
+        if run.started_at and run.finished_at:
+            return f"{(run.finished_at - run.started_at).total_seconds():.2f}s"
+        return "-"
+
+    @admin.display(description="tracebacks")
+    def tracebacks(self, run: Run) -> str:
+        rows = [(sr.index + 1, sr.task_result.traceback)
+                for sr in selectors.step_runs_with_results(run)
+                if sr.task_result is not None and sr.task_result.traceback]
+        if not rows:
+            return "-"
+        return format_html_join("", "<p>Step {}</p><pre>{}</pre>", rows)
+
+    def delete_model(self, request, obj: Run) -> None:
+        services.run_delete(run=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for run in queryset:
+            services.run_delete(run=run)
+
+    @admin.action(description="Cancel selected runs", permissions=["cancel"])
+    def cancel_selected_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        cancelled = 0
+        for run in queryset.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING]):
+            try:
+                services.run_cancel(run=run)
+                cancelled += 1
+            except ChainError:
+                pass  # finished meanwhile
+        self.message_user(request, f"Cancelled {cancelled} run(s).", messages.SUCCESS)
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("chains.delete_run")

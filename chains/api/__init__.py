@@ -1,0 +1,1 @@
+"""REST API: the seed contract under /tasks and the resource API under /api/."""

@@ -1,0 +1,89 @@
+"""The seed REST contract (/tasks/...), unchanged for the clients of the earlier system."""
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from chains import selectors, services
+from chains.api.errors import as_validation_error
+from chains.api.serializers import (
+    TaskListQuerySerializer,
+    TaskStatisticsSerializer,
+    TaskStatusSerializer,
+    TaskSubmitSerializer,
+)
+from chains.errors import ChainError
+from chains.models import Run, RunStatus, RunTrigger
+
+
+def _visible_run(request: Request, task_id) -> Run:
+    return get_object_or_404(selectors.runs_visible_to(request.user), id=task_id)
+
+
+class TaskSubmitView(APIView):
+    @extend_schema(request=TaskSubmitSerializer, responses={201: TaskStatusSerializer},
+                   tags=["tasks (seed contract)"])
+    def post(self, request: Request) -> Response:
+        serializer = TaskSubmitSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            run = services.run_submit_task(**serializer.validated_data, user=request.user,
+                                           trigger=RunTrigger.API)
+        except ChainError as exc:
+            raise as_validation_error(exc) from exc
+        return Response(TaskStatusSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+class TaskStatusView(APIView):
+    @extend_schema(responses=TaskStatusSerializer, tags=["tasks (seed contract)"])
+    def get(self, request: Request, task_id) -> Response:
+        return Response(TaskStatusSerializer(_visible_run(request, task_id)).data)
+
+
+class TaskResultView(APIView):
+    @extend_schema(responses={200: TaskStatusSerializer, 409: TaskStatusSerializer},
+                   tags=["tasks (seed contract)"])
+    def get(self, request: Request, task_id) -> Response:
+        """The result of a finished task; 409 with the status while it is not finished."""
+        run = _visible_run(request, task_id)
+        body = {"task_id": str(run.id), "status": run.status, "result": run.result,
+                "error": run.error}
+        if not run.is_finished:
+            body["detail"] = f"task is {run.status}; the result is not available yet"
+            return Response(body, status=status.HTTP_409_CONFLICT)
+        return Response(body)
+
+
+class TaskDetailView(APIView):
+    @extend_schema(responses={204: None}, tags=["tasks (seed contract)"])
+    def delete(self, request: Request, task_id) -> Response:
+        """Revoke anything outstanding, then delete the task and its results."""
+        services.run_delete(run=_visible_run(request, task_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TaskStatisticsView(APIView):
+    @extend_schema(responses=TaskStatisticsSerializer, tags=["tasks (seed contract)"])
+    def get(self, request: Request) -> Response:
+        counts = selectors.run_statistics(user=request.user)
+        body = {"total_tasks": counts["total"]}
+        body.update({f"{s.value.lower()}_tasks": counts[s.value.lower()] for s in RunStatus})
+        return Response(body)
+
+
+class TaskListView(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", enum=RunStatus.values),
+            OpenApiParameter("limit", int, description="1 to 1000, default 10"),
+        ],
+        responses=TaskStatusSerializer(many=True), tags=["tasks (seed contract)"],
+    )
+    def get(self, request: Request) -> Response:
+        """Tasks newest first, optionally of one status."""
+        query = TaskListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        runs = selectors.run_list(user=request.user, status=query.validated_data.get("status"))
+        return Response(TaskStatusSerializer(runs[: query.validated_data["limit"]], many=True).data)

@@ -1,0 +1,156 @@
+"""Input and output serializers. No logic in save(): views call services."""
+from rest_framework import serializers
+
+from chains.models import Chain, Run, RunStatus, RunTrigger, Step, StepRun
+from chains.presets import PRESETS, StepSpec
+from chains.steps import STEP_TYPES
+
+# --- Seed contract --------------------------------------------------------------------------
+
+
+class TaskSubmitSerializer(serializers.Serializer):
+    task_type = serializers.ChoiceField(choices=list(PRESETS))
+    description = serializers.CharField(required=False, allow_blank=True, default="",
+                                        max_length=10_000)
+    config = serializers.DictField()
+
+
+class TaskStatusSerializer(serializers.ModelSerializer):
+    task_id = serializers.UUIDField(source="id")
+    completed_at = serializers.DateTimeField(source="finished_at")
+    progress = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Run
+        fields = ["task_id", "task_type", "description", "status", "created_at", "started_at",
+                  "completed_at", "result", "error", "progress"]
+
+    def get_progress(self, run: Run) -> dict:
+        return {"steps_done": run.steps_done, "steps_total": run.steps_total}
+
+
+class TaskListQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=10)
+
+
+class TaskStatisticsSerializer(serializers.Serializer):
+    total_tasks = serializers.IntegerField()
+    pending_tasks = serializers.IntegerField()
+    running_tasks = serializers.IntegerField()
+    completed_tasks = serializers.IntegerField()
+    failed_tasks = serializers.IntegerField()
+    cancelled_tasks = serializers.IntegerField()
+
+
+# --- Resource API ---------------------------------------------------------------------------
+
+
+class StepSerializer(serializers.ModelSerializer):
+    step_type = serializers.ChoiceField(choices=list(STEP_TYPES))
+
+    class Meta:
+        model = Step
+        fields = ["position", "stage", "name", "step_type", "params", "max_retries",
+                  "time_limit", "queue"]
+        read_only_fields = ["position"]
+        extra_kwargs = {"max_retries": {"max_value": 10}, "time_limit": {"min_value": 1}}
+
+    def to_spec(self, data: dict) -> StepSpec:
+        return StepSpec(
+            step_type=data["step_type"], params=data.get("params", {}),
+            stage=data.get("stage", 0), name=data.get("name", ""),
+            max_retries=data.get("max_retries", 0), time_limit=data.get("time_limit"),
+            queue=data.get("queue", ""),
+        )
+
+
+class ChainSerializer(serializers.ModelSerializer):
+    steps = StepSerializer(many=True)
+    created_by = serializers.StringRelatedField()
+
+    class Meta:
+        model = Chain
+        fields = ["id", "name", "description", "enabled", "default_inputs", "steps",
+                  "created_by", "created_at", "updated_at"]
+        read_only_fields = ["created_by", "created_at", "updated_at"]
+        # Uniqueness is checked by the service, inside the same transaction as the write.
+        extra_kwargs = {"name": {"validators": []}}
+
+    def step_specs(self) -> list[StepSpec]:
+        step_serializer = StepSerializer()
+        return [step_serializer.to_spec(step) for step in self.validated_data["steps"]]
+
+
+class RunStartSerializer(serializers.Serializer):
+    inputs = serializers.JSONField(required=False, help_text="Defaults to the chain's inputs.")
+
+
+class StepRunSerializer(serializers.ModelSerializer):
+    task_status = serializers.SerializerMethodField()
+    worker = serializers.SerializerMethodField()
+    traceback = serializers.SerializerMethodField()
+    duration = serializers.SerializerMethodField()
+
+    class Meta:
+        model = StepRun
+        fields = ["index", "stage", "name", "step_type", "params", "queue", "task_id", "status",
+                  "task_status", "worker", "result", "error", "traceback", "attempts",
+                  "started_at", "finished_at", "duration"]
+
+    def _task_result(self, step_run: StepRun):
+        return getattr(step_run, "task_result", None)
+
+    def get_task_status(self, step_run: StepRun) -> str | None:
+        task_result = self._task_result(step_run)
+        return task_result.status if task_result else None
+
+    def get_worker(self, step_run: StepRun) -> str | None:
+        task_result = self._task_result(step_run)
+        return task_result.worker if task_result else None
+
+    def get_traceback(self, step_run: StepRun) -> str | None:
+        task_result = self._task_result(step_run)
+        return task_result.traceback if task_result else None
+
+    def get_duration(self, step_run: StepRun) -> float | None:
+        if step_run.started_at and step_run.finished_at:
+            return (step_run.finished_at - step_run.started_at).total_seconds()
+        return None
+
+
+class RunSerializer(serializers.ModelSerializer):
+    chain_name = serializers.CharField(source="chain.name", default=None, read_only=True)
+    created_by = serializers.StringRelatedField()
+
+    class Meta:
+        model = Run
+        fields = ["id", "chain", "chain_name", "task_type", "description", "status", "trigger",
+                  "inputs", "result", "error", "steps_done", "steps_total", "created_by",
+                  "created_at", "started_at", "finished_at"]
+
+
+class RunDetailSerializer(RunSerializer):
+    steps = serializers.SerializerMethodField()
+
+    class Meta(RunSerializer.Meta):
+        fields = [*RunSerializer.Meta.fields, "steps"]
+
+    def get_steps(self, run: Run) -> list[dict]:
+        from chains.selectors import step_runs_with_results
+
+        return StepRunSerializer(step_runs_with_results(run), many=True).data
+
+
+class RunFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
+    trigger = serializers.ChoiceField(choices=RunTrigger.choices, required=False)
+    chain = serializers.IntegerField(required=False, min_value=1)
+    task_type = serializers.ChoiceField(choices=list(PRESETS), required=False)
+
+
+class StepTypeSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    family = serializers.CharField()
+    description = serializers.CharField()
+    params_schema = serializers.JSONField()

@@ -1,0 +1,26 @@
+"""URLs of the seed contract (/tasks...) and the resource API (/api/...)."""
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from chains.api import seed, views
+
+router = DefaultRouter()
+router.register("chains", views.ChainViewSet, basename="chain")
+router.register("runs", views.RunViewSet, basename="run")
+router.register("step-types", views.StepTypeViewSet, basename="step-type")
+
+seed_urlpatterns = [
+    path("tasks/submit", seed.TaskSubmitView.as_view(), name="task-submit"),
+    path("tasks/statistics", seed.TaskStatisticsView.as_view(), name="task-statistics"),
+    path("tasks", seed.TaskListView.as_view(), name="task-list"),
+    path("tasks/<uuid:task_id>", seed.TaskDetailView.as_view(), name="task-detail"),
+    path("tasks/<uuid:task_id>/status", seed.TaskStatusView.as_view(), name="task-status"),
+    path("tasks/<uuid:task_id>/result", seed.TaskResultView.as_view(), name="task-result"),
+]
+
+api_urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("", include(router.urls)),
+]

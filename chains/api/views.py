@@ -1,0 +1,134 @@
+"""Resource API: chains with their steps, runs and step types."""
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from chains import selectors, services
+from chains.api.errors import as_validation_error
+from chains.api.serializers import (
+    ChainSerializer,
+    RunDetailSerializer,
+    RunFilterSerializer,
+    RunSerializer,
+    RunStartSerializer,
+    StepTypeSerializer,
+)
+from chains.errors import ChainError
+from chains.models import RunTrigger
+from chains.steps import STEP_TYPES
+
+
+class IsOwnerOrStaffForWrites(permissions.BasePermission):
+    """Anyone signed in may read chains and start them; only staff or the author edit them."""
+
+    def has_object_permission(self, request, view, obj) -> bool:
+        if request.method in permissions.SAFE_METHODS or getattr(view, "action", "") == "run":
+            return True
+        return request.user.is_staff or obj.created_by_id == request.user.id
+
+
+class ChainViewSet(viewsets.ModelViewSet):
+    serializer_class = ChainSerializer
+    permission_classes = [permissions.IsAuthenticated, IsOwnerOrStaffForWrites]
+
+    def get_queryset(self):
+        return selectors.chains_visible_to(self.request.user)
+
+    def _save(self, serializer: ChainSerializer, chain=None) -> Response:
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            chain = services.chain_save(
+                chain=chain, name=data["name"], description=data.get("description", ""),
+                enabled=data.get("enabled", True), default_inputs=data.get("default_inputs"),
+                steps=serializer.step_specs(), user=self.request.user,
+            )
+        except ChainError as exc:
+            raise as_validation_error(exc) from exc
+        return ChainSerializer(selectors.chains_visible_to(self.request.user).get(pk=chain.pk))
+
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        out = self._save(self.get_serializer(data=request.data))
+        return Response(out.data, status=status.HTTP_201_CREATED)
+
+    def update(self, request: Request, *args, **kwargs) -> Response:
+        chain = self.get_object()
+        partial = kwargs.pop("partial", False)
+        serializer = self.get_serializer(chain, data=request.data, partial=partial)
+        if partial:
+            serializer.is_valid(raise_exception=True)
+            merged = {**ChainSerializer(chain).data, **request.data}
+            serializer = self.get_serializer(chain, data=merged)
+        return Response(self._save(serializer, chain=chain).data)
+
+    @extend_schema(request=RunStartSerializer, responses={201: RunDetailSerializer})
+    @action(detail=True, methods=["post"])
+    def run(self, request: Request, pk=None) -> Response:
+        """Start a run of this chain with `inputs` (default: the chain's inputs)."""
+        chain = self.get_object()
+        serializer = RunStartSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            run = services.run_start(chain=chain, inputs=serializer.validated_data.get("inputs"),
+                                     trigger=RunTrigger.API, user=request.user)
+        except ChainError as exc:
+            raise as_validation_error(exc) from exc
+        return Response(RunDetailSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
+                 viewsets.GenericViewSet):
+    """Runs: filter by status, trigger, chain or task_type; cancel; delete."""
+
+    def get_serializer_class(self):
+        return RunSerializer if self.action == "list" else RunDetailSerializer
+
+    def get_queryset(self):
+        if self.action != "list":
+            return selectors.runs_visible_to(self.request.user)
+        filters = RunFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return selectors.run_list(user=self.request.user, **filters.validated_data)
+
+    @extend_schema(parameters=[RunFilterSerializer])
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    def perform_destroy(self, instance) -> None:
+        services.run_delete(run=instance)
+
+    @extend_schema(request=None, responses=RunDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk=None) -> Response:
+        """Cancel the run: outstanding steps are revoked."""
+        try:
+            run = services.run_cancel(run=self.get_object())
+        except ChainError as exc:
+            raise as_validation_error(exc) from exc
+        return Response(RunDetailSerializer(run).data)
+
+
+class StepTypeViewSet(viewsets.ViewSet):
+    """The step registry: every key a step may name, with its params JSON schema."""
+
+    lookup_value_regex = r"[a-z]+\.[a-z_]+"
+
+    def _row(self, key: str) -> dict:
+        step_type = STEP_TYPES[key]
+        return {"key": key, "family": step_type.family, "description": step_type.description,
+                "params_schema": step_type.params_schema()}
+
+    @extend_schema(responses=StepTypeSerializer(many=True))
+    def list(self, request: Request) -> Response:
+        return Response([self._row(key) for key in STEP_TYPES])
+
+    @extend_schema(responses=StepTypeSerializer)
+    def retrieve(self, request: Request, pk: str) -> Response:
+        if pk not in STEP_TYPES:
+            raise NotFound(f"unknown step type {pk!r}")
+        return Response(self._row(pk))
+
+

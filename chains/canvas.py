@@ -1,0 +1,46 @@
+"""Run -> Celery signature. Pure: builds the canvas, writes and queues nothing."""
+from collections.abc import Sequence
+from itertools import groupby
+
+from celery import chain, group
+from celery.canvas import Signature
+
+from config.celery import app
+
+FINISH_TASK = "chains.run_finish"
+STEP_FAILED_TASK = "chains.step_failed"
+
+
+def step_signature(step_run, *, time_limit_default: int, args: tuple = ()) -> Signature:
+    """One step: its registry task, its pre-assigned task id, queue and time limits.
+    `args` holds the run's inputs for the first stage; later stages get the previous result."""
+    from chains.steps import STEP_TYPES
+
+    soft = step_run.time_limit or time_limit_default
+    signature = app.signature(
+        STEP_TYPES[step_run.step_type].task_name,
+        args=args,
+        kwargs={"step_run_id": step_run.id},
+        task_id=step_run.task_id,
+        queue=step_run.queue,
+        soft_time_limit=soft,
+        time_limit=soft + 30,
+    )
+    signature.link_error(app.signature(STEP_FAILED_TASK))
+    return signature
+
+
+def build_run_signature(run, step_runs: Sequence, *, time_limit_default: int) -> Signature:
+    """Stages in order (a wider stage is a group, so group -> next stage is a chord), the
+    run's inputs given to the first stage, and a finaliser that writes the run's result."""
+    ordered = sorted(step_runs, key=lambda sr: (sr.stage, sr.index))
+    parts: list[Signature] = []
+    for position, (_, members) in enumerate(groupby(ordered, key=lambda sr: sr.stage)):
+        args = (run.inputs,) if position == 0 else ()
+        signatures = [
+            step_signature(sr, time_limit_default=time_limit_default, args=args)
+            for sr in members
+        ]
+        parts.append(signatures[0] if len(signatures) == 1 else group(signatures))
+    parts.append(app.signature(FINISH_TASK, kwargs={"run_id": str(run.id)}))
+    return chain(*parts)

@@ -1,0 +1,10 @@
+"""The one domain error that services raise; admin, API and commands translate it."""
+
+
+class ChainError(Exception):
+    """A request the domain refuses. `errors` maps a field path to its reasons."""
+
+    def __init__(self, message: str, *, errors: dict[str, list[str]] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.errors = errors or {"non_field_errors": [message]}

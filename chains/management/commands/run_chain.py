@@ -1,0 +1,64 @@
+"""Start a run of a chain from the command line, optionally waiting for its result."""
+import json
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from chains import services
+from chains.errors import ChainError
+from chains.models import Chain, Run, RunStatus, RunTrigger
+
+
+class Command(BaseCommand):
+    help = (
+        "Start a run of the chain named NAME (or with id ID). Prints the run id. With --wait, "
+        "waits until the run finishes and prints its result as JSON; exits 1 if it did not "
+        "complete."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("chain", help="chain name or numeric id")
+        parser.add_argument("--input", dest="inputs", help="run inputs as JSON")
+        parser.add_argument("--wait", action="store_true", help="wait and print the result")
+        parser.add_argument("--timeout", type=float, default=600, help="seconds to wait")
+
+    def handle(self, *args, chain: str, inputs: str | None, wait: bool, timeout: float,
+               **options) -> None:
+        target = self._chain(chain)
+        try:
+            parsed = json.loads(inputs) if inputs is not None else None
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"--input is not JSON: {exc}") from exc
+        try:
+            run = services.run_start(chain=target, inputs=parsed, trigger=RunTrigger.COMMAND)
+        except ChainError as exc:
+            raise CommandError(json.dumps(exc.errors)) from exc
+        self.stdout.write(f"run {run.id} started ({run.steps_total} steps)")
+        if not wait:
+            return
+        run = self._wait(run, timeout)
+        if run.status != RunStatus.COMPLETED:
+            raise CommandError(f"run {run.id} ended {run.status}: {run.error}")
+        self.stdout.write(json.dumps(run.result))
+
+    def _chain(self, ref: str) -> Chain:
+        chain = Chain.objects.filter(name=ref).first()
+        if chain is None and ref.isdigit():
+            chain = Chain.objects.filter(pk=int(ref)).first()
+        if chain is None:
+            raise CommandError(f"no chain named or numbered {ref!r}")
+        return chain
+
+    def _wait(self, run: Run, timeout: float) -> Run:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            run.refresh_from_db()
+            state = (run.status, run.steps_done)
+            if state != last:
+                self.stderr.write(f"{run.status} {run.steps_done}/{run.steps_total}")
+                last = state
+            if run.is_finished:
+                return run
+            time.sleep(0.2)
+        raise CommandError(f"run {run.id} still {run.status} after {timeout:g}s")

@@ -1,0 +1,185 @@
+"""Chains and their steps (definitions); runs and step runs (executions)."""
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import F, Q
+
+from chains.steps import STEP_TYPES, ParamsInvalid
+
+
+def _step_type_choices() -> list[tuple[str, str]]:
+    return [(key, key) for key in STEP_TYPES]
+
+
+class Chain(models.Model):
+    """A reusable definition: an ordered list of steps, some of them parallel."""
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    enabled = models.BooleanField(default=True, help_text="Disabled chains cannot be started.")
+    default_inputs = models.JSONField(
+        default=dict, blank=True, help_text="Given to the first stage when a run has no inputs."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="chains",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Step(models.Model):
+    """One step of a chain. Steps sharing a stage run in parallel as a Celery group."""
+
+    chain = models.ForeignKey(Chain, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveIntegerField(help_text="Order of the step within its chain.")
+    stage = models.PositiveIntegerField(
+        default=0,
+        help_text="Steps with the same stage run in parallel; the next stage receives the "
+        "list of their results.",
+    )
+    name = models.CharField(max_length=100, blank=True)
+    step_type = models.CharField(max_length=64, choices=_step_type_choices)
+    params = models.JSONField(default=dict, blank=True)
+    max_retries = models.PositiveSmallIntegerField(
+        default=0, help_text="Retries after an unexpected error (not after a step's own error)."
+    )
+    time_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds; empty means the project default."
+    )
+    queue = models.CharField(
+        max_length=64, blank=True, help_text="Empty means the step family's queue."
+    )
+
+    class Meta:
+        ordering = ["chain", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["chain", "position"], name="step_unique_position"),
+            models.CheckConstraint(
+                condition=Q(max_retries__lte=10), name="step_max_retries_lte_10"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chain}: {self.position}. {self.name or self.step_type}"
+
+    def clean(self) -> None:
+        step_type = STEP_TYPES.get(self.step_type)
+        if step_type is None:
+            raise ValidationError({"step_type": f"Unknown step type {self.step_type!r}."})
+        try:
+            self.params = step_type.validate_params(self.params)
+        except ParamsInvalid as exc:
+            raise ValidationError({"params": exc.messages()}) from exc
+
+
+class RunStatus(models.TextChoices):
+    PENDING = "PENDING", "Pending"
+    RUNNING = "RUNNING", "Running"
+    COMPLETED = "COMPLETED", "Completed"
+    FAILED = "FAILED", "Failed"
+    CANCELLED = "CANCELLED", "Cancelled"
+
+
+FINAL_STATUSES = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class RunTrigger(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    API = "api", "API"
+    SCHEDULE = "schedule", "Schedule"
+    COMMAND = "command", "Command"
+
+
+class ResultMode(models.TextChoices):
+    LAST_STAGE = "last_stage", "Result of the last stage"
+    ALL_STEPS = "all_steps", "Results of every step, in order"
+
+
+class Run(models.Model):
+    """One execution of a chain (or of a seed task type), with its own copy of the steps."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    chain = models.ForeignKey(
+        Chain, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    task_type = models.CharField(
+        max_length=32, blank=True, help_text="Seed task type (math_chain, ...) if submitted so."
+    )
+    description = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
+    trigger = models.CharField(max_length=16, choices=RunTrigger.choices)
+    inputs = models.JSONField(default=dict, blank=True)
+    result_mode = models.CharField(
+        max_length=16, choices=ResultMode.choices, default=ResultMode.LAST_STAGE
+    )
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    steps_total = models.PositiveIntegerField(default=0)
+    steps_done = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="runs",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(steps_done__lte=F("steps_total")), name="run_steps_done_lte_total"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "-created_at"], name="run_status_created"),
+            models.Index(fields=["created_by", "-created_at"], name="run_owner_created"),
+            models.Index(fields=["chain", "-created_at"], name="run_chain_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chain or self.task_type or 'run'} {self.id}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+class StepRun(models.Model):
+    """One step of one run. Its Celery task id is chosen before the canvas is published, so
+    django-celery-results' TaskResult row for the step is found by that id."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="step_runs")
+    index = models.PositiveIntegerField(help_text="0-based order of the step in the run.")
+    stage = models.PositiveIntegerField()
+    name = models.CharField(max_length=100, blank=True)
+    step_type = models.CharField(max_length=64)
+    params = models.JSONField(default=dict, blank=True)
+    queue = models.CharField(max_length=64)
+    max_retries = models.PositiveSmallIntegerField(default=0)
+    time_limit = models.PositiveIntegerField(null=True, blank=True)
+    task_id = models.CharField(max_length=255, unique=True)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "index"], name="steprun_unique_index"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.index + 1}. {self.name or self.step_type}"

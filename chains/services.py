@@ -1,0 +1,348 @@
+"""Every write: starting, publishing, executing, finishing, cancelling and deleting runs, and
+saving chains. Admin, API, commands, tasks and beat all come through here."""
+import json
+import logging
+import shutil
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from django_celery_results.models import TaskResult
+
+from chains.canvas import build_run_signature
+from chains.errors import ChainError
+from chains.models import (
+    FINAL_STATUSES,
+    Chain,
+    ResultMode,
+    Run,
+    RunStatus,
+    RunTrigger,
+    Step,
+    StepRun,
+)
+from chains.presets import PRESETS, Preset, StepSpec, build_preset
+from chains.steps import STEP_TYPES, ParamsInvalid, StepContext
+from config.celery import app
+
+logger = logging.getLogger(__name__)
+
+OPEN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
+MAX_INPUT_BYTES = 64 * 1024
+
+
+class StepSkipped(Exception):
+    """The step's run was cancelled, failed or deleted: do not run it."""
+
+
+# --- Chains -------------------------------------------------------------------------------
+
+
+def validate_step_specs(specs: list[StepSpec], *, prefix: str = "steps") -> list[StepSpec]:
+    """Each step's type is in the registry and its params fit the type's schema."""
+    errors: dict[str, list[str]] = {}
+    checked: list[StepSpec] = []
+    if not specs:
+        errors[prefix] = ["a chain needs at least one step"]
+    if len(specs) > settings.CHAINS_MAX_STEPS:
+        errors[prefix] = [f"{len(specs)} steps is over the limit of {settings.CHAINS_MAX_STEPS}"]
+    for index, spec in enumerate(specs):
+        step_type = STEP_TYPES.get(spec.step_type)
+        if step_type is None:
+            errors[f"{prefix}.{index}.step_type"] = [f"unknown step type {spec.step_type!r}"]
+            continue
+        try:
+            params = step_type.validate_params(spec.params, prefix=f"{prefix}.{index}.params")
+        except ParamsInvalid as exc:
+            errors.update(exc.messages())
+            continue
+        checked.append(StepSpec(**{**asdict(spec), "params": params}))
+    if errors:
+        raise ChainError("invalid steps", errors=errors)
+    return checked
+
+
+@transaction.atomic
+def chain_save(
+    *,
+    chain: Chain | None = None,
+    name: str,
+    description: str = "",
+    enabled: bool = True,
+    default_inputs: dict | None = None,
+    steps: list[StepSpec],
+    user=None,
+) -> Chain:
+    """Create a chain, or replace an existing chain's fields and steps, all or nothing."""
+    checked = validate_step_specs(steps)
+    _check_inputs(default_inputs or {}, field="default_inputs")
+    if Chain.objects.filter(name=name).exclude(pk=getattr(chain, "pk", None)).exists():
+        raise ChainError("name taken", errors={"name": [f"a chain named {name!r} exists"]})
+    if chain is None:
+        chain = Chain(created_by=user if getattr(user, "is_authenticated", False) else None)
+    chain.name, chain.description, chain.enabled = name, description, enabled
+    chain.default_inputs = default_inputs or {}
+    chain.save()
+    chain.steps.all().delete()
+    Step.objects.bulk_create(
+        Step(chain=chain, position=index, **asdict(spec)) for index, spec in enumerate(checked)
+    )
+    return chain
+
+
+def chain_step_specs(chain: Chain) -> list[StepSpec]:
+    return [
+        StepSpec(
+            step_type=step.step_type, params=step.params, stage=step.stage, name=step.name,
+            max_retries=step.max_retries, time_limit=step.time_limit, queue=step.queue,
+        )
+        for step in chain.steps.order_by("position")
+    ]
+
+
+# --- Starting runs --------------------------------------------------------------------------
+
+
+def _check_inputs(inputs: Any, *, field: str) -> None:
+    try:
+        size = len(json.dumps(inputs, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ChainError("inputs", errors={field: [f"must be JSON: {exc}"]}) from exc
+    if size > MAX_INPUT_BYTES:
+        raise ChainError("inputs", errors={field: [f"{size} bytes is over {MAX_INPUT_BYTES}"]})
+
+
+def run_start(
+    *, chain: Chain, inputs: Any = None, trigger: str = RunTrigger.API, user=None
+) -> Run:
+    """Start a run of `chain`: snapshot its steps now, publish once the transaction commits."""
+    if not chain.enabled:
+        raise ChainError("disabled", errors={"chain": [f"chain {chain.name!r} is disabled"]})
+    inputs = chain.default_inputs if inputs is None else inputs
+    _check_inputs(inputs, field="inputs")
+    specs = validate_step_specs(chain_step_specs(chain))
+    return _run_create(
+        preset=Preset(specs=specs, inputs=inputs), chain=chain, trigger=trigger, user=user,
+        description=chain.description,
+    )
+
+
+def run_submit_task(
+    *, task_type: str, config: Any, description: str = "", user=None,
+    trigger: str = RunTrigger.API,
+) -> Run:
+    """The seed contract: start a run of one of the seed task types."""
+    if task_type not in PRESETS:
+        raise ChainError("task_type", errors={
+            "task_type": [f"unknown task type {task_type!r}; one of {', '.join(PRESETS)}"]
+        })
+    try:
+        preset = build_preset(task_type, config)
+    except ParamsInvalid as exc:
+        raise ChainError("invalid config", errors=exc.messages()) from exc
+    return _run_create(
+        preset=preset, task_type=task_type, description=description, trigger=trigger, user=user,
+    )
+
+
+@transaction.atomic
+def _run_create(
+    *, preset: Preset, trigger: str, user=None, chain: Chain | None = None,
+    task_type: str = "", description: str = "",
+) -> Run:
+    run = Run.objects.create(
+        chain=chain,
+        task_type=task_type,
+        description=description,
+        trigger=trigger,
+        inputs=preset.inputs,
+        result_mode=preset.result_mode,
+        steps_total=len(preset.specs),
+        created_by=user if getattr(user, "is_authenticated", False) else None,
+    )
+    StepRun.objects.bulk_create(
+        StepRun(
+            run=run,
+            index=index,
+            stage=spec.stage,
+            name=spec.name,
+            step_type=spec.step_type,
+            params=spec.params,
+            queue=spec.queue or STEP_TYPES[spec.step_type].family,
+            max_retries=spec.max_retries,
+            time_limit=spec.time_limit,
+            task_id=str(uuid.uuid4()),
+        )
+        for index, spec in enumerate(preset.specs)
+    )
+    return run
+
+
+def run_publish(*, run_id) -> bool:
+    """Send a PENDING run's canvas to the broker. If the broker cannot be reached the run
+    stays PENDING (its rows are committed) and publishing can be tried again."""
+    run = Run.objects.filter(id=run_id, status=RunStatus.PENDING).first()
+    if run is None:
+        return False
+    signature = build_run_signature(
+        run, list(run.step_runs.all()), time_limit_default=settings.CELERY_TASK_SOFT_TIME_LIMIT
+    )
+    try:
+        signature.apply_async()
+    except Exception:
+        logger.exception("run %s stays PENDING: its canvas could not be published", run_id)
+        return False
+    return True
+
+
+# --- Executing steps (called by chains.tasks) ----------------------------------------------
+
+
+def step_execute(*, step_run_id: int, previous: Any) -> Any:
+    """Run one step. A step already COMPLETED (a redelivered message) returns its stored
+    result without doing its work again."""
+    step_run = StepRun.objects.select_related("run").filter(id=step_run_id).first()
+    if step_run is None:
+        raise StepSkipped(f"step run {step_run_id} no longer exists")
+    if step_run.status == RunStatus.COMPLETED:
+        return step_run.result
+    run = step_run.run
+    if run.status in FINAL_STATUSES:
+        raise StepSkipped(f"run {run.id} is {run.status}")
+    now = timezone.now()
+    with transaction.atomic():
+        StepRun.objects.filter(id=step_run.id, status__in=OPEN_STATUSES).update(
+            status=RunStatus.RUNNING, started_at=now, attempts=F("attempts") + 1
+        )
+        Run.objects.filter(id=run.id, status=RunStatus.PENDING).update(
+            status=RunStatus.RUNNING, started_at=now
+        )
+    context = StepContext(run_id=str(run.id), step_index=step_run.index)
+    result = STEP_TYPES[step_run.step_type].execute(step_run.params, previous, context)
+    with transaction.atomic():
+        done = StepRun.objects.filter(id=step_run.id, status__in=OPEN_STATUSES).update(
+            status=RunStatus.COMPLETED, result=result, error="", finished_at=timezone.now()
+        )
+        if done:
+            Run.objects.filter(id=run.id).update(steps_done=F("steps_done") + 1)
+    return result
+
+
+def step_max_retries(*, step_run_id: int) -> int:
+    return StepRun.objects.filter(id=step_run_id).values_list("max_retries", flat=True).first() or 0
+
+
+def step_fail(*, step_run_id: int, error: str) -> None:
+    """A step failed for good: the step and its run become FAILED with the step's error, and
+    any other outstanding step of the run is cancelled."""
+    step_run = StepRun.objects.filter(id=step_run_id).first()
+    if step_run is None:
+        return
+    now = timezone.now()
+    run_error = f"step {step_run.index + 1} ({step_run.step_type}): {error}"
+    with transaction.atomic():
+        StepRun.objects.filter(id=step_run.id, status__in=OPEN_STATUSES).update(
+            status=RunStatus.FAILED, error=error, finished_at=now
+        )
+        failed = Run.objects.filter(id=step_run.run_id, status__in=OPEN_STATUSES).update(
+            status=RunStatus.FAILED, error=run_error, finished_at=now
+        )
+        if failed:
+            _cancel_outstanding_steps(step_run.run_id)
+
+
+def step_fail_by_task_id(*, task_id: str) -> None:
+    """Error callback path: the worker recorded a failure (time limit, lost process) that the
+    step itself could not report."""
+    step_run = StepRun.objects.filter(task_id=task_id).only("id", "status").first()
+    if step_run is None or step_run.status not in OPEN_STATUSES:
+        return
+    task_result = TaskResult.objects.filter(task_id=task_id).first()
+    step_fail(step_run_id=step_run.id, error=_task_error(task_result))
+
+
+def _task_error(task_result: TaskResult | None) -> str:
+    if task_result is None:
+        return "the task failed"
+    try:
+        info = json.loads(task_result.result or "null")
+    except ValueError:
+        info = None
+    if isinstance(info, dict) and "exc_type" in info:
+        message = info.get("exc_message")
+        if isinstance(message, list | tuple):
+            message = " ".join(str(part) for part in message)
+        return f"{info['exc_type']}: {message}" if message else info["exc_type"]
+    return task_result.status
+
+
+def run_finish(*, run_id, result: Any) -> None:
+    """The canvas's last task: the run is COMPLETED with its result."""
+    run = Run.objects.filter(id=run_id).only("id", "result_mode").first()
+    if run is None:
+        return
+    if run.result_mode == ResultMode.ALL_STEPS:
+        result = list(run.step_runs.order_by("index").values_list("result", flat=True))
+    Run.objects.filter(id=run_id, status__in=OPEN_STATUSES).update(
+        status=RunStatus.COMPLETED, result=result, finished_at=timezone.now()
+    )
+
+
+# --- Cancelling and deleting ----------------------------------------------------------------
+
+
+def _cancel_outstanding_steps(run_id) -> list[str]:
+    """Mark the run's open steps CANCELLED and revoke their tasks once this commits."""
+    outstanding = StepRun.objects.filter(run_id=run_id, status__in=OPEN_STATUSES)
+    task_ids = list(outstanding.values_list("task_id", flat=True))
+    outstanding.update(status=RunStatus.CANCELLED, finished_at=timezone.now())
+    if task_ids:
+        transaction.on_commit(lambda: _revoke(task_ids))
+    return task_ids
+
+
+def _revoke(task_ids: list[str]) -> None:
+    try:
+        app.control.revoke(task_ids)
+    except Exception:
+        logger.exception("could not revoke %d task(s); they will be skipped when they run",
+                         len(task_ids))
+
+
+@transaction.atomic
+def run_cancel(*, run: Run, reason: str = "cancelled") -> Run:
+    """Cancel an unfinished run: every outstanding task is revoked; a step already running
+    finishes, but nothing after it runs."""
+    cancelled = Run.objects.filter(id=run.id, status__in=OPEN_STATUSES).update(
+        status=RunStatus.CANCELLED, error=reason, finished_at=timezone.now()
+    )
+    if not cancelled:
+        run.refresh_from_db()
+        raise ChainError("finished", errors={"status": [f"run is already {run.status}"]})
+    _cancel_outstanding_steps(run.id)
+    run.refresh_from_db()
+    return run
+
+
+@transaction.atomic
+def run_delete(*, run: Run) -> None:
+    """Delete a run with its steps, their TaskResult rows and the files its steps wrote."""
+    if run.status in OPEN_STATUSES:
+        run_cancel(run=run, reason="deleted")
+    task_ids = list(run.step_runs.values_list("task_id", flat=True))
+    TaskResult.objects.filter(task_id__in=task_ids).delete()
+    run_id = str(run.id)
+    run.delete()
+    transaction.on_commit(lambda: _remove_run_files(run_id))
+
+
+def _remove_run_files(run_id: str) -> None:
+    runs_dir = (Path(settings.CHAINS_DATA_DIR) / "runs").resolve()
+    target = (runs_dir / run_id).resolve()
+    if target.parent == runs_dir and target.is_dir():
+        shutil.rmtree(target, ignore_errors=True)

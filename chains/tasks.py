@@ -1,0 +1,59 @@
+"""Celery tasks: one per registry row (named chains.step.<key>), the run finaliser and the
+step error callback. Thin: they receive ids and JSON and call services."""
+from typing import Any
+
+from celery import Task, shared_task
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+
+from chains import services
+from chains.canvas import FINISH_TASK, STEP_FAILED_TASK
+from chains.steps import STEP_TYPES, StepFailed, StepType
+
+RETRY_DELAY_SECONDS = 2
+
+
+class StepTask(Task):
+    """Runs a registry step through services.step_execute and reports how it ended."""
+
+    def execute_step(self, previous: Any, step_run_id: int) -> Any:
+        try:
+            return services.step_execute(step_run_id=step_run_id, previous=previous)
+        except services.StepSkipped as exc:
+            raise Ignore(str(exc)) from exc
+        except StepFailed as exc:
+            services.step_fail(step_run_id=step_run_id, error=str(exc))
+            raise
+        except SoftTimeLimitExceeded:
+            services.step_fail(step_run_id=step_run_id, error="time limit exceeded")
+            raise
+        except Exception as exc:
+            max_retries = services.step_max_retries(step_run_id=step_run_id)
+            if self.request.retries < max_retries:
+                raise self.retry(
+                    exc=exc, countdown=RETRY_DELAY_SECONDS, max_retries=max_retries
+                ) from exc
+            services.step_fail(step_run_id=step_run_id, error=f"{type(exc).__name__}: {exc}")
+            raise
+
+
+def _register_step_task(step_type: StepType) -> Task:
+    def run(self: StepTask, previous: Any = None, *, step_run_id: int) -> Any:
+        return self.execute_step(previous, step_run_id)
+
+    run.__name__ = step_type.key.replace(".", "_")
+    run.__doc__ = step_type.description
+    return shared_task(run, bind=True, base=StepTask, name=step_type.task_name)
+
+
+STEP_TASKS: dict[str, Task] = {key: _register_step_task(st) for key, st in STEP_TYPES.items()}
+
+
+@shared_task(name=FINISH_TASK)
+def run_finish(result: Any = None, *, run_id: str) -> None:
+    services.run_finish(run_id=run_id, result=result)
+
+
+@shared_task(name=STEP_FAILED_TASK)
+def step_failed(task_id: str) -> None:
+    """Error callback linked to every step: finalises the run when the step could not."""
+    services.step_fail_by_task_id(task_id=task_id)

