@@ -1,0 +1,111 @@
+"""Fixtures: users and API clients, a data directory, and for flow tests a real Redis and a
+real Celery worker writing to the test database."""
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from config.celery import app as celery_app
+from tests.services import CeleryWorker, EmbeddedRedis, database_url
+
+_redis: EmbeddedRedis | None = None
+DATA_DIR = Path(tempfile.mkdtemp(prefix="taskchain-data-"))
+
+
+def pytest_configure(config) -> None:
+    """Point the test process at the test data directory and Redis before anything is queued:
+    REDIS_URL when given, else an embedded Redis started here."""
+    global _redis
+    settings.CHAINS_DATA_DIR = DATA_DIR
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        _redis = EmbeddedRedis()
+        url = _redis.url
+    settings.REDIS_URL = settings.CELERY_BROKER_URL = url
+    celery_app.conf.broker_url = url
+
+
+def pytest_unconfigure(config) -> None:
+    if _redis is not None:
+        _redis.stop()
+    shutil.rmtree(DATA_DIR, ignore_errors=True)
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """The data directory shared with the worker, emptied after each test."""
+    yield DATA_DIR
+    for child in DATA_DIR.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real prefork worker consuming every queue, on the test Redis and test database."""
+    from django.db import connection
+
+    env = {
+        "DATABASE_URL": database_url(connection.settings_dict),
+        "REDIS_URL": settings.CELERY_BROKER_URL,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "CHAINS_DATA_DIR": str(DATA_DIR),
+    }
+    worker = CeleryWorker(env=env, log_path=tmp_path_factory.mktemp("worker") / "worker.log")
+    try:
+        worker.wait_ready(celery_app)
+        yield worker
+    finally:
+        worker.stop()
+
+
+def make_user(username: str, *, staff: bool = False, superuser: bool = False):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user(
+        username=username, password="pw-" + username, is_staff=staff or superuser,
+        is_superuser=superuser,
+    )
+
+
+def token_client(user) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+@pytest.fixture
+def user(db):
+    return make_user("alice")
+
+
+@pytest.fixture
+def other_user(db):
+    return make_user("bob")
+
+
+@pytest.fixture
+def admin_user(db):
+    return make_user("root", superuser=True)
+
+
+@pytest.fixture
+def api(user) -> APIClient:
+    return token_client(user)
+
+
+@pytest.fixture
+def other_api(other_user) -> APIClient:
+    return token_client(other_user)
+
+
+@pytest.fixture
+def admin_api(admin_user) -> APIClient:
+    return token_client(admin_user)
