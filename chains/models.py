@@ -78,7 +78,10 @@ class Step(models.Model):
         try:
             self.params = step_type.validate_params(self.params)
         except ParamsInvalid as exc:
-            raise ValidationError({"params": exc.messages()}) from exc
+            raise ValidationError({"params": [
+                f"{field}: {reason}" for field, reasons in exc.messages().items()
+                for reason in reasons
+            ]}) from exc
 
 
 class RunStatus(models.TextChoices):

@@ -22,6 +22,7 @@ def pytest_configure(config) -> None:
     REDIS_URL when given, else an embedded Redis started here."""
     global _redis
     settings.CHAINS_DATA_DIR = DATA_DIR
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     url = os.environ.get("REDIS_URL")
     if not url:
         _redis = EmbeddedRedis()

@@ -85,6 +85,10 @@ def read_rows(relative: str) -> tuple[list[str], Iterator[list[str]]]:
         with handle:
             try:
                 for row in reader:
+                    if any("\x00" in cell for cell in row):
+                        raise StepFailed(
+                            f"file {relative!r} line {reader.line_num} contains a NUL byte"
+                        )
                     if len(row) > len(header):
                         raise StepFailed(
                             f"file {relative!r} line {reader.line_num} has {len(row)} fields, "

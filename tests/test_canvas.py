@@ -1,0 +1,50 @@
+"""The canvas built for a run, inspected without a broker."""
+from types import SimpleNamespace
+
+from celery.canvas import _chain, chord
+
+from chains.canvas import FINISH_TASK, STEP_FAILED_TASK, build_run_signature
+
+
+def step_run(index, stage, key="math.add", queue="math", time_limit=None):
+    return SimpleNamespace(id=100 + index, index=index, stage=stage, step_type=key, queue=queue,
+                           task_id=f"task-{index}", time_limit=time_limit)
+
+
+def build(step_runs):
+    run = SimpleNamespace(id="run-1", inputs={"x": 1})
+    return build_run_signature(run, step_runs, time_limit_default=60)
+
+
+def test_sequential_stages_make_a_chain_ending_in_the_finaliser():
+    canvas = build([step_run(0, 0), step_run(1, 1, "io.stat", "io", time_limit=5)])
+    assert isinstance(canvas, _chain)
+    first, second, finish = canvas.tasks
+    assert first.task == "chains.step.math.add"
+    assert first.args == ({"x": 1},)  # the run's inputs go to the first stage
+    assert first.kwargs == {"step_run_id": 100}
+    assert first.options["task_id"] == "task-0"
+    assert first.options["queue"] == "math"
+    assert (first.options["soft_time_limit"], first.options["time_limit"]) == (60, 90)
+    assert [e["task"] for e in first.options["link_error"]] == [STEP_FAILED_TASK]
+    assert second.args == () and second.options["queue"] == "io"
+    assert second.options["soft_time_limit"] == 5
+    assert finish.task == FINISH_TASK and finish.kwargs == {"run_id": "run-1"}
+
+
+def test_a_wider_stage_becomes_a_chord_with_the_next_stage():
+    canvas = build([step_run(0, 0), step_run(1, 1), step_run(2, 1), step_run(3, 2)])
+    first, fan = canvas.tasks[0], canvas.tasks[1]
+    assert first.options["task_id"] == "task-0"
+    # chain() upgrades group -> next task into a chord.
+    assert isinstance(fan, chord)
+    assert [t.options["task_id"] for t in fan.tasks] == ["task-1", "task-2"]
+    assert all(t.args == () for t in fan.tasks)
+    # The rest of the chain (next stage, finaliser) is the chord's body.
+    assert [t.options.get("task_id") for t in fan.body.tasks] == ["task-3", None]
+    assert fan.body.tasks[1].task == FINISH_TASK
+
+
+def test_steps_are_ordered_by_stage_then_index():
+    canvas = build([step_run(1, 1), step_run(0, 0)])
+    assert [t.options.get("task_id") for t in canvas.tasks[:2]] == ["task-0", "task-1"]

@@ -1,0 +1,173 @@
+"""Services without a worker: what is written, what is queued on commit, what is refused."""
+import pytest
+from django_celery_results.models import TaskResult
+
+from chains import services
+from chains.errors import ChainError
+from chains.models import Chain, Run, RunStatus, RunTrigger, StepRun
+from chains.presets import StepSpec
+
+pytestmark = pytest.mark.django_db
+
+
+def submit_math(user=None, **config):
+    config = {"operation": "add", "numbers": [1, 2, 3], "iterations": 2, **config}
+    return services.run_submit_task(task_type="math_chain", config=config, user=user)
+
+
+def test_submit_creates_the_run_and_its_steps_and_publishes_on_commit(
+    user, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as callbacks:
+        run = submit_math(user)
+    assert len(callbacks) == 1  # the canvas is published only once the rows are committed
+    assert (run.status, run.trigger, run.created_by, run.steps_total) == (
+        RunStatus.PENDING, RunTrigger.API, user, 2)
+    steps = list(run.step_runs.order_by("index"))
+    assert [(s.step_type, s.queue, s.status) for s in steps] == [
+        ("math.add", "math", RunStatus.PENDING)] * 2
+    assert len({s.task_id for s in steps}) == 2
+
+
+def test_bad_config_creates_nothing(user):
+    with pytest.raises(ChainError) as info:
+        submit_math(user, numbers=[1, float("nan")])
+    assert "config.numbers.1" in info.value.errors
+    with pytest.raises(ChainError) as info:
+        services.run_submit_task(task_type="shell_chain", config={}, user=user)
+    assert "task_type" in info.value.errors
+    assert not Run.objects.exists() and not StepRun.objects.exists()
+
+
+def test_step_execute_is_idempotent(user):
+    run = submit_math(user)
+    first = run.step_runs.get(index=0)
+    assert services.step_execute(step_run_id=first.id, previous={}) == 6
+    # A redelivered message returns the stored result without running the step again.
+    assert services.step_execute(step_run_id=first.id, previous="ignored") == 6
+    first.refresh_from_db()
+    run.refresh_from_db()
+    assert (first.status, first.attempts, first.result) == (RunStatus.COMPLETED, 1, 6)
+    assert (run.status, run.steps_done) == (RunStatus.RUNNING, 1)
+
+
+def test_steps_of_a_cancelled_run_are_skipped(user):
+    run = submit_math(user)
+    services.run_cancel(run=run)
+    with pytest.raises(services.StepSkipped):
+        services.step_execute(step_run_id=run.step_runs.get(index=0).id, previous=None)
+    assert set(run.step_runs.values_list("status", flat=True)) == {RunStatus.CANCELLED}
+
+
+def test_step_fail_fails_the_run_and_cancels_the_rest(user):
+    run = submit_math(user, iterations=3)
+    middle = run.step_runs.get(index=1)
+    services.step_fail(step_run_id=middle.id, error="boom")
+    run.refresh_from_db()
+    assert (run.status, run.error) == (RunStatus.FAILED, "step 2 (math.add): boom")
+    assert list(run.step_runs.order_by("index").values_list("status", flat=True)) == [
+        RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.CANCELLED]
+    # A second report (the error callback after the step's own) changes nothing.
+    services.step_fail(step_run_id=middle.id, error="again")
+    run.refresh_from_db()
+    assert run.error == "step 2 (math.add): boom"
+
+
+def test_error_callback_reads_the_task_result(user):
+    run = submit_math(user)
+    step = run.step_runs.get(index=0)
+    TaskResult.objects.create(
+        task_id=step.task_id, status="FAILURE",
+        result='{"exc_type": "TimeLimitExceeded", "exc_message": [60]}',
+    )
+    services.step_fail_by_task_id(task_id=step.task_id)
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert run.error == "step 1 (math.add): TimeLimitExceeded: 60"
+
+
+def test_finish_keeps_the_last_result_or_collects_all(user, data_dir):
+    run = submit_math(user)
+    services.run_finish(run_id=run.id, result=12)
+    run.refresh_from_db()
+    assert (run.status, run.result) == (RunStatus.COMPLETED, 12)
+    (data_dir / "a").write_text("a")
+    io_run = services.run_submit_task(task_type="io_chain", user=user, config={
+        "file_operations": ["stat", "checksum"], "target_files": ["a"]})
+    io_run.step_runs.filter(index=0).update(result={"n": 1})
+    io_run.step_runs.filter(index=1).update(result={"n": 2})
+    services.run_finish(run_id=io_run.id, result={"n": 2})
+    io_run.refresh_from_db()
+    assert io_run.result == [{"n": 1}, {"n": 2}]
+
+
+def test_cancel_of_a_finished_run_is_refused(user):
+    run = submit_math(user)
+    services.run_finish(run_id=run.id, result=1)
+    with pytest.raises(ChainError, match="finished"):
+        services.run_cancel(run=run)
+
+
+def test_delete_removes_task_results(user):
+    run = submit_math(user)
+    step = run.step_runs.get(index=0)
+    TaskResult.objects.create(task_id=step.task_id, status="SUCCESS", result="6")
+    TaskResult.objects.create(task_id="unrelated", status="SUCCESS", result="1")
+    services.run_delete(run=run)
+    assert not Run.objects.exists() and not StepRun.objects.exists()
+    assert list(TaskResult.objects.values_list("task_id", flat=True)) == ["unrelated"]
+
+
+def spec(key="math.add", params=None, stage=0):
+    return StepSpec(step_type=key, params={"numbers": [1]} if params is None else params,
+                    stage=stage)
+
+
+def test_chain_save_validates_every_step_and_writes_nothing_on_error(user):
+    with pytest.raises(ChainError) as info:
+        services.chain_save(name="c", steps=[
+            spec(), spec("celery.backend_cleanup"), spec(params={"numbers": ["x"]}),
+        ], user=user)
+    assert info.value.errors == {
+        "steps.1.step_type": ["unknown step type 'celery.backend_cleanup'"],
+        "steps.2.params.numbers.0": ["must be a number"],
+    }
+    assert not Chain.objects.exists()
+    with pytest.raises(ChainError) as info:
+        services.chain_save(name="c", steps=[])
+    assert "steps" in info.value.errors
+
+
+def test_chain_save_replaces_steps_and_keeps_names_unique(user):
+    chain = services.chain_save(name="c", steps=[spec(), spec(stage=1)], user=user)
+    assert chain.created_by == user
+    services.chain_save(chain=chain, name="c", steps=[spec("math.multiply")])
+    assert list(chain.steps.values_list("position", "step_type")) == [(0, "math.multiply")]
+    with pytest.raises(ChainError) as info:
+        services.chain_save(name="c", steps=[spec()])
+    assert "name" in info.value.errors
+
+
+def test_run_start_snapshots_steps(user, django_capture_on_commit_callbacks):
+    chain = services.chain_save(name="c", steps=[spec(), spec("io.stat", {"path": "x"}, 1)],
+                                default_inputs={"v": 1})
+    with django_capture_on_commit_callbacks() as callbacks:
+        run = services.run_start(chain=chain, trigger=RunTrigger.ADMIN, user=user)
+    assert len(callbacks) == 1
+    assert run.inputs == {"v": 1}
+    services.chain_save(chain=chain, name="c", steps=[spec("math.power")])
+    assert list(run.step_runs.values_list("step_type", "queue")) == [
+        ("math.add", "math"), ("io.stat", "io")]
+
+
+def test_run_start_refuses_disabled_chains_and_bad_inputs(user):
+    chain = services.chain_save(name="c", steps=[spec()], enabled=False)
+    with pytest.raises(ChainError) as info:
+        services.run_start(chain=chain, user=user)
+    assert "chain" in info.value.errors
+    chain.enabled = True
+    chain.save()
+    with pytest.raises(ChainError) as info:
+        services.run_start(chain=chain, inputs="x" * 70_000, user=user)
+    assert "inputs" in info.value.errors
+    assert not Run.objects.exists()

@@ -1,0 +1,231 @@
+"""Step types run directly (no Celery): math folding, CSV steps, file steps, path confinement,
+and the registry as a table."""
+import gzip
+import os
+
+import pytest
+
+from chains.models import Step
+from chains.steps import STEP_TYPES, ParamsInvalid, StepContext, StepFailed
+from chains.steps.data import format_cell, parse_number
+from chains.steps.paths import resolve_data_path
+from config.celery import app
+from tests.helpers import write_csv
+
+
+def run_step(key: str, params: dict, previous=None, *, index: int = 0):
+    step_type = STEP_TYPES[key]
+    checked = step_type.validate_params(params)
+    return step_type.execute(checked, previous, StepContext(run_id="r1", step_index=index))
+
+
+# --- registry ------------------------------------------------------------------------------
+
+
+def test_every_registry_key_has_a_registered_celery_task():
+    import chains.tasks  # noqa: F401  (registers the tasks)
+
+    for key, step_type in STEP_TYPES.items():
+        assert step_type.task_name == f"chains.step.{key}"
+        assert step_type.task_name in app.tasks, key
+
+
+def test_step_model_choices_are_the_registry_keys():
+    choices = [value for value, _ in Step._meta.get_field("step_type").choices]
+    assert choices == list(STEP_TYPES)
+
+
+def test_step_families_are_the_queues():
+    assert {st.family for st in STEP_TYPES.values()} == {"math", "data", "io"}
+
+
+# --- math ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "numbers", "previous", "expected"),
+    [
+        ("math.add", [1, 2, 3], None, 6),
+        ("math.add", [1, 2, 3], 6, 12),
+        ("math.add", [], [1, 2, 3.5], 6.5),
+        ("math.subtract", [1, 2], 10, 7),
+        ("math.multiply", [2, 3], {}, 6),
+        ("math.divide", [3], 9, 3),
+        ("math.divide", [4], 1, 0.25),
+        ("math.power", [2, 10], None, 1024),
+    ],
+)
+def test_math_folds_left_to_right(key, numbers, previous, expected):
+    result = run_step(key, {"numbers": numbers}, previous)
+    assert result == expected
+    assert type(result) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("key", "numbers", "message"),
+    [
+        ("math.divide", [1, 0], "division by zero"),
+        ("math.power", [10, 400], "too large"),
+        ("math.power", [-8, 0.5], "not a real number"),
+        ("math.multiply", [1e15, 1e15, 1e15, 1e15, 1e15, 1e15, 1e15, 1e15, 1e15, 1e15,
+                           1e15, 1e15, 1e15, 1e15, 1e15, 1e15, 1e15, 1e15, 1e15, 1e15,
+                           1e15, 1e15], "not a finite number"),
+        ("math.add", [], "nothing to compute"),
+    ],
+)
+def test_math_errors_are_step_failures(key, numbers, message):
+    with pytest.raises(StepFailed, match=message):
+        run_step(key, {"numbers": numbers})
+
+
+def test_math_refuses_non_numeric_previous_result():
+    with pytest.raises(StepFailed, match="expects a number"):
+        run_step("math.add", {"numbers": [1]}, {"file": "x.csv"})
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "reason"),
+    [
+        ({"numbers": [True]}, "numbers.0", "must be a number"),
+        ({"numbers": ["1"]}, "numbers.0", "must be a number"),
+        ({"numbers": [float("nan")]}, "numbers.0", "finite"),
+        ({"numbers": [float("inf")]}, "numbers.0", "finite"),
+        ({"numbers": [10**16]}, "numbers.0", "between"),
+        ({"numbers": list(range(1001))}, "numbers", "at most 1000"),
+        ({"numbers": [1], "celery": "x"}, "celery", "Extra inputs"),
+    ],
+)
+def test_math_params_are_validated(params, field, reason):
+    with pytest.raises(ParamsInvalid) as info:
+        STEP_TYPES["math.add"].validate_params(params, prefix="params")
+    messages = info.value.messages()
+    assert f"params.{field}" in messages, messages
+    assert reason in " ".join(messages[f"params.{field}"])
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def test_number_parsing_and_cell_formatting():
+    assert parse_number(" 3 ".strip()) == 3.0
+    assert parse_number("nan") is None and parse_number("inf") is None
+    assert parse_number("1" * 5000) is None
+    assert format_cell(3.0) == "3" and format_cell(0.5) == "0.5"
+    assert format_cell("=cmd()") == "'=cmd()" and format_cell("@x") == "'@x"
+    assert format_cell("-3") == "-3"
+
+
+def test_clean_strips_drops_and_parses(data_dir):
+    write_csv(data_dir / "in.csv", "a , b\n 1 , x \n\n 1 , x \n2.50,=1+1\n")
+    result = run_step("data.clean", {"path": "in.csv"})
+    assert result["rows"] == 2
+    assert result["columns"] == ["a", "b"]
+    text = (data_dir / result["file"]).read_text().splitlines()
+    assert text == ["a,b", "1,x", "2.5,'=1+1"]
+    assert result["file"] == "runs/r1/step1-clean.csv"
+
+
+def test_data_steps_take_the_previous_file(data_dir):
+    write_csv(data_dir / "in.csv", "v\n1\n3\n")
+    loaded = run_step("data.load", {"path": "in.csv"})
+    assert loaded == {"file": "in.csv", "rows": 2, "columns": ["v"]}
+    stats = run_step("data.analyze", {}, loaded)
+    assert stats["columns"]["v"] == {"count": 2, "mean": 2.0, "min": 1.0, "max": 3.0,
+                                     "std": pytest.approx(1.41421356)}
+
+
+def test_analyze_skips_text_columns_and_single_values_have_no_std(data_dir):
+    write_csv(data_dir / "in.csv", "n,t,one\n1,a,5\n2,3,\n")
+    stats = run_step("data.analyze", {"path": "in.csv"})
+    assert set(stats["columns"]) == {"n", "one"}
+    assert stats["columns"]["one"]["std"] is None
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b"a,b\n1,2,3\n", "has 3 fields"),
+        (b"a\n\"unterminated\n", "line"),
+        (b"a\n\x00\n", "NUL byte"),
+        (b"a\n\xff\n", "not UTF-8"),
+    ],
+)
+def test_bad_csv_fails_the_step(data_dir, content, message):
+    (data_dir / "bad.csv").write_bytes(content)
+    with pytest.raises(StepFailed, match=message):
+        run_step("data.analyze", {"path": "bad.csv"})
+
+
+def test_oversized_field_and_too_many_columns_fail(data_dir, settings):
+    settings.CHAINS_MAX_CSV_FIELD_BYTES = 1000
+    write_csv(data_dir / "wide.csv", "a\n" + "x" * 2000 + "\n")
+    with pytest.raises(StepFailed, match="field larger"):
+        run_step("data.analyze", {"path": "wide.csv"})
+    settings.CHAINS_MAX_CSV_COLUMNS = 10
+    write_csv(data_dir / "cols.csv", ",".join(f"c{i}" for i in range(11)) + "\n")
+    with pytest.raises(StepFailed, match="11 columns"):
+        run_step("data.analyze", {"path": "cols.csv"})
+
+
+def test_data_step_without_a_file_fails():
+    with pytest.raises(StepFailed, match="needs a 'path'"):
+        run_step("data.clean", {}, 42)
+
+
+# --- io and paths --------------------------------------------------------------------------
+
+
+def test_io_steps(data_dir):
+    (data_dir / "f.txt").write_text("abc" * 10)
+    assert run_step("io.stat", {"path": "f.txt"})["size"] == 30
+    read = run_step("io.read", {"path": "f.txt", "max_bytes": 4})
+    assert (read["content"], read["truncated"]) == ("abca", True)
+    checksum = run_step("io.checksum", {"path": "f.txt", "algorithm": "md5"})
+    assert checksum["checksum"] == "1b66558be2b2cd898ebc3383623a3677"
+    copied = run_step("io.copy", {"path": "f.txt", "destination": "out/g.txt"})
+    assert copied["copy"] == "out/g.txt" and (data_dir / "out/g.txt").read_text() == "abc" * 10
+    packed = run_step("io.compress", {"path": "f.txt"}, index=4)
+    assert packed["compressed"] == "runs/r1/step5-f.txt.gz"
+    assert gzip.decompress((data_dir / packed["compressed"]).read_bytes()) == b"abc" * 10
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("../etc/passwd", "must not contain '..'"),
+        ("a/../../x", "must not contain '..'"),
+        ("/etc/passwd", "not absolute"),
+        ("a\x00b", "NUL"),
+        ("", "non-empty"),
+        ("a\\..\\b", "separator"),
+    ],
+)
+def test_paths_outside_the_data_directory_are_refused(data_dir, path, reason):
+    with pytest.raises(ValueError, match=reason):
+        resolve_data_path(path)
+    with pytest.raises(ParamsInvalid):
+        STEP_TYPES["io.stat"].validate_params({"path": path})
+
+
+def test_symlink_out_of_the_data_directory_is_refused(data_dir, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret")
+    (data_dir / "f.txt").write_text("inside")
+    os.symlink(secret, data_dir / "link.txt")
+    with pytest.raises(StepFailed, match="outside the data directory"):
+        run_step("io.read", {"path": "link.txt"})
+    with pytest.raises(StepFailed, match="outside the data directory"):
+        run_step("io.copy", {"path": "f.txt", "destination": "link.txt"})
+
+
+def test_missing_file_fails_the_step(data_dir):
+    with pytest.raises(StepFailed, match="not an existing file"):
+        run_step("io.checksum", {"path": "nope.txt"})
+
+
+def test_file_size_limit(data_dir, settings):
+    settings.CHAINS_MAX_FILE_BYTES = 10
+    (data_dir / "big.txt").write_text("x" * 11)
+    with pytest.raises(StepFailed, match="over the limit"):
+        run_step("io.checksum", {"path": "big.txt"})
