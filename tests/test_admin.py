@@ -2,6 +2,7 @@
 import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
+from django_celery_results.models import TaskResult
 
 from chains import services
 from chains.admin import start_chains
@@ -48,6 +49,12 @@ def test_pages_render(admin_web, chain):
     assert "tc-status-pending" in page
     step = run.step_runs.get()
     assert f"task_id={step.task_id}" in page
+    TaskResult.objects.create(task_id=step.task_id, status="SUCCESS", result="1")
+    TaskResult.objects.create(task_id="other", status="SUCCESS", result="2")
+    linked = admin_web.get(reverse("admin:django_celery_results_taskresult_changelist")
+                           + f"?task_id={step.task_id}")
+    assert linked.status_code == 200
+    assert linked.context["cl"].result_count == 1
 
 
 def test_run_selected_chains_action_starts_runs(admin_web, chain, admin_user):

@@ -46,3 +46,13 @@ def test_run_chain_errors(args, message):
     with pytest.raises(CommandError, match=message):
         call_command("run_chain", *args)
     assert not Run.objects.exists()
+
+
+def test_drf_create_token_gives_a_working_token(capsys, user):
+    from rest_framework.test import APIClient
+
+    call_command("drf_create_token", user.username)
+    token = capsys.readouterr().out.split()[2]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert client.get("/tasks/statistics").status_code == 200

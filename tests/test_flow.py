@@ -254,3 +254,34 @@ def test_run_chain_command_waits_for_the_result(capsys):
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1] == "21"
     assert Run.objects.get().trigger == "command"
+
+
+def test_step_over_its_time_limit_fails_the_run(api, data_dir):
+    rows = "".join(f"{i},{i % 7}\n" for i in range(1_500_000))
+    write_csv(data_dir / "huge.csv", "a,b\n" + rows)
+    chain = api.post("/api/chains/", {"name": "slow", "steps": [
+        {"step_type": "data.analyze", "params": {"path": "huge.csv"}, "time_limit": 1},
+        {"step_type": "data.analyze", "params": {"path": "huge.csv"}, "stage": 1},
+    ]}, format="json")
+    assert chain.status_code == 201, chain.content
+    run_id = api.post(f"/api/chains/{chain.json()['id']}/run/", {}, format="json").json()["id"]
+    run = wait_for_run(run_id, timeout=40)
+    assert run.status == RunStatus.FAILED
+    assert run.error == "step 1 (data.analyze): time limit exceeded"
+    assert StepRun.objects.get(run=run, index=1).status == RunStatus.CANCELLED
+
+
+def test_unexpected_errors_are_retried_then_fail_the_run(api, data_dir):
+    (data_dir / "a.txt").write_text("a")
+    (data_dir / "taken").mkdir()
+    chain = api.post("/api/chains/", {"name": "retry", "steps": [
+        {"step_type": "io.copy", "params": {"path": "a.txt", "destination": "taken"},
+         "max_retries": 1},
+    ]}, format="json").json()
+    run_id = api.post(f"/api/chains/{chain['id']}/run/", {}, format="json").json()["id"]
+    run = wait_for_run(run_id)
+    assert run.status == RunStatus.FAILED
+    assert run.error.startswith("step 1 (io.copy): IsADirectoryError")
+    step = StepRun.objects.get(run=run)
+    assert step.attempts == 2  # the first try and one retry
+    assert TaskResult.objects.get(task_id=step.task_id).status == "FAILURE"
