@@ -10,6 +10,7 @@ from django.utils.html import format_html, format_html_join
 from chains import selectors, services
 from chains.errors import ChainError
 from chains.models import Chain, Run, RunStatus, RunTrigger, Step, StepRun
+from chains.permissions import can_change_run, can_start_runs
 
 
 def start_chains(chains: QuerySet[Chain], *, user) -> tuple[list[Run], list[str]]:
@@ -70,7 +71,7 @@ class ChainAdmin(admin.ModelAdmin):
             self.message_user(request, f"Not started: {error}", messages.ERROR)
 
     def has_run_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("chains.add_run")
+        return can_start_runs(request.user)
 
 
 class StepRunInline(admin.TabularInline):
@@ -172,6 +173,8 @@ class RunAdmin(admin.ModelAdmin):
     def cancel_selected_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
         cancelled = 0
         for run in queryset.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING]):
+            if not can_change_run(request.user, run):
+                continue
             try:
                 services.run_cancel(run=run)
                 cancelled += 1
@@ -180,4 +183,4 @@ class RunAdmin(admin.ModelAdmin):
         self.message_user(request, f"Cancelled {cancelled} run(s).", messages.SUCCESS)
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("chains.delete_run")
+        return request.user.has_perm("chains.change_run")

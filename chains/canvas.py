@@ -1,6 +1,7 @@
 """Run -> Celery signature. Pure: builds the canvas, writes and queues nothing."""
 from collections.abc import Sequence
 from itertools import groupby
+from typing import Any
 
 from celery import chain, group
 from celery.canvas import Signature
@@ -30,13 +31,18 @@ def step_signature(step_run, *, time_limit_default: int, args: tuple = ()) -> Si
     return signature
 
 
-def build_run_signature(run, step_runs: Sequence, *, time_limit_default: int) -> Signature:
-    """Stages in order (a wider stage is a group, so group -> next stage is a chord), the
-    run's inputs given to the first stage, and a finaliser that writes the run's result."""
+def build_run_signature(
+    run, step_runs: Sequence, *, first_input: Any, time_limit_default: int
+) -> Signature:
+    """Stages in order (a wider stage is a group, so group -> next stage is a chord),
+    `first_input` given to the first stage, and a finaliser that writes the run's result.
+
+    `step_runs` are the steps still to run: all of them for a new run, the stages from the
+    first unfinished one when a run is resumed or retried."""
     ordered = sorted(step_runs, key=lambda sr: (sr.stage, sr.index))
     parts: list[Signature] = []
     for position, (_, members) in enumerate(groupby(ordered, key=lambda sr: sr.stage)):
-        args = (run.inputs,) if position == 0 else ()
+        args = (first_input,) if position == 0 else ()
         signatures = [
             step_signature(sr, time_limit_default=time_limit_default, args=args)
             for sr in members

@@ -135,6 +135,16 @@ class Run(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    published_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When the canvas last reached the broker; empty while it has not (outbox).",
+    )
+    last_progress_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last time a step of this run started or finished."
+    )
+    resumes = models.PositiveSmallIntegerField(
+        default=0, help_text="Times the reconciler re-published this run after it stalled."
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -147,6 +157,10 @@ class Run(models.Model):
             models.Index(fields=["status", "-created_at"], name="run_status_created"),
             models.Index(fields=["created_by", "-created_at"], name="run_owner_created"),
             models.Index(fields=["chain", "-created_at"], name="run_chain_created"),
+            models.Index(
+                fields=["last_progress_at"], name="run_open_progress",
+                condition=Q(status__in=["PENDING", "RUNNING"]),
+            ),
         ]
 
     def __str__(self) -> str:

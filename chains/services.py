@@ -5,6 +5,9 @@ import logging
 import shutil
 import uuid
 from dataclasses import asdict
+from datetime import timedelta
+from functools import partial
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ from chains.models import (
     StepRun,
 )
 from chains.presets import PRESETS, Preset, StepSpec, build_preset
-from chains.steps import STEP_TYPES, ParamsInvalid, StepContext
+from chains.steps import STEP_TYPES, ParamsInvalid, StepContext, StepFailed
 from config.celery import app
 
 logger = logging.getLogger(__name__)
@@ -173,7 +176,7 @@ def _run_create(
             name=spec.name,
             step_type=spec.step_type,
             params=spec.params,
-            queue=spec.queue or STEP_TYPES[spec.step_type].family,
+            queue=spec.queue or STEP_TYPES[spec.step_type].default_queue,
             max_retries=spec.max_retries,
             time_limit=spec.time_limit,
             task_id=str(uuid.uuid4()),
@@ -184,20 +187,73 @@ def _run_create(
 
 
 def run_publish(*, run_id) -> bool:
-    """Send a PENDING run's canvas to the broker. If the broker cannot be reached the run
-    stays PENDING (its rows are committed) and publishing can be tried again."""
-    run = Run.objects.filter(id=run_id, status=RunStatus.PENDING).first()
+    """Send an unfinished run's canvas to the broker, from its first unfinished stage. If the
+    broker cannot be reached the run keeps its rows and stays unpublished (the outbox):
+    `reconcile_runs` publishes it again."""
+    run = Run.objects.filter(id=run_id, status__in=OPEN_STATUSES).first()
     if run is None:
         return False
+    remaining, first_input = _resume_point(run)
+    if not remaining:  # every step is done; only the finaliser was lost
+        run_finish(run_id=run.id, result=first_input)
+        return True
     signature = build_run_signature(
-        run, list(run.step_runs.all()), time_limit_default=settings.CELERY_TASK_SOFT_TIME_LIMIT
+        run, remaining, first_input=first_input,
+        time_limit_default=settings.CELERY_TASK_SOFT_TIME_LIMIT,
     )
     try:
         signature.apply_async()
     except Exception:
-        logger.exception("run %s stays PENDING: its canvas could not be published", run_id)
+        logger.exception("run %s is not published: the broker could not be reached", run_id)
         return False
+    now = timezone.now()
+    Run.objects.filter(id=run.id).update(published_at=now, last_progress_at=now)
     return True
+
+
+def _resume_point(run: Run) -> tuple[list[StepRun], Any]:
+    """The steps from the first stage that is not COMPLETED, and the input of that stage: the
+    run's inputs, or the previous stage's result (a list when it was parallel)."""
+    step_runs = list(run.step_runs.order_by("stage", "index"))
+    previous: Any = run.inputs
+    for stage, members in groupby(step_runs, key=lambda sr: sr.stage):
+        members = list(members)
+        if any(sr.status != RunStatus.COMPLETED for sr in members):
+            return [sr for sr in step_runs if sr.stage >= stage], previous
+        previous = members[0].result if len(members) == 1 else [sr.result for sr in members]
+    return [], previous
+
+
+def _renew_task_ids(run: Run) -> None:
+    """Fresh task ids for the run's unfinished steps before it is published again: the old
+    ids may be revoked, and their TaskResult rows describe attempts that are over."""
+    unfinished = list(run.step_runs.exclude(status=RunStatus.COMPLETED))
+    TaskResult.objects.filter(task_id__in=[sr.task_id for sr in unfinished]).delete()
+    for step_run in unfinished:
+        step_run.task_id = str(uuid.uuid4())
+    StepRun.objects.bulk_update(unfinished, ["task_id"])
+
+
+@transaction.atomic
+def run_retry(*, run: Run) -> Run:
+    """Run a FAILED or CANCELLED run again from its first unfinished step, reusing the stored
+    results of the steps before it."""
+    if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+        raise ChainError("not retryable", errors={
+            "status": [f"only FAILED or CANCELLED runs can be retried; this one is {run.status}"]
+        })
+    run.step_runs.exclude(status=RunStatus.COMPLETED).update(
+        status=RunStatus.PENDING, error="", attempts=0, started_at=None, finished_at=None,
+        result=None,
+    )
+    _renew_task_ids(run)
+    Run.objects.filter(id=run.id).update(
+        status=RunStatus.PENDING, error="", result=None, finished_at=None, published_at=None,
+        resumes=0,
+    )
+    transaction.on_commit(partial(run_publish, run_id=run.id))
+    run.refresh_from_db()
+    return run
 
 
 # --- Executing steps (called by chains.tasks) ----------------------------------------------
@@ -205,15 +261,21 @@ def run_publish(*, run_id) -> bool:
 
 def step_execute(*, step_run_id: int, previous: Any) -> Any:
     """Run one step. A step already COMPLETED (a redelivered message) returns its stored
-    result without doing its work again."""
+    result without doing its work again. A step started more often than its retries allow
+    plus CHAINS_MAX_DELIVERIES (its worker died each time) fails instead of running again."""
     step_run = StepRun.objects.select_related("run").filter(id=step_run_id).first()
     if step_run is None:
         raise StepSkipped(f"step run {step_run_id} no longer exists")
     if step_run.status == RunStatus.COMPLETED:
         return step_run.result
     run = step_run.run
-    if run.status in FINAL_STATUSES:
+    if run.status in FINAL_STATUSES or step_run.status not in OPEN_STATUSES:
         raise StepSkipped(f"run {run.id} is {run.status}")
+    starts_allowed = step_run.max_retries + settings.CHAINS_MAX_DELIVERIES
+    if step_run.attempts >= starts_allowed:
+        raise StepFailed(
+            f"started {step_run.attempts} times without finishing (its worker died each time)"
+        )
     now = timezone.now()
     with transaction.atomic():
         StepRun.objects.filter(id=step_run.id, status__in=OPEN_STATUSES).update(
@@ -222,14 +284,18 @@ def step_execute(*, step_run_id: int, previous: Any) -> Any:
         Run.objects.filter(id=run.id, status=RunStatus.PENDING).update(
             status=RunStatus.RUNNING, started_at=now
         )
+        Run.objects.filter(id=run.id).update(last_progress_at=now)
     context = StepContext(run_id=str(run.id), step_index=step_run.index)
     result = STEP_TYPES[step_run.step_type].execute(step_run.params, previous, context)
+    now = timezone.now()
     with transaction.atomic():
         done = StepRun.objects.filter(id=step_run.id, status__in=OPEN_STATUSES).update(
-            status=RunStatus.COMPLETED, result=result, error="", finished_at=timezone.now()
+            status=RunStatus.COMPLETED, result=result, error="", finished_at=now
         )
         if done:
-            Run.objects.filter(id=run.id).update(steps_done=F("steps_done") + 1)
+            Run.objects.filter(id=run.id).update(
+                steps_done=F("steps_done") + 1, last_progress_at=now
+            )
     return result
 
 
@@ -346,3 +412,63 @@ def _remove_run_files(run_id: str) -> None:
     target = (runs_dir / run_id).resolve()
     if target.parent == runs_dir and target.is_dir():
         shutil.rmtree(target, ignore_errors=True)
+
+
+# --- Reconciling (beat and `manage.py reconcile_runs`) --------------------------------------
+
+
+def _stall_threshold(run: Run) -> timedelta:
+    """How long a run may go without progress: CHAINS_STALL_SECONDS, or longer while a step
+    is running that may legitimately take up to its hard time limit."""
+    limits = [
+        (limit or settings.CELERY_TASK_SOFT_TIME_LIMIT) + 30 + 60
+        for limit in run.step_runs.filter(status=RunStatus.RUNNING)
+        .values_list("time_limit", flat=True)
+    ]
+    return timedelta(seconds=max([settings.CHAINS_STALL_SECONDS, *limits]))
+
+
+def reconcile_runs(*, now=None) -> dict[str, int]:
+    """The database is the ledger: publish runs whose publishing failed, resume runs that made
+    no progress past their deadline (a lost message, a dead broker or worker) from the last
+    completed step, and fail those that stalled CHAINS_MAX_RESUMES times."""
+    now = now or timezone.now()
+    report = {"published": 0, "resumed": 0, "failed": 0}
+    unpublished = Run.objects.filter(
+        status=RunStatus.PENDING, published_at__isnull=True,
+        created_at__lt=now - timedelta(seconds=settings.CHAINS_PUBLISH_GRACE_SECONDS),
+    ).values_list("id", flat=True)
+    for run_id in list(unpublished):
+        report["published"] += run_publish(run_id=run_id)
+    stalled = Run.objects.filter(
+        status__in=OPEN_STATUSES, published_at__isnull=False,
+        last_progress_at__lt=now - timedelta(seconds=settings.CHAINS_STALL_SECONDS),
+    )
+    for run in list(stalled):
+        if run.last_progress_at >= now - _stall_threshold(run):
+            continue
+        if run.resumes >= settings.CHAINS_MAX_RESUMES:
+            report["failed"] += _fail_stalled(run, now)
+        elif _claim_resume(run):
+            _renew_task_ids(run)
+            report["resumed"] += run_publish(run_id=run.id)
+    return report
+
+
+def _claim_resume(run: Run) -> bool:
+    """Only one reconciler resumes a run for a given stall: the update is the claim."""
+    return bool(Run.objects.filter(id=run.id, resumes=run.resumes, status__in=OPEN_STATUSES)
+                .update(resumes=run.resumes + 1, last_progress_at=timezone.now()))
+
+
+@transaction.atomic
+def _fail_stalled(run: Run, now) -> int:
+    seconds = int((now - run.last_progress_at).total_seconds())
+    failed = Run.objects.filter(id=run.id, status__in=OPEN_STATUSES).update(
+        status=RunStatus.FAILED, finished_at=now,
+        error=f"no progress for {seconds}s after {run.resumes} resumes "
+        "(lost messages, or workers that died or do not consume the step's queue)",
+    )
+    if failed:
+        _cancel_outstanding_steps(run.id)
+    return failed

@@ -57,3 +57,9 @@ def run_finish(result: Any = None, *, run_id: str) -> None:
 def step_failed(task_id: str) -> None:
     """Error callback linked to every step: finalises the run when the step could not."""
     services.step_fail_by_task_id(task_id=task_id)
+
+
+@shared_task(name="chains.reconcile_runs", ignore_result=True)
+def reconcile_runs() -> dict:
+    """Run by beat every CHAINS_RECONCILE_EVERY seconds."""
+    return services.reconcile_runs()

@@ -52,6 +52,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "chains.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -121,6 +122,14 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env_str("CHAINS_API_RATE_ANON", "60/min"),
+        "user": env_str("CHAINS_API_RATE_USER", "6000/min"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Task Chain API",
@@ -156,8 +165,17 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # Steps can be long: a worker reserves one message per process so others can take the rest.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Longer than any step's hard time limit, so Redis does not redeliver a running step.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Redis redelivers a message that was taken but not acknowledged after this many seconds
+# (a worker that died with it). Longer than a step's hard time limit, so a step that is
+# still running is not delivered twice.
+CHAINS_VISIBILITY_TIMEOUT = env_int(
+    "CHAINS_VISIBILITY_TIMEOUT", env_int("CHAINS_STEP_TIME_LIMIT", 300) + 30 + 60
+)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CHAINS_VISIBILITY_TIMEOUT,
+    # How often a worker looks for such messages to restore.
+    "unacked_restore_interval": max(1, min(10, CHAINS_VISIBILITY_TIMEOUT // 2)),
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_TIMEOUT = 5
 # Publishing gives up quickly when the broker is down: the run stays PENDING, not the request.
@@ -173,10 +191,29 @@ CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 30
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_TASK_DEFAULT_QUEUE = "celery"
+# Workers keep consuming after the broker comes back, retrying the connection for ever.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-runs": {
+        "task": "chains.reconcile_runs",
+        "schedule": env_int("CHAINS_RECONCILE_EVERY", 30),
+        "options": {"expires": env_int("CHAINS_RECONCILE_EVERY", 30)},
+    },
+}
 CELERY_TIMEZONE = TIME_ZONE
 
 # --- Chains ---------------------------------------------------------------------------
+# Durability: a run with no progress for CHAINS_STALL_SECONDS (or a running step's hard time
+# limit + 60 s, if longer) is resumed by the reconciler from its last completed step, at most
+# CHAINS_MAX_RESUMES times, then failed. A run whose canvas could not be published is
+# published again after CHAINS_PUBLISH_GRACE_SECONDS. A step is started at most its retries +
+# CHAINS_MAX_DELIVERIES times (a step that kills its worker fails instead of looping).
+CHAINS_STALL_SECONDS = env_int("CHAINS_STALL_SECONDS", 600)
+CHAINS_MAX_RESUMES = env_int("CHAINS_MAX_RESUMES", 3)
+CHAINS_PUBLISH_GRACE_SECONDS = env_int("CHAINS_PUBLISH_GRACE_SECONDS", 10)
+CHAINS_MAX_DELIVERIES = env_int("CHAINS_MAX_DELIVERIES", 3)
 # Every file a step reads or writes is resolved inside this directory.
 CHAINS_DATA_DIR = env_path("CHAINS_DATA_DIR", VAR_DIR / "data")
 CHAINS_MAX_NUMBERS = env_int("CHAINS_MAX_NUMBERS", 1000)

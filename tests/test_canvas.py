@@ -12,8 +12,8 @@ def step_run(index, stage, key="math.add", queue="math", time_limit=None):
 
 
 def build(step_runs):
-    run = SimpleNamespace(id="run-1", inputs={"x": 1})
-    return build_run_signature(run, step_runs, time_limit_default=60)
+    run = SimpleNamespace(id="run-1")
+    return build_run_signature(run, step_runs, first_input={"x": 1}, time_limit_default=60)
 
 
 def test_sequential_stages_make_a_chain_ending_in_the_finaliser():
@@ -21,7 +21,7 @@ def test_sequential_stages_make_a_chain_ending_in_the_finaliser():
     assert isinstance(canvas, _chain)
     first, second, finish = canvas.tasks
     assert first.task == "chains.step.math.add"
-    assert first.args == ({"x": 1},)  # the run's inputs go to the first stage
+    assert first.args == ({"x": 1},)  # the run's inputs (or the resume point's) go first
     assert first.kwargs == {"step_run_id": 100}
     assert first.options["task_id"] == "task-0"
     assert first.options["queue"] == "math"

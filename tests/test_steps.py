@@ -35,8 +35,8 @@ def test_step_model_choices_are_the_registry_keys():
     assert choices == list(STEP_TYPES)
 
 
-def test_step_families_are_the_queues():
-    assert {st.family for st in STEP_TYPES.values()} == {"math", "data", "io"}
+def test_step_families_have_queues():
+    assert {st.default_queue for st in STEP_TYPES.values()} == {"math", "data", "io", "celery"}
 
 
 # --- math ----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,6 +17,7 @@ from chains.api.serializers import (
 )
 from chains.errors import ChainError
 from chains.models import Run, RunStatus, RunTrigger
+from chains.permissions import can_delete_run, can_start_runs
 
 
 def _visible_run(request: Request, task_id) -> Run:
@@ -26,6 +28,8 @@ class TaskSubmitView(APIView):
     @extend_schema(request=TaskSubmitSerializer, responses={201: TaskStatusSerializer},
                    tags=["tasks (seed contract)"])
     def post(self, request: Request) -> Response:
+        if not can_start_runs(request.user):
+            raise PermissionDenied("you may not start runs")
         serializer = TaskSubmitSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
@@ -60,7 +64,10 @@ class TaskDetailView(APIView):
     @extend_schema(responses={204: None}, tags=["tasks (seed contract)"])
     def delete(self, request: Request, task_id) -> Response:
         """Revoke anything outstanding, then delete the task and its results."""
-        services.run_delete(run=_visible_run(request, task_id))
+        run = _visible_run(request, task_id)
+        if not can_delete_run(request.user, run):
+            raise PermissionDenied("you may not delete this task")
+        services.run_delete(run=run)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

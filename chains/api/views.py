@@ -18,16 +18,32 @@ from chains.api.serializers import (
 )
 from chains.errors import ChainError
 from chains.models import Run, RunTrigger
+from chains.permissions import can_change_run, can_delete_run, can_start_runs
 from chains.steps import STEP_TYPES
 
 
 class IsOwnerOrStaffForWrites(permissions.BasePermission):
-    """Anyone signed in may read chains and start them; only staff or the author edit them."""
+    """Anyone signed in may read chains; staff or the author edit them; starting a run is
+    chains.permissions.can_start_runs."""
 
     def has_object_permission(self, request, view, obj) -> bool:
-        if request.method in permissions.SAFE_METHODS or getattr(view, "action", "") == "run":
+        if getattr(view, "action", "") == "run":
+            return can_start_runs(request.user)
+        if request.method in permissions.SAFE_METHODS:
             return True
         return request.user.is_staff or obj.created_by_id == request.user.id
+
+
+class RunPermission(permissions.BasePermission):
+    """Cancel and retry need can_change_run; delete needs can_delete_run."""
+
+    def has_object_permission(self, request, view, obj) -> bool:
+        action = getattr(view, "action", "")
+        if action in ("cancel", "retry"):
+            return can_change_run(request.user, obj)
+        if action == "destroy":
+            return can_delete_run(request.user, obj)
+        return True
 
 
 class ChainViewSet(viewsets.ModelViewSet):
@@ -81,7 +97,9 @@ class ChainViewSet(viewsets.ModelViewSet):
 
 class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
                  viewsets.GenericViewSet):
-    """Runs: filter by status, trigger, chain or task_type; cancel; delete."""
+    """Runs: filter by status, trigger, chain or task_type; cancel; retry; delete."""
+
+    permission_classes = [permissions.IsAuthenticated, RunPermission]
 
     def get_serializer_class(self):
         return RunSerializer if self.action == "list" else RunDetailSerializer
@@ -108,6 +126,16 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destro
         """Cancel the run: outstanding steps are revoked."""
         try:
             run = services.run_cancel(run=self.get_object())
+        except ChainError as exc:
+            raise as_validation_error(exc) from exc
+        return Response(RunDetailSerializer(run).data)
+
+    @extend_schema(request=None, responses=RunDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk=None) -> Response:
+        """Run a FAILED or CANCELLED run again from its failed step, reusing earlier results."""
+        try:
+            run = services.run_retry(run=self.get_object())
         except ChainError as exc:
             raise as_validation_error(exc) from exc
         return Response(RunDetailSerializer(run).data)

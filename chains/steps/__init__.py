@@ -4,7 +4,7 @@ chains.tasks turns each row into a Celery task named chains.step.<key>.
 Adding a step type: write its function and params model in a family module, then add one
 line here.
 """
-from chains.steps import data, io, math
+from chains.steps import data, flow, io, math
 from chains.steps.base import ParamsInvalid, StepContext, StepFailed, StepType
 
 STEP_TYPES: dict[str, StepType] = {
@@ -24,6 +24,7 @@ STEP_TYPES: dict[str, StepType] = {
         io.checksum,
         io.copy,
         io.compress,
+        flow.wait_step,
     )
 }
 

@@ -98,11 +98,17 @@ class StepType:
     description: str
     params: type[Params]
     run: StepFunction
+    queue: str = ""
 
     @property
     def family(self) -> str:
-        """math, data or io: also the default queue of the family's steps."""
+        """The part of the key before the dot: math, data, io, flow."""
         return self.key.split(".", 1)[0]
+
+    @property
+    def default_queue(self) -> str:
+        """Where the family's steps go unless a step names a queue: math, data, io, celery."""
+        return self.queue or self.family
 
     @property
     def task_name(self) -> str:

@@ -1,0 +1,23 @@
+"""Flow steps: control the pace of a chain rather than compute."""
+import time
+from typing import Any
+
+from pydantic import Field
+
+from chains.steps.base import Params, StepContext, StepType
+
+
+class WaitParams(Params):
+    seconds: float = Field(ge=0, le=3600, description="How long to wait (within the time limit).")
+
+
+def wait(params: WaitParams, previous: Any, context: StepContext) -> Any:
+    """Wait, then pass the previous result on unchanged."""
+    time.sleep(params.seconds)
+    return previous
+
+
+wait_step = StepType(
+    "flow.wait", "Wait a number of seconds, then pass the previous result on.", WaitParams, wait,
+    queue="celery",
+)
