@@ -173,8 +173,9 @@ CHAINS_VISIBILITY_TIMEOUT = env_int(
 )
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": CHAINS_VISIBILITY_TIMEOUT,
-    # How often a worker looks for such messages to restore.
-    "unacked_restore_interval": max(1, min(10, CHAINS_VISIBILITY_TIMEOUT // 2)),
+    # A worker checks for such messages every 10th tick of this interval (kombu's
+    # restore_visible), so they come back within visibility_timeout + 10 x this.
+    "unacked_restore_interval": max(1, min(30, CHAINS_VISIBILITY_TIMEOUT // 20)),
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_TIMEOUT = 5

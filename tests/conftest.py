@@ -11,7 +11,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from config.celery import app as celery_app
-from tests.services import CeleryWorker, EmbeddedRedis, database_url
+from tests.services import CeleryBeat, CeleryWorker, EmbeddedRedis, database_url
 
 _redis: EmbeddedRedis | None = None
 DATA_DIR = Path(tempfile.mkdtemp(prefix="taskchain-data-"))
@@ -48,23 +48,71 @@ def data_dir() -> Path:
             child.unlink()
 
 
-@pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
-    """A real prefork worker consuming every queue, on the test Redis and test database."""
+def worker_env(**extra: str) -> dict[str, str]:
+    """Environment for worker and beat processes: the test database, Redis and data dir.
+    Redis redelivers an unacknowledged message after 10 s (steps in tests take less)."""
     from django.db import connection
 
-    env = {
+    return {
         "DATABASE_URL": database_url(connection.settings_dict),
         "REDIS_URL": settings.CELERY_BROKER_URL,
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "CHAINS_DATA_DIR": str(DATA_DIR),
+        "CHAINS_VISIBILITY_TIMEOUT": "10",
+        **extra,
     }
-    worker = CeleryWorker(env=env, log_path=tmp_path_factory.mktemp("worker") / "worker.log")
+
+
+@pytest.fixture(scope="module")
+def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real prefork worker consuming every queue, on the test Redis and test database,
+    for the tests of one module."""
+    worker = CeleryWorker(env=worker_env(),
+                          log_path=tmp_path_factory.mktemp("worker") / "worker.log")
     try:
-        worker.wait_ready(celery_app)
+        worker.wait_ready()
         yield worker
     finally:
         worker.stop()
+
+
+@pytest.fixture
+def start_worker(django_db_setup, tmp_path):
+    """Start workers for one test (each with its own log); all are stopped afterwards."""
+    started: list[CeleryWorker] = []
+
+    def start(name: str = "w", **env: str) -> CeleryWorker:
+        worker = CeleryWorker(env=worker_env(**env), log_path=tmp_path / f"{name}.log",
+                              name=name)
+        started.append(worker)
+        worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def start_beat(django_db_setup, tmp_path):
+    started: list[CeleryBeat] = []
+
+    def start(**env: str) -> CeleryBeat:
+        beat = CeleryBeat(env=worker_env(**env), log_path=tmp_path / "beat.log")
+        started.append(beat)
+        return beat
+
+    yield start
+    for beat in started:
+        beat.stop()
+
+
+@pytest.fixture
+def embedded_redis() -> EmbeddedRedis:
+    """The test run's own Redis, for tests that stop and restart it."""
+    if _redis is None:
+        pytest.skip("REDIS_URL points at a Redis these tests did not start")
+    return _redis
 
 
 def make_user(username: str, *, staff: bool = False, superuser: bool = False):

