@@ -30,9 +30,9 @@ run: migrate
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Unit tests only: no worker, no Redis.
+# The quick subset: unit tests, no worker, no faults, no fuzzing.
 test-quick: $(STAMP)
-	$(BIN)/python -m pytest -m "not flow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not flow and not fault and not fuzz" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -229,3 +229,12 @@ def test_file_size_limit(data_dir, settings):
     (data_dir / "big.txt").write_text("x" * 11)
     with pytest.raises(StepFailed, match="over the limit"):
         run_step("io.checksum", {"path": "big.txt"})
+
+
+def test_default_csv_bounds_refuse_huge_fields_and_wide_headers(data_dir):
+    write_csv(data_dir / "field.csv", "a,b\n" + "x" * 200_000 + ",1\n")
+    with pytest.raises(StepFailed, match="field larger than field limit"):
+        run_step("data.clean", {"path": "field.csv"})
+    write_csv(data_dir / "wide.csv", ",".join(f"c{i}" for i in range(100_000)) + "\n1\n")
+    with pytest.raises(StepFailed, match="100000 columns, over the limit"):
+        run_step("data.analyze", {"path": "wide.csv"})

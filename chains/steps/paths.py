@@ -1,4 +1,5 @@
 """Every path a step touches is resolved inside the data directory, or refused."""
+import re
 from pathlib import Path, PurePosixPath
 from typing import Annotated
 
@@ -6,6 +7,8 @@ from django.conf import settings
 from pydantic import AfterValidator
 
 from chains.steps.base import StepFailed
+
+PERCENT_ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
 def data_dir() -> Path:
@@ -20,6 +23,8 @@ def check_relative_path(value: str) -> str:
         raise ValueError("must not contain a NUL byte")
     if "\\" in value:
         raise ValueError("must use '/' as separator")
+    if PERCENT_ENCODED.search(value):
+        raise ValueError("must not be percent-encoded")
     pure = PurePosixPath(value)
     if pure.is_absolute():
         raise ValueError("must be relative to the data directory, not absolute")
