@@ -12,6 +12,11 @@ FINISH_TASK = "chains.run_finish"
 STEP_FAILED_TASK = "chains.step_failed"
 
 
+def hard_time_limit(soft: int) -> int:
+    """The limit at which a step that ignored its soft time limit is killed."""
+    return soft + max(5, soft // 10)
+
+
 def step_signature(step_run, *, time_limit_default: int, args: tuple = ()) -> Signature:
     """One step: its registry task, its pre-assigned task id, queue and time limits.
     `args` holds the run's inputs for the first stage; later stages get the previous result."""
@@ -25,7 +30,7 @@ def step_signature(step_run, *, time_limit_default: int, args: tuple = ()) -> Si
         task_id=step_run.task_id,
         queue=step_run.queue,
         soft_time_limit=soft,
-        time_limit=soft + 30,
+        time_limit=hard_time_limit(soft),
     )
     signature.link_error(app.signature(STEP_FAILED_TASK))
     return signature

@@ -17,7 +17,7 @@ from django.db.models import F
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
-from chains.canvas import build_run_signature
+from chains.canvas import build_run_signature, hard_time_limit
 from chains.errors import ChainError
 from chains.models import (
     FINAL_STATUSES,
@@ -46,15 +46,30 @@ class StepSkipped(Exception):
 # --- Chains -------------------------------------------------------------------------------
 
 
+def max_step_time_limit() -> int:
+    """The longest soft time limit whose hard limit still ends within the broker's
+    visibility timeout."""
+    limit = settings.CHAINS_VISIBILITY_TIMEOUT
+    while limit > 1 and hard_time_limit(limit) >= settings.CHAINS_VISIBILITY_TIMEOUT:
+        limit -= 1
+    return limit
+
+
 def validate_step_specs(specs: list[StepSpec], *, prefix: str = "steps") -> list[StepSpec]:
     """Each step's type is in the registry and its params fit the type's schema."""
     errors: dict[str, list[str]] = {}
     checked: list[StepSpec] = []
+    max_time_limit = max_step_time_limit()
     if not specs:
         errors[prefix] = ["a chain needs at least one step"]
     if len(specs) > settings.CHAINS_MAX_STEPS:
         errors[prefix] = [f"{len(specs)} steps is over the limit of {settings.CHAINS_MAX_STEPS}"]
     for index, spec in enumerate(specs):
+        if spec.time_limit is not None and spec.time_limit > max_time_limit:
+            errors[f"{prefix}.{index}.time_limit"] = [
+                f"must be at most {max_time_limit} s, so that the step ends before "
+                "CHAINS_VISIBILITY_TIMEOUT and is never delivered twice"
+            ]
         step_type = STEP_TYPES.get(spec.step_type)
         if step_type is None:
             errors[f"{prefix}.{index}.step_type"] = [f"unknown step type {spec.step_type!r}"]
@@ -328,13 +343,13 @@ def step_fail_by_task_id(*, task_id: str) -> None:
     step_run = StepRun.objects.filter(task_id=task_id).only("id", "status").first()
     if step_run is None or step_run.status not in OPEN_STATUSES:
         return
-    task_result = TaskResult.objects.filter(task_id=task_id).first()
+    task_result = TaskResult.objects.filter(task_id=task_id, status="FAILURE").first()
+    if task_result is None:  # not a recorded failure (a retry, or a lost write): the
+        return  # reconciler resumes the run if it really stalled
     step_fail(step_run_id=step_run.id, error=_task_error(task_result))
 
 
-def _task_error(task_result: TaskResult | None) -> str:
-    if task_result is None:
-        return "the task failed"
+def _task_error(task_result: TaskResult) -> str:
     try:
         info = json.loads(task_result.result or "null")
     except ValueError:
@@ -418,14 +433,14 @@ def _remove_run_files(run_id: str) -> None:
 
 
 def _stall_threshold(run: Run) -> timedelta:
-    """How long a run may go without progress: CHAINS_STALL_SECONDS, or longer while a step
-    is running that may legitimately take up to its hard time limit."""
-    limits = [
-        (limit or settings.CELERY_TASK_SOFT_TIME_LIMIT) + 30 + 60
-        for limit in run.step_runs.filter(status=RunStatus.RUNNING)
-        .values_list("time_limit", flat=True)
-    ]
-    return timedelta(seconds=max([settings.CHAINS_STALL_SECONDS, *limits]))
+    """How long a run may go without progress: CHAINS_STALL_SECONDS, plus the hard time limit
+    of a step that is (or may still be) running."""
+    running = run.step_runs.filter(status=RunStatus.RUNNING).values_list("time_limit", flat=True)
+    allowance = max(
+        [hard_time_limit(limit or settings.CELERY_TASK_SOFT_TIME_LIMIT) for limit in running],
+        default=0,
+    )
+    return timedelta(seconds=settings.CHAINS_STALL_SECONDS + allowance)
 
 
 def reconcile_runs(*, now=None) -> dict[str, int]:

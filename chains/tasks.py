@@ -4,12 +4,15 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from django.db import InterfaceError, OperationalError
 
 from chains import services
 from chains.canvas import FINISH_TASK, STEP_FAILED_TASK
 from chains.steps import STEP_TYPES, StepFailed, StepType
 
 RETRY_DELAY_SECONDS = 2
+DATABASE_RETRY_SECONDS = 3
+DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 
 class StepTask(Task):
@@ -26,6 +29,9 @@ class StepTask(Task):
         except SoftTimeLimitExceeded:
             services.step_fail(step_run_id=step_run_id, error="time limit exceeded")
             raise
+        except DATABASE_ERRORS as exc:
+            # The ledger is unreachable (a restart, a failover): try again until it is back.
+            raise self.retry(exc=exc, countdown=DATABASE_RETRY_SECONDS, max_retries=None) from exc
         except Exception as exc:
             max_retries = services.step_max_retries(step_run_id=step_run_id)
             if self.request.retries < max_retries:

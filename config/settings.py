@@ -168,9 +168,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Redis redelivers a message that was taken but not acknowledged after this many seconds
 # (a worker that died with it). Longer than a step's hard time limit, so a step that is
 # still running is not delivered twice.
-CHAINS_VISIBILITY_TIMEOUT = env_int(
-    "CHAINS_VISIBILITY_TIMEOUT", env_int("CHAINS_STEP_TIME_LIMIT", 300) + 30 + 60
-)
+CHAINS_VISIBILITY_TIMEOUT = env_int("CHAINS_VISIBILITY_TIMEOUT", 600)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": CHAINS_VISIBILITY_TIMEOUT,
     # A worker checks for such messages every 10th tick of this interval (kombu's
@@ -187,7 +185,7 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_max": 1,
 }
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CHAINS_STEP_TIME_LIMIT", 300)
-CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 30
+CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + max(5, CELERY_TASK_SOFT_TIME_LIMIT // 10)
 # Events on, so Flower and `celery inspect` see workers and tasks.
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
@@ -206,8 +204,8 @@ CELERY_BEAT_SCHEDULE = {
 CELERY_TIMEZONE = TIME_ZONE
 
 # --- Chains ---------------------------------------------------------------------------
-# Durability: a run with no progress for CHAINS_STALL_SECONDS (or a running step's hard time
-# limit + 60 s, if longer) is resumed by the reconciler from its last completed step, at most
+# Durability: a run with no progress for CHAINS_STALL_SECONDS (plus a running step's hard time
+# limit, while a step is running) is resumed by the reconciler from its last completed step, at most
 # CHAINS_MAX_RESUMES times, then failed. A run whose canvas could not be published is
 # published again after CHAINS_PUBLISH_GRACE_SECONDS. A step is started at most its retries +
 # CHAINS_MAX_DELIVERIES times (a step that kills its worker fails instead of looping).

@@ -25,7 +25,7 @@ def test_sequential_stages_make_a_chain_ending_in_the_finaliser():
     assert first.kwargs == {"step_run_id": 100}
     assert first.options["task_id"] == "task-0"
     assert first.options["queue"] == "math"
-    assert (first.options["soft_time_limit"], first.options["time_limit"]) == (60, 90)
+    assert (first.options["soft_time_limit"], first.options["time_limit"]) == (60, 66)
     assert [e["task"] for e in first.options["link_error"]] == [STEP_FAILED_TASK]
     assert second.args == () and second.options["queue"] == "io"
     assert second.options["soft_time_limit"] == 5

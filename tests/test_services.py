@@ -171,3 +171,11 @@ def test_run_start_refuses_disabled_chains_and_bad_inputs(user):
         services.run_start(chain=chain, inputs="x" * 70_000, user=user)
     assert "inputs" in info.value.errors
     assert not Run.objects.exists()
+
+
+def test_step_time_limits_end_within_the_visibility_timeout(settings):
+    settings.CHAINS_VISIBILITY_TIMEOUT = 600
+    assert services.max_step_time_limit() == 545  # 545 + 54 = 599 < 600
+    with pytest.raises(ChainError) as info:
+        services.chain_save(name="c", steps=[StepSpec("math.add", {}, 0, time_limit=546)])
+    assert "steps.0.time_limit" in info.value.errors
