@@ -11,7 +11,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from config.celery import app as celery_app
-from tests.services import CeleryBeat, CeleryWorker, EmbeddedRedis, database_url
+from tests.services import CeleryBeat, CeleryWorker, EmbeddedRedis, database_url, purge_queues
 
 _redis: EmbeddedRedis | None = None
 DATA_DIR = Path(tempfile.mkdtemp(prefix="taskchain-data-"))
@@ -67,6 +67,7 @@ def worker_env(**extra: str) -> dict[str, str]:
 def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     """A real prefork worker consuming every queue, on the test Redis and test database,
     for the tests of one module."""
+    purge_queues(celery_app)  # nothing left over from earlier tests
     worker = CeleryWorker(env=worker_env(),
                           log_path=tmp_path_factory.mktemp("worker") / "worker.log")
     try:
@@ -80,6 +81,7 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
 def start_worker(django_db_setup, tmp_path):
     """Start workers for one test (each with its own log); all are stopped afterwards."""
     started: list[CeleryWorker] = []
+    purge_queues(celery_app)  # nothing left over from earlier tests
 
     def start(name: str = "w", **env: str) -> CeleryWorker:
         worker = CeleryWorker(env=worker_env(**env), log_path=tmp_path / f"{name}.log",

@@ -81,6 +81,14 @@ def database_url(settings_dict: dict) -> str:
     raise RuntimeError(f"flow tests do not know how to point a worker at {engine}")
 
 
+def purge_queues(app) -> None:
+    """Drop messages left in the step queues by earlier tests."""
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in WORKER_QUEUES.split(","):
+            channel.queue_purge(queue)
+
+
 def _log_tail(path: Path) -> str:
     return path.read_text(errors="replace")[-3000:]
 

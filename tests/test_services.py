@@ -179,3 +179,111 @@ def test_step_time_limits_end_within_the_visibility_timeout(settings):
     with pytest.raises(ChainError) as info:
         services.chain_save(name="c", steps=[StepSpec("math.add", {}, 0, time_limit=546)])
     assert "steps.0.time_limit" in info.value.errors
+
+
+class _Published:
+    """Stands in for the broker in unit tests: records what would have been published."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def __call__(self, run, step_runs, *, first_input, time_limit_default):
+        calls = self.calls
+
+        class _Signature:
+            def apply_async(self):
+                calls.append((str(run.id), [sr.index for sr in step_runs], first_input))
+
+        return _Signature()
+
+
+@pytest.fixture
+def published(monkeypatch) -> _Published:
+    recorder = _Published()
+    monkeypatch.setattr(services, "build_run_signature", recorder)
+    return recorder
+
+
+def test_reconcile_publishes_runs_the_broker_never_got(user, published, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    run = submit_math(user)
+    assert services.reconcile_runs() == {"published": 0, "resumed": 0, "failed": 0}
+    later = timezone.now() + timedelta(seconds=settings.CHAINS_PUBLISH_GRACE_SECONDS + 1)
+    assert services.reconcile_runs(now=later)["published"] == 1
+    assert published.calls == [(str(run.id), [0, 1], {})]
+    run.refresh_from_db()
+    assert run.published_at is not None and run.status == RunStatus.PENDING
+
+
+def test_reconcile_resumes_a_stalled_run_from_its_last_completed_stage(
+    user, published, settings
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    run = submit_math(user, iterations=3)
+    services.run_publish(run_id=run.id)
+    first = run.step_runs.get(index=0)
+    services.step_execute(step_run_id=first.id, previous={})  # 6, then the message is lost
+    old_ids = set(run.step_runs.exclude(index=0).values_list("task_id", flat=True))
+    stalled = timezone.now() + timedelta(seconds=settings.CHAINS_STALL_SECONDS + 1)
+    assert services.reconcile_runs(now=stalled) == {"published": 0, "resumed": 1, "failed": 0}
+    assert published.calls[-1] == (str(run.id), [1, 2], 6)  # from step 2, with step 1's result
+    run.refresh_from_db()
+    assert run.resumes == 1
+    new_ids = set(run.step_runs.exclude(index=0).values_list("task_id", flat=True))
+    assert not new_ids & old_ids  # fresh task ids: the old ones may be revoked
+    assert run.step_runs.get(index=0).task_id == first.task_id
+
+
+def test_reconcile_fails_a_run_that_keeps_stalling(user, published, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    run = submit_math(user)
+    services.run_publish(run_id=run.id)
+    Run.objects.filter(id=run.id).update(resumes=settings.CHAINS_MAX_RESUMES)
+    stalled = timezone.now() + timedelta(seconds=settings.CHAINS_STALL_SECONDS + 1)
+    assert services.reconcile_runs(now=stalled)["failed"] == 1
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert run.error.startswith(f"no progress for {settings.CHAINS_STALL_SECONDS + 1}s after 3 ")
+    assert set(run.step_runs.values_list("status", flat=True)) == {RunStatus.CANCELLED}
+
+
+def test_a_running_step_extends_the_deadline_by_its_hard_time_limit(user, published, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    run = submit_math(user)
+    services.run_publish(run_id=run.id)
+    run.step_runs.filter(index=0).update(status=RunStatus.RUNNING, time_limit=100)
+    soon = timezone.now() + timedelta(seconds=settings.CHAINS_STALL_SECONDS + 50)
+    assert services.reconcile_runs(now=soon)["resumed"] == 0
+    later = timezone.now() + timedelta(seconds=settings.CHAINS_STALL_SECONDS + 111)
+    assert services.reconcile_runs(now=later)["resumed"] == 1
+
+
+def test_retry_runs_again_from_the_failed_step(user, published):
+    run = submit_math(user, iterations=3)
+    services.step_execute(step_run_id=run.step_runs.get(index=0).id, previous={})
+    failed = run.step_runs.get(index=1)
+    services.step_fail(step_run_id=failed.id, error="boom")
+    with pytest.raises(ChainError, match="finished"):  # FAILED: nothing left to cancel
+        services.run_cancel(run=Run.objects.get(id=run.id))
+    run = services.run_retry(run=Run.objects.get(id=run.id))
+    assert (run.status, run.error, run.steps_done) == (RunStatus.PENDING, "", 1)
+    steps = list(run.step_runs.order_by("index"))
+    assert [s.status for s in steps] == [RunStatus.COMPLETED, RunStatus.PENDING,
+                                        RunStatus.PENDING]
+    assert steps[1].task_id != failed.task_id and steps[1].attempts == 0
+    services.run_publish(run_id=run.id)
+    assert published.calls[-1] == (str(run.id), [1, 2], 6)
+    with pytest.raises(ChainError, match="not retryable"):
+        services.run_retry(run=run)
