@@ -4,10 +4,13 @@ import json
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from chains import selectors, services
+from chains import admin_views, selectors, services
+from chains.admin_forms import StepInlineForm
+from chains.compatibility import stages_of
+from chains.picture import chain_picture
 from chains.errors import ChainError
 from chains.models import Chain, Run, RunStatus, RunTrigger, Step, StepRun
 from chains.permissions import can_change_run, can_start_runs
@@ -30,11 +33,15 @@ def status_badge(status: str) -> str:
 
 
 class StepInline(admin.TabularInline):
+    """Steps in order; drag a row to move it (chain_builder.js renumbers the positions)."""
+
     model = Step
+    form = StepInlineForm
     extra = 0
     ordering = ["position"]
     fields = ["position", "stage", "name", "step_type", "params", "max_retries", "time_limit",
               "queue"]
+    classes = ["tc-steps"]
 
 
 @admin.register(Chain)
@@ -52,6 +59,35 @@ class ChainAdmin(admin.ModelAdmin):
     ]
     inlines = [StepInline]
     actions = ["run_selected_chains"]
+    change_form_template = "admin/chains/chain/change_form.html"
+
+    class Media:
+        js = ["chains/chain_builder.js"]
+
+    def get_urls(self):
+        def view(function, **kwargs):
+            return self.admin_site.admin_view(
+                lambda request, **kw: function(request, self.admin_site, **kw, **kwargs))
+
+        return [
+            path("<int:chain_id>/run/", view(admin_views.chain_run), name="chains_chain_run"),
+            path("<int:chain_id>/validate/", view(admin_views.chain_validate),
+                 name="chains_chain_validate"),
+            path("<int:chain_id>/duplicate/", view(admin_views.chain_duplicate),
+                 name="chains_chain_duplicate"),
+            path("step-form-schema/<str:key>/", view(admin_views.step_form_schema),
+                 name="chains_step_form_schema"),
+            *super().get_urls(),
+        ]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="",
+                           obj=None):
+        if obj is not None:
+            stages = stages_of(services.chain_step_specs(obj))
+            context["picture"] = chain_picture(
+                [[(s.name or s.step_type, "") for s in stage] for stage in stages])
+            context["can_start"] = can_start_runs(request.user)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     @admin.display(description="steps")
     def step_count(self, chain: Chain) -> int:
@@ -129,6 +165,29 @@ class RunAdmin(admin.ModelAdmin):
     ]
     inlines = [StepRunInline]
     actions = ["cancel_selected_runs"]
+    change_form_template = "admin/chains/run/change_form.html"
+
+    class Media:
+        js = ["chains/run_live.js"]
+
+    def get_urls(self):
+        def view(function, **kwargs):
+            return self.admin_site.admin_view(
+                lambda request, **kw: function(request, self.admin_site, **kw, **kwargs))
+
+        return [
+            path("dashboard/", view(admin_views.dashboard), name="chains_dashboard"),
+            path("<uuid:run_id>/panel/", view(admin_views.run_panel), name="chains_run_panel"),
+            *[path(f"<uuid:run_id>/{action}/", view(admin_views.run_action, action=action),
+                   name=f"chains_run_{action}") for action in ("cancel", "retry", "again")],
+            *super().get_urls(),
+        ]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="",
+                           obj=None):
+        if obj is not None:
+            context.update(admin_views.run_panel_context(request, obj))
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def has_add_permission(self, request) -> bool:
         return False

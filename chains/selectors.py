@@ -1,5 +1,10 @@
 """Every read that admin, API and commands share."""
+import math
+from datetime import datetime, timedelta
+
 from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import TruncHour
+from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from chains.models import Chain, Run, RunStatus, StepRun
@@ -51,3 +56,83 @@ def step_runs_with_results(run: Run) -> list[StepRun]:
 
 def chains_visible_to(user) -> QuerySet[Chain]:
     return Chain.objects.select_related("created_by").prefetch_related("steps")
+
+
+# --- Run page ---------------------------------------------------------------------------------
+
+
+def run_stages(step_runs: list[StepRun]) -> list[dict]:
+    """Steps grouped by stage, in order, with how many of each stage are done."""
+    stages: dict[int, list[StepRun]] = {}
+    for step_run in sorted(step_runs, key=lambda sr: (sr.stage, sr.index)):
+        stages.setdefault(step_run.stage, []).append(step_run)
+    return [
+        {"number": n, "steps": steps, "total": len(steps),
+         "done": sum(sr.status == RunStatus.COMPLETED for sr in steps)}
+        for n, steps in enumerate(stages.values(), start=1)
+    ]
+
+
+def run_duration_estimate(run: Run, *, sample: int = 20) -> float | None:
+    """Median duration in seconds of the chain's last completed runs, if it has any."""
+    if run.chain_id is None:
+        return None
+    durations = _durations(Run.objects.filter(chain_id=run.chain_id,
+                                              status=RunStatus.COMPLETED)
+                           .order_by("-created_at")[:sample])
+    return percentile(durations, 50)
+
+
+def _durations(runs) -> list[float]:
+    return sorted(
+        (finished - started).total_seconds()
+        for started, finished in runs.values_list("started_at", "finished_at")
+        if started and finished
+    )
+
+
+def percentile(ordered: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile of an ascending list."""
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+# --- Dashboard --------------------------------------------------------------------------------
+
+
+def runs_per_hour(*, user, hours: int = 24, now=None) -> list[tuple[datetime, dict[str, int]]]:
+    """Runs created in each of the last `hours` hours, by status (oldest hour first)."""
+    now = now or timezone.now()
+    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
+    rows = (runs_visible_to(user).filter(created_at__gte=start)
+            .annotate(hour=TruncHour("created_at")).values("hour", "status")
+            .annotate(n=Count("id")).order_by())
+    buckets = {start + timedelta(hours=i): {} for i in range(hours)}
+    for row in rows:
+        hour = row["hour"].astimezone(start.tzinfo)
+        buckets.setdefault(hour, {})[row["status"]] = row["n"]
+    return sorted(buckets.items())
+
+
+def chain_performance(*, user, recent: int = 200) -> list[dict]:
+    """Per chain, over its last `recent` finished runs: count, success rate, p50 and p95."""
+    rows = []
+    for chain in Chain.objects.order_by("name"):
+        finished = (runs_visible_to(user).filter(chain=chain, status__in=[
+            RunStatus.COMPLETED, RunStatus.FAILED]).order_by("-created_at")[:recent])
+        statuses = list(finished.values_list("status", flat=True))
+        if not statuses:
+            continue
+        durations = _durations(finished)
+        rows.append({
+            "chain": chain, "runs": len(statuses),
+            "success_rate": statuses.count(RunStatus.COMPLETED) / len(statuses),
+            "p50": percentile(durations, 50), "p95": percentile(durations, 95),
+        })
+    return rows
+
+
+def recent_failures(*, user, limit: int = 10) -> QuerySet[Run]:
+    return runs_visible_to(user).filter(status=RunStatus.FAILED).order_by("-finished_at")[:limit]

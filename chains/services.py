@@ -113,6 +113,30 @@ def chain_save(
     return chain
 
 
+def chain_problems(chain: Chain) -> list[str]:
+    """What would stop the chain from running as meant, without running it: unknown step
+    types, params that do not fit, time limits, stages whose input does not fit, and the
+    canvas compiled from it all."""
+    from types import SimpleNamespace
+
+    from chains.compatibility import stage_problems, value_kind
+
+    specs = chain_step_specs(chain)
+    try:
+        checked = validate_step_specs(specs)
+    except ChainError as exc:
+        return [f"{field}: {reason}" for field, reasons in exc.errors.items()
+                for reason in reasons]
+    problems = stage_problems(checked, first_input=value_kind(chain.default_inputs))
+    fake_steps = [SimpleNamespace(id=i, index=i, stage=s.stage, step_type=s.step_type,
+                                  queue=s.queue or STEP_TYPES[s.step_type].default_queue,
+                                  task_id=f"check-{i}", time_limit=s.time_limit)
+                  for i, s in enumerate(checked)]
+    build_run_signature(SimpleNamespace(id="check"), fake_steps, first_input=None,
+                        time_limit_default=settings.CELERY_TASK_SOFT_TIME_LIMIT)
+    return problems
+
+
 def chain_step_specs(chain: Chain) -> list[StepSpec]:
     return [
         StepSpec(
@@ -121,6 +145,18 @@ def chain_step_specs(chain: Chain) -> list[StepSpec]:
         )
         for step in chain.steps.order_by("position")
     ]
+
+
+@transaction.atomic
+def chain_duplicate(*, chain: Chain, user=None) -> Chain:
+    """A copy of the chain and its steps under a free name ("name (copy)", "(copy 2)", ...)."""
+    name, n = f"{chain.name} (copy)", 1
+    while Chain.objects.filter(name=name).exists():
+        n += 1
+        name = f"{chain.name} (copy {n})"
+    return chain_save(name=name, description=chain.description, enabled=chain.enabled,
+                      default_inputs=chain.default_inputs, steps=chain_step_specs(chain),
+                      user=user)
 
 
 # --- Starting runs --------------------------------------------------------------------------
@@ -165,6 +201,18 @@ def run_submit_task(
         raise ChainError("invalid config", errors=exc.messages()) from exc
     return _run_create(
         preset=preset, task_type=task_type, description=description, trigger=trigger, user=user,
+    )
+
+
+def run_again(*, run: Run, trigger: str = RunTrigger.ADMIN, user=None) -> Run:
+    """A new run with the same steps and inputs as `run` (its chain may have changed since)."""
+    specs = [StepSpec(step_type=sr.step_type, params=sr.params, stage=sr.stage, name=sr.name,
+                      max_retries=sr.max_retries, time_limit=sr.time_limit, queue=sr.queue)
+             for sr in run.step_runs.order_by("index")]
+    return _run_create(
+        preset=Preset(specs=specs, inputs=run.inputs, result_mode=run.result_mode),
+        chain=run.chain, task_type=run.task_type, description=run.description,
+        trigger=trigger, user=user,
     )
 
 

@@ -112,3 +112,100 @@ def test_view_only_staff_cannot_run_or_cancel(client, chain):
         "action": "run_selected_chains", "_selected_action": [chain.pk]})
     assert not Run.objects.exists()
     assert response.status_code in (200, 302, 403)
+
+
+def test_chain_page_has_tools_and_a_picture(admin_web, chain):
+    page = admin_web.get(reverse("admin:chains_chain_change", args=[chain.pk])).content.decode()
+    assert "Run now" in page and "Validate" in page and "Duplicate chain" in page
+    assert page.count('class="tc-node tc-node-plan"') == 2
+    assert "data-django-jsonform" in page  # params are a generated form, not a JSON box
+
+
+def test_run_now_form_warns_without_workers_and_starts_the_run(admin_web, chain):
+    url = reverse("admin:chains_chain_run", args=[chain.pk])
+    page = admin_web.get(url).content.decode()
+    assert "No live worker consumes" in page or "No worker could be asked" in page
+    response = admin_web.post(url, {"inputs": "5"})
+    run = Run.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:chains_run_change", args=[run.pk])
+    assert (run.inputs, run.trigger) == (5, RunTrigger.ADMIN)
+    bad = admin_web.post(url, {"inputs": "{nope"})
+    assert bad.status_code == 200 and "not JSON" in bad.content.decode()
+    assert Run.objects.count() == 1
+
+
+def test_validate_reports_problems_without_running(admin_web, chain):
+    url = reverse("admin:chains_chain_validate", args=[chain.pk])
+    ok = admin_web.post(url, follow=True)
+    assert "The chain is valid" in ok.content.decode()
+    Step.objects.create(chain=chain, position=2, stage=2, step_type="data.clean")
+    Step.objects.create(chain=chain, position=3, stage=3, step_type="math.add",
+                        params={"numbers": ["x"]})
+    page = admin_web.post(url, follow=True).content.decode()
+    assert "steps.3.params.numbers.0: must be a number" in page
+    Step.objects.filter(position=3).delete()
+    page = admin_web.post(url, follow=True).content.decode()
+    assert "stage 3: data.clean needs a file from the stage before" in page
+    assert not Run.objects.exists()
+
+
+def test_duplicate_chain(admin_web, chain):
+    response = admin_web.post(reverse("admin:chains_chain_duplicate", args=[chain.pk]))
+    copy = Chain.objects.get(name="demo (copy)")
+    assert response["Location"] == reverse("admin:chains_chain_change", args=[copy.pk])
+    assert list(copy.steps.values_list("step_type", "params")) == list(
+        chain.steps.values_list("step_type", "params"))
+    admin_web.post(reverse("admin:chains_chain_duplicate", args=[chain.pk]))
+    assert Chain.objects.filter(name="demo (copy 2)").exists()
+
+
+def test_step_form_schema_for_the_picker(admin_web):
+    schema = admin_web.get(reverse("admin:chains_step_form_schema", args=["io.read"])).json()
+    assert schema["keys"]["max_bytes"]["type"] == "integer"
+    assert schema["keys"]["path"]["type"] == "string"
+    assert admin_web.get(reverse("admin:chains_step_form_schema",
+                                 args=["nope"])).status_code == 404
+
+
+def test_run_page_panel_and_actions(admin_web, chain, admin_user):
+    run = services.run_start(chain=chain, user=admin_user)
+    page = admin_web.get(reverse("admin:chains_run_change", args=[run.pk])).content.decode()
+    assert 'id="tc-run-panel"' in page and 'data-finished="0"' in page
+    panel = admin_web.get(reverse("admin:chains_run_panel", args=[run.pk]))
+    assert panel["X-Run-Finished"] == "0"
+    assert 'id="tc-cancel"' in panel.content.decode()
+    admin_web.post(reverse("admin:chains_run_cancel", args=[run.pk]))
+    run.refresh_from_db()
+    assert run.status == "CANCELLED"
+    panel = admin_web.get(reverse("admin:chains_run_panel", args=[run.pk]))
+    assert panel["X-Run-Finished"] == "1"
+    html = panel.content.decode()
+    assert 'id="tc-retry"' in html and 'id="tc-again"' in html and 'id="tc-cancel"' not in html
+    again = admin_web.post(reverse("admin:chains_run_again", args=[run.pk]))
+    new = Run.objects.exclude(pk=run.pk).get()
+    assert again["Location"] == reverse("admin:chains_run_change", args=[new.pk])
+    admin_web.post(reverse("admin:chains_run_retry", args=[run.pk]))
+    run.refresh_from_db()
+    assert run.status == "PENDING"
+
+
+def test_dashboard(admin_web, chain, admin_user):
+    run = services.run_start(chain=chain, user=admin_user)
+    services.run_finish(run_id=run.id, result=1)
+    page = admin_web.get(reverse("admin:chains_dashboard")).content.decode()
+    assert "Runs per hour, last 24 hours" in page and "<svg" in page
+    assert "demo" in page  # chain performance row
+    assert "Workers and queues" in page
+    assert reverse("admin:chains_dashboard") in admin_web.get(reverse("admin:index")).content.decode()
+
+
+def test_view_only_staff_see_runs_but_no_action_buttons(client, chain, admin_user):
+    run = services.run_start(chain=chain, user=admin_user)
+    viewer = make_user("viewer2", staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__startswith="view_"))
+    client.force_login(viewer)
+    page = client.get(reverse("admin:chains_run_change", args=[run.pk])).content.decode()
+    assert 'id="tc-run-panel"' in page and 'id="tc-cancel"' not in page
+    assert client.post(reverse("admin:chains_run_cancel", args=[run.pk])).status_code == 403
+    assert client.get(reverse("admin:chains_chain_run", args=[chain.pk])).status_code == 403

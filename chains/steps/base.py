@@ -99,6 +99,12 @@ class StepType:
     params: type[Params]
     run: StepFunction
     queue: str = ""
+    # What the step takes from the previous stage and gives to the next, so a chain can be
+    # checked before it runs: "numbers" (a number, a list of numbers or nothing), "file" (a
+    # file reference, unless a `path` param names the file), or "any"; and "number", "file",
+    # "record", or "input" (passes its input on).
+    accepts: str = "any"
+    produces: str = "record"
 
     @property
     def family(self) -> str:

@@ -229,15 +229,17 @@ def analyze_csv(params: FileRefParams, previous: Any, context: StepContext) -> d
     return {"file": source, "rows": count, "columns": columns}
 
 
-load = StepType("data.load", "Check a CSV file and count its rows.", LoadParams, load_csv)
+load = StepType("data.load", "Check a CSV file and count its rows.", LoadParams, load_csv,
+                produces="file")
 clean = StepType(
     "data.clean", "Strip cells, drop blank and duplicate rows, parse numbers.",
-    FileRefParams, clean_csv,
+    FileRefParams, clean_csv, accepts="file", produces="file",
 )
 transform = StepType(
-    "data.transform", "Min-max scale numeric columns to [0, 1].", FileRefParams, transform_csv
+    "data.transform", "Min-max scale numeric columns to [0, 1].", FileRefParams, transform_csv,
+    accepts="file", produces="file",
 )
 analyze = StepType(
     "data.analyze", "Count, mean, min, max and sample std of each numeric column.",
-    FileRefParams, analyze_csv,
+    FileRefParams, analyze_csv, accepts="file", produces="record",
 )

@@ -19,5 +19,5 @@ def wait(params: WaitParams, previous: Any, context: StepContext) -> Any:
 
 wait_step = StepType(
     "flow.wait", "Wait a number of seconds, then pass the previous result on.", WaitParams, wait,
-    queue="celery",
+    queue="celery", produces="input",
 )

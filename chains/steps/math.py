@@ -94,6 +94,8 @@ def _make(operation: str) -> StepType:
         "previous result.",
         params=NumbersParams,
         run=run,
+        accepts="numbers",
+        produces="number",
     )
 
 

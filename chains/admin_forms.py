@@ -1,0 +1,63 @@
+"""Admin forms: a step's params edited through a form generated from its step type's schema."""
+import json
+
+from django import forms
+from django_jsonform.widgets import JSONFormWidget
+
+from chains.models import Step
+from chains.steps import STEP_TYPES, StepType
+
+FREE_FORM = {"type": "dict", "keys": {}, "additionalProperties": True}
+
+
+def _form_property(schema: dict) -> dict:
+    """One property of a pydantic JSON schema in the dialect django-jsonform renders."""
+    options = [option for option in schema.get("anyOf", []) if option.get("type") != "null"]
+    merged = {**schema, **(options[0] if options else {})}
+    merged.pop("anyOf", None)
+    out = {key: merged[key] for key in ("type", "title", "minimum", "maximum", "enum",
+                                         "minItems", "maxItems") if key in merged}
+    if "description" in merged:
+        out["help_text"] = merged["description"]
+    if "default" in merged and merged["default"] is not None:
+        out["default"] = merged["default"]
+    if merged.get("type") == "array":
+        out["items"] = _form_property(merged.get("items", {"type": "string"}))
+    if "type" not in out:
+        out["type"] = "string"
+    return out
+
+
+def params_form_schema(step_type: StepType) -> dict:
+    schema = step_type.params_schema()
+    return {
+        "type": "dict",
+        "title": step_type.description,
+        "keys": {name: _form_property(prop) for name, prop in schema["properties"].items()},
+        "required": schema.get("required", []),
+    }
+
+
+class StepInlineForm(forms.ModelForm):
+    """The params box becomes a form for the row's step type (after a change of type, the
+    chain builder's script swaps in the new type's form)."""
+
+    class Meta:
+        model = Step
+        fields = ["position", "stage", "name", "step_type", "params", "max_retries",
+                  "time_limit", "queue"]
+        widgets = {"position": forms.HiddenInput(attrs={"class": "tc-position"})}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        key = self.instance.step_type if self.instance.pk else None
+        schema = params_form_schema(STEP_TYPES[key]) if key in STEP_TYPES else FREE_FORM
+        self.fields["params"].widget = JSONFormWidget(schema=schema)
+        self.fields["params"].required = False
+        self.fields["step_type"].widget.attrs["class"] = "tc-step-type"
+
+    def clean_params(self):
+        value = self.cleaned_data.get("params")
+        if isinstance(value, str):
+            value = json.loads(value or "{}")
+        return value or {}

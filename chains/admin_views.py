@@ -1,0 +1,190 @@
+"""The admin's own pages: run a chain, validate, duplicate, the live run panel, run actions,
+and the dashboard. Each calls the same services and selectors as the API."""
+import json
+
+import pygal
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_POST
+from pygal.style import Style
+
+from chains import selectors, services
+from chains.cluster import cluster_state
+from chains.errors import ChainError
+from chains.models import Chain, RunStatus, RunTrigger
+from chains.permissions import can_change_run, can_start_runs
+from chains.picture import chain_picture
+from chains.steps import STEP_TYPES
+
+STATUS_COLOURS = {"PENDING": "#8a8f98", "RUNNING": "#2f6fdb", "COMPLETED": "#2e8540",
+                  "FAILED": "#c62828", "CANCELLED": "#6d4c41"}
+
+
+def run_url(run) -> str:
+    return reverse("admin:chains_run_change", args=[run.pk])
+
+
+def _errors_text(error: ChainError) -> str:
+    return "; ".join(f"{field}: {', '.join(reasons)}" for field, reasons in error.errors.items())
+
+
+# --- Chains -----------------------------------------------------------------------------------
+
+
+def chain_run(request: HttpRequest, admin_site, chain_id: int) -> HttpResponse:
+    """GET: the inputs form, with a warning when no worker consumes a queue the chain needs.
+    POST: start the run and go to its page."""
+    chain = get_object_or_404(Chain, pk=chain_id)
+    if not can_start_runs(request.user):
+        raise PermissionDenied
+    inputs_text = json.dumps(chain.default_inputs, indent=2)
+    error = ""
+    if request.method == "POST":
+        inputs_text = request.POST.get("inputs", "").strip() or "null"
+        try:
+            inputs = json.loads(inputs_text)
+        except json.JSONDecodeError as exc:
+            error = f"inputs: not JSON ({exc})"
+        else:
+            try:
+                run = services.run_start(chain=chain, inputs=inputs, trigger=RunTrigger.ADMIN,
+                                         user=request.user)
+            except ChainError as exc:
+                error = _errors_text(exc)
+            else:
+                messages.success(request, f"Started run {run.id}.")
+                return redirect(run_url(run))
+    queues = sorted({step.queue or STEP_TYPES[step.step_type].default_queue
+                     for step in chain.steps.all() if step.step_type in STEP_TYPES} | {"celery"})
+    cluster = cluster_state(timeout=0.5)
+    context = {
+        **admin_site.each_context(request), "title": f"Run {chain.name}", "chain": chain,
+        "opts": Chain._meta, "inputs": inputs_text, "error": error, "queues": queues,
+        "missing_queues": cluster.queues_without_workers(queues), "cluster": cluster,
+    }
+    return render(request, "admin/chains/chain/run_form.html", context)
+
+
+@require_POST
+def chain_validate(request: HttpRequest, admin_site, chain_id: int) -> HttpResponse:
+    chain = get_object_or_404(Chain, pk=chain_id)
+    problems = services.chain_problems(chain)
+    if problems:
+        for problem in problems:
+            messages.error(request, f"Problem: {problem}")
+    else:
+        messages.success(request, "The chain is valid: every step type is known, every params "
+                                  "fits its schema, and every stage's input fits.")
+    return redirect(reverse("admin:chains_chain_change", args=[chain.pk]))
+
+
+@require_POST
+def chain_duplicate(request: HttpRequest, admin_site, chain_id: int) -> HttpResponse:
+    if not request.user.has_perm("chains.add_chain"):
+        raise PermissionDenied
+    chain = get_object_or_404(Chain, pk=chain_id)
+    copy = services.chain_duplicate(chain=chain, user=request.user)
+    messages.success(request, f"Duplicated as {copy.name!r}.")
+    return redirect(reverse("admin:chains_chain_change", args=[copy.pk]))
+
+
+def step_form_schema(request: HttpRequest, admin_site, key: str) -> JsonResponse:
+    """The params form schema of a step type, for the chain builder's step-type picker."""
+    from chains.admin_forms import params_form_schema
+
+    if key not in STEP_TYPES:
+        return JsonResponse({"detail": f"unknown step type {key!r}"}, status=404)
+    return JsonResponse(params_form_schema(STEP_TYPES[key]))
+
+
+# --- Runs -------------------------------------------------------------------------------------
+
+
+def run_panel_context(request: HttpRequest, run) -> dict:
+    step_runs = selectors.step_runs_with_results(run)
+    started = run.started_at or run.created_at
+    elapsed = ((run.finished_at or timezone.now()) - started).total_seconds()
+    stages = selectors.run_stages(step_runs)
+    picture = chain_picture([[(sr.name or sr.step_type, sr.status) for sr in stage["steps"]]
+                             for stage in stages])
+    return {
+        "run": run, "stages": stages, "step_runs": step_runs, "picture": picture,
+        "elapsed": elapsed, "estimate": selectors.run_duration_estimate(run),
+        "percent": int(100 * run.steps_done / run.steps_total) if run.steps_total else 0,
+        "can_change": can_change_run(request.user, run),
+        "can_start": can_start_runs(request.user),
+    }
+
+
+def run_panel(request: HttpRequest, admin_site, run_id) -> HttpResponse:
+    """The live part of the run page, polled by run_live.js until the run is finished."""
+    run = get_object_or_404(selectors.runs_visible_to(request.user), pk=run_id)
+    html = render_to_string("admin/chains/run/_panel.html", run_panel_context(request, run),
+                            request=request)
+    response = HttpResponse(html)
+    response["X-Run-Finished"] = "1" if run.is_finished else "0"
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_POST
+def run_action(request: HttpRequest, admin_site, run_id, action: str) -> HttpResponse:
+    run = get_object_or_404(selectors.runs_visible_to(request.user), pk=run_id)
+    allowed = can_start_runs(request.user) if action == "again" else can_change_run(
+        request.user, run)
+    if not allowed:
+        raise PermissionDenied
+    try:
+        if action == "cancel":
+            services.run_cancel(run=run)
+            messages.success(request, "Cancelled.")
+        elif action == "retry":
+            services.run_retry(run=run)
+            messages.success(request, "Retrying from the failed step.")
+        else:
+            new = services.run_again(run=run, user=request.user)
+            messages.success(request, f"Started run {new.id}.")
+            return redirect(run_url(new))
+    except ChainError as exc:
+        messages.error(request, _errors_text(exc))
+    return redirect(run_url(run))
+
+
+# --- Dashboard --------------------------------------------------------------------------------
+
+
+def _runs_per_hour_chart(user) -> str:
+    hours = selectors.runs_per_hour(user=user)
+    style = Style(colors=tuple(STATUS_COLOURS.values()), background="transparent",
+                  plot_background="transparent")
+    chart = pygal.StackedBar(
+        style=style, height=280, width=900, show_legend=True, legend_at_bottom=True,
+        x_label_rotation=0, show_minor_x_labels=False, js=[], disable_xml_declaration=True,
+        title="Runs per hour, last 24 hours",
+    )
+    chart.x_labels = [hour.strftime("%H:00") for hour, _ in hours]
+    chart.x_labels_major = chart.x_labels[::3]
+    for status in STATUS_COLOURS:
+        chart.add(status.title(), [counts.get(status, 0) for _, counts in hours])
+    return mark_safe(chart.render(is_unicode=True))  # noqa: S308 (pygal's own SVG)
+
+
+def dashboard(request: HttpRequest, admin_site) -> HttpResponse:
+    counts = selectors.run_statistics(user=request.user)
+    context = {
+        **admin_site.each_context(request), "title": "Dashboard", "opts": Chain._meta,
+        "counts": [(s.label, s.value, counts[s.value.lower()]) for s in RunStatus],
+        "total": counts["total"], "chart": _runs_per_hour_chart(request.user),
+        "performance": selectors.chain_performance(user=request.user),
+        "failures": selectors.recent_failures(user=request.user),
+        "cluster": cluster_state(timeout=1.0),
+    }
+    return render(request, "admin/chains/dashboard.html", context)
+
+

@@ -1,0 +1,50 @@
+"""What the Celery cluster looks like right now: workers, the queues they consume, and how
+many messages wait in each queue. Read from Celery's remote control and the broker."""
+import logging
+from dataclasses import dataclass, field
+
+from config.celery import app
+
+logger = logging.getLogger(__name__)
+STEP_QUEUES = ("celery", "math", "data", "io")
+
+
+@dataclass
+class ClusterState:
+    workers: dict[str, list[str]] = field(default_factory=dict)  # name -> queues consumed
+    active: dict[str, int] = field(default_factory=dict)  # name -> tasks running
+    queue_lengths: dict[str, int | None] = field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def consumed_queues(self) -> set[str]:
+        return {queue for queues in self.workers.values() for queue in queues}
+
+    def queues_without_workers(self, queues) -> list[str]:
+        return sorted(set(queues) - self.consumed_queues)
+
+
+def cluster_state(*, timeout: float = 1.0, queues=STEP_QUEUES) -> ClusterState:
+    """Ask the workers (waiting `timeout` seconds for answers) and the broker."""
+    state = ClusterState()
+    try:
+        inspect = app.control.inspect(timeout=timeout)
+        for name, consumed in (inspect.active_queues() or {}).items():
+            state.workers[name] = sorted(q["name"] for q in consumed)
+        state.active = {name: len(tasks) for name, tasks in (inspect.active() or {}).items()}
+    except Exception as exc:
+        logger.warning("workers could not be asked: %s", exc)
+        state.error = f"the broker could not be reached: {exc}"
+        return state
+    try:
+        with app.connection_for_read() as connection:
+            channel = connection.default_channel
+            for queue in sorted(set(queues) | state.consumed_queues):
+                try:
+                    state.queue_lengths[queue] = channel.queue_declare(
+                        queue=queue, passive=True).message_count
+                except Exception:
+                    state.queue_lengths[queue] = None
+    except Exception as exc:
+        state.error = f"queue lengths could not be read: {exc}"
+    return state

@@ -1,0 +1,62 @@
+"""Does each stage's output fit the next stage's input? Checked before anything runs."""
+from collections.abc import Sequence
+from itertools import groupby
+
+from chains.presets import StepSpec
+from chains.steps import STEP_TYPES
+
+
+def stages_of(specs: Sequence[StepSpec]) -> list[list[StepSpec]]:
+    ordered = sorted(enumerate(specs), key=lambda pair: (pair[1].stage, pair[0]))
+    return [[spec for _, spec in group]
+            for _, group in groupby(ordered, key=lambda pair: pair[1].stage)]
+
+
+def _output(stage: list[StepSpec], given: str) -> str:
+    """What a stage hands on: one step's output, or a list from a parallel stage."""
+    outputs = {given if STEP_TYPES[s.step_type].produces == "input" else
+               STEP_TYPES[s.step_type].produces for s in stage}
+    if len(stage) == 1:
+        return outputs.pop()
+    return "numbers" if outputs <= {"number", "numbers"} else "list"
+
+
+def stage_problems(specs: Sequence[StepSpec], *, first_input: str = "any") -> list[str]:
+    """Human-readable problems where a stage's input does not fit its steps."""
+    problems: list[str] = []
+    given = first_input
+    for number, stage in enumerate(stages_of(specs), start=1):
+        for spec in stage:
+            accepts = STEP_TYPES[spec.step_type].accepts
+            if accepts == "numbers" and given not in ("number", "numbers", "any", "none"):
+                problems.append(f"stage {number}: {spec.step_type} needs a number or a list of "
+                                f"numbers, but the stage before gives {_describe(given)}")
+            if accepts == "file" and not spec.params.get("path") and given not in (
+                "file", "any"
+            ):
+                problems.append(f"stage {number}: {spec.step_type} needs a file from the stage "
+                                f"before (or a 'path' param), but gets {_describe(given)}")
+        given = _output(stage, given)
+    return problems
+
+
+def _describe(kind: str) -> str:
+    return {"number": "a number", "numbers": "a list of numbers", "file": "a file",
+            "record": "a record", "list": "a list of results"}.get(kind, kind)
+
+
+def value_kind(value) -> str:
+    """The kind of a concrete input value (a run's inputs)."""
+    if value is None or value == {}:
+        return "none"
+    if isinstance(value, bool):
+        return "record"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value
+    ):
+        return "numbers"
+    if isinstance(value, dict) and isinstance(value.get("file"), str):
+        return "file"
+    return "record"

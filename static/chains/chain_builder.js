@@ -1,0 +1,89 @@
+// Chain builder: drag step rows to reorder them (positions follow the rows), and swap a row's
+// params form when its step type changes.
+(function () {
+  "use strict";
+
+  function rows(table) {
+    return Array.prototype.filter.call(table.querySelectorAll("tbody tr.form-row"), function (row) {
+      return !row.classList.contains("empty-form");
+    });
+  }
+
+  function renumber(table) {
+    rows(table).forEach(function (row, index) {
+      var input = row.querySelector("input.tc-position");
+      if (input) input.value = index;
+    });
+  }
+
+  function makeDraggable(table) {
+    var dragged = null;
+    rows(table).forEach(function (row) {
+      if (row.dataset.tcDrag) return;
+      row.dataset.tcDrag = "1";
+      row.draggable = true;
+      row.classList.add("tc-draggable");
+      row.addEventListener("dragstart", function (event) {
+        dragged = row;
+        event.dataTransfer.effectAllowed = "move";
+        row.classList.add("tc-dragging");
+      });
+      row.addEventListener("dragend", function () {
+        row.classList.remove("tc-dragging");
+        dragged = null;
+        renumber(table);
+      });
+      row.addEventListener("dragover", function (event) {
+        if (!dragged || dragged === row) return;
+        event.preventDefault();
+        var box = row.getBoundingClientRect();
+        var after = event.clientY > box.top + box.height / 2;
+        row.parentNode.insertBefore(dragged, after ? row.nextSibling : row);
+      });
+    });
+    renumber(table);
+  }
+
+  function schemaUrl(key) {
+    var holder = document.getElementById("tc-schema-url");
+    return holder ? JSON.parse(holder.textContent).replace("KEY", encodeURIComponent(key)) : null;
+  }
+
+  function swapParamsForm(select) {
+    var row = select.closest("tr");
+    var textarea = row && row.querySelector("textarea[data-django-jsonform]");
+    var url = schemaUrl(select.value);
+    if (!textarea || !url || !select.value) return;
+    fetch(url, { credentials: "same-origin" })
+      .then(function (response) { return response.json(); })
+      .then(function (schema) {
+        var config = JSON.parse(textarea.dataset.djangoJsonform);
+        config.schema = schema;
+        config.data = JSON.stringify({});
+        var container = textarea.previousElementSibling;
+        var freshContainer = document.createElement("div");
+        freshContainer.setAttribute("data-django-jsonform-container", "true");
+        var fresh = document.createElement("textarea");
+        fresh.id = textarea.id;
+        fresh.name = textarea.name;
+        fresh.style.display = "none";
+        fresh.value = "{}";
+        fresh.dataset.djangoJsonform = JSON.stringify(config);
+        var parent = textarea.parentNode;
+        parent.removeChild(container);
+        parent.removeChild(textarea);
+        parent.appendChild(freshContainer);
+        parent.appendChild(fresh);  // django-jsonform renders newly added editors
+      });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var table = document.querySelector(".tc-steps table");
+    if (!table) return;
+    makeDraggable(table);
+    document.addEventListener("formset:added", function () { makeDraggable(table); });
+    table.addEventListener("change", function (event) {
+      if (event.target.matches("select.tc-step-type")) swapParamsForm(event.target);
+    });
+  });
+})();
