@@ -297,10 +297,29 @@ def _renew_task_ids(run: Run) -> None:
     StepRun.objects.bulk_update(unfinished, ["task_id"])
 
 
+def _take_fixed_params(run: Run) -> None:
+    """If the run's chain still has the same steps (types and stages), its unfinished steps
+    take the chain's current settings: retrying after fixing a step's params uses the fix."""
+    if run.chain is None:
+        return
+    specs = validate_step_specs(chain_step_specs(run.chain))
+    step_runs = list(run.step_runs.order_by("index"))
+    if [(s.step_type, s.stage) for s in specs] != [(sr.step_type, sr.stage) for sr in step_runs]:
+        return
+    unfinished = [sr for sr in step_runs if sr.status != RunStatus.COMPLETED]
+    for step_run in unfinished:
+        spec = specs[step_run.index]
+        step_run.params, step_run.time_limit = spec.params, spec.time_limit
+        step_run.max_retries = spec.max_retries
+        step_run.queue = spec.queue or STEP_TYPES[spec.step_type].default_queue
+    StepRun.objects.bulk_update(unfinished, ["params", "time_limit", "max_retries", "queue"])
+
+
 @transaction.atomic
 def run_retry(*, run: Run) -> Run:
     """Run a FAILED or CANCELLED run again from its first unfinished step, reusing the stored
-    results of the steps before it."""
+    results of the steps before it. Unfinished steps take their chain's current params when
+    the chain still has the same steps."""
     if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
         raise ChainError("not retryable", errors={
             "status": [f"only FAILED or CANCELLED runs can be retried; this one is {run.status}"]
@@ -309,6 +328,7 @@ def run_retry(*, run: Run) -> Run:
         status=RunStatus.PENDING, error="", attempts=0, started_at=None, finished_at=None,
         result=None,
     )
+    _take_fixed_params(run)
     _renew_task_ids(run)
     Run.objects.filter(id=run.id).update(
         status=RunStatus.PENDING, error="", result=None, finished_at=None, published_at=None,

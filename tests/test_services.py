@@ -287,3 +287,18 @@ def test_retry_runs_again_from_the_failed_step(user, published):
     assert published.calls[-1] == (str(run.id), [1, 2], 6)
     with pytest.raises(ChainError, match="not retryable"):
         services.run_retry(run=run)
+
+
+def test_retry_takes_the_chains_fixed_params(user, published):
+    chain = services.chain_save(name="fragile", steps=[
+        StepSpec("math.add", {"numbers": [1]}, 0), StepSpec("math.divide", {"numbers": [0]}, 1)])
+    run = services.run_start(chain=chain, user=user)
+    services.step_execute(step_run_id=run.step_runs.get(index=0).id, previous={})
+    services.step_fail(step_run_id=run.step_runs.get(index=1).id, error="division by zero")
+    services.chain_save(chain=chain, name="fragile", steps=[
+        StepSpec("math.add", {"numbers": [100]}, 0), StepSpec("math.divide", {"numbers": [2]}, 1)])
+    run = services.run_retry(run=Run.objects.get(id=run.id))
+    steps = list(run.step_runs.order_by("index"))
+    assert steps[0].params == {"numbers": [1]}  # finished: its stored result is reused
+    assert steps[1].params == {"numbers": [2]}  # unfinished: takes the fix
+    assert services.step_execute(step_run_id=steps[1].id, previous=1) == 0.5
