@@ -1,19 +1,18 @@
 """Admin: build chains with their steps, start them, and read runs step by step."""
-import json
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.urls import path, reverse
-from django.utils.html import format_html, format_html_join
+from django.urls import path
+from django.utils.html import format_html
 
 from chains import admin_views, selectors, services
 from chains.admin_forms import StepInlineForm
 from chains.compatibility import stages_of
-from chains.picture import chain_picture
 from chains.errors import ChainError
-from chains.models import Chain, Run, RunStatus, RunTrigger, Step, StepRun
+from chains.models import Chain, Run, RunStatus, RunTrigger, Step
 from chains.permissions import can_change_run, can_start_runs
+from chains.picture import chain_picture
 
 
 def start_chains(chains: QuerySet[Chain], *, user) -> tuple[list[Run], list[str]]:
@@ -110,41 +109,6 @@ class ChainAdmin(admin.ModelAdmin):
         return can_start_runs(request.user)
 
 
-class StepRunInline(admin.TabularInline):
-    model = StepRun
-    extra = 0
-    can_delete = False
-    fields = ["index_display", "name", "step_type", "queue", "status_display", "attempts",
-              "started_at", "finished_at", "result_display", "error", "task_link"]
-    readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    @admin.display(description="#")
-    def index_display(self, step_run: StepRun) -> int:
-        return step_run.index + 1
-
-    @admin.display(description="status")
-    def status_display(self, step_run: StepRun) -> str:
-        return status_badge(step_run.status)
-
-    @admin.display(description="result")
-    def result_display(self, step_run: StepRun) -> str:
-        if step_run.result is None:
-            return "-"
-        return format_html("<code>{}</code>", json.dumps(step_run.result)[:300])
-
-    @admin.display(description="task result")
-    def task_link(self, step_run: StepRun) -> str:
-        url = reverse("admin:django_celery_results_taskresult_changelist")
-        return format_html('<a href="{}?task_id={}">{}</a>', url, step_run.task_id,
-                           step_run.task_id[:8])
-
-
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
     list_display = ["id", "chain", "task_type", "status_display", "progress", "trigger",
@@ -154,16 +118,14 @@ class RunAdmin(admin.ModelAdmin):
     list_select_related = ["chain", "created_by"]
     date_hierarchy = "created_at"
     show_full_result_count = False
-    readonly_fields = ["id", "chain", "task_type", "description", "status_display", "trigger",
-                       "inputs", "result", "error", "progress", "created_by", "created_at",
-                       "started_at", "finished_at", "tracebacks"]
+    # Status, progress, result, error, steps and times are in the live panel above the form.
+    readonly_fields = ["id", "chain", "task_type", "description", "trigger", "inputs",
+                       "created_by", "created_at"]
     fieldsets = [
-        (None, {"fields": ["id", "chain", "task_type", "description", "status_display",
-                           "progress", "trigger", "created_by"]}),
-        ("Data", {"fields": ["inputs", "result", "error", "tracebacks"]}),
-        ("Times", {"fields": ["created_at", "started_at", "finished_at"]}),
+        (None, {"fields": ["id", "chain", "task_type", "description", "trigger", "created_by",
+                           "created_at"]}),
+        ("Inputs", {"fields": ["inputs"]}),
     ]
-    inlines = [StepRunInline]
     actions = ["cancel_selected_runs"]
     change_form_template = "admin/chains/run/change_form.html"
 
@@ -211,15 +173,6 @@ class RunAdmin(admin.ModelAdmin):
         if run.started_at and run.finished_at:
             return f"{(run.finished_at - run.started_at).total_seconds():.2f}s"
         return "-"
-
-    @admin.display(description="tracebacks")
-    def tracebacks(self, run: Run) -> str:
-        rows = [(sr.index + 1, sr.task_result.traceback)
-                for sr in selectors.step_runs_with_results(run)
-                if sr.task_result is not None and sr.task_result.traceback]
-        if not rows:
-            return "-"
-        return format_html_join("", "<p>Step {}</p><pre>{}</pre>", rows)
 
     def delete_model(self, request, obj: Run) -> None:
         services.run_delete(run=obj)

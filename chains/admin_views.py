@@ -170,6 +170,9 @@ def _runs_per_hour_chart(user) -> str:
     )
     chart.x_labels = [hour.strftime("%H:00") for hour, _ in hours]
     chart.x_labels_major = chart.x_labels[::3]
+    tallest = max((sum(counts.values()) for _, counts in hours), default=0)
+    step = max(1, -(-tallest // 8))
+    chart.y_labels = list(range(0, tallest + step + 1, step))  # whole runs, not fractions
     for status in STATUS_COLOURS:
         chart.add(status.title(), [counts.get(status, 0) for _, counts in hours])
     return mark_safe(chart.render(is_unicode=True))  # noqa: S308 (pygal's own SVG)

@@ -17,6 +17,10 @@ class ClusterState:
     error: str = ""
 
     @property
+    def worker_rows(self) -> list[tuple[str, list[str], int]]:
+        return [(name, queues, self.active.get(name, 0)) for name, queues in self.workers.items()]
+
+    @property
     def consumed_queues(self) -> set[str]:
         return {queue for queues in self.workers.values() for queue in queues}
 
@@ -40,11 +44,18 @@ def cluster_state(*, timeout: float = 1.0, queues=STEP_QUEUES) -> ClusterState:
         with app.connection_for_read() as connection:
             channel = connection.default_channel
             for queue in sorted(set(queues) | state.consumed_queues):
-                try:
-                    state.queue_lengths[queue] = channel.queue_declare(
-                        queue=queue, passive=True).message_count
-                except Exception:
-                    state.queue_lengths[queue] = None
+                state.queue_lengths[queue] = _queue_length(channel, queue)
     except Exception as exc:
         state.error = f"queue lengths could not be read: {exc}"
     return state
+
+
+def _queue_length(channel, queue: str) -> int | None:
+    """Messages waiting in `queue`: kombu's virtual transports (Redis) count them directly;
+    AMQP brokers answer a passive declare. None when the broker does not know the queue."""
+    try:
+        if hasattr(channel, "_size"):
+            return channel._size(queue)
+        return channel.queue_declare(queue=queue, passive=True).message_count
+    except Exception:
+        return None

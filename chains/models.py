@@ -200,3 +200,10 @@ class StepRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.index + 1}. {self.name or self.step_type}"
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from the step's last start to its end."""
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None

@@ -160,3 +160,11 @@ def other_api(other_user) -> APIClient:
 @pytest.fixture
 def admin_api(admin_user) -> APIClient:
     return token_client(admin_user)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so fixtures can see whether it failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -90,7 +90,7 @@ class StepRunSerializer(serializers.ModelSerializer):
     task_status = serializers.SerializerMethodField()
     worker = serializers.SerializerMethodField()
     traceback = serializers.SerializerMethodField()
-    duration = serializers.SerializerMethodField()
+    duration = serializers.FloatField(read_only=True, allow_null=True)
 
     class Meta:
         model = StepRun
@@ -113,10 +113,6 @@ class StepRunSerializer(serializers.ModelSerializer):
         task_result = self._task_result(step_run)
         return task_result.traceback if task_result else None
 
-    def get_duration(self, step_run: StepRun) -> float | None:
-        if step_run.started_at and step_run.finished_at:
-            return (step_run.finished_at - step_run.started_at).total_seconds()
-        return None
 
 
 class RunSerializer(serializers.ModelSerializer):

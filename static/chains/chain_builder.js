@@ -72,8 +72,11 @@
         var parent = textarea.parentNode;
         parent.removeChild(container);
         parent.removeChild(textarea);
-        parent.appendChild(freshContainer);
-        parent.appendChild(fresh);  // django-jsonform renders newly added editors
+        // django-jsonform renders editors found inside newly added elements.
+        var wrapper = document.createElement("div");
+        wrapper.appendChild(freshContainer);
+        wrapper.appendChild(fresh);
+        parent.appendChild(wrapper);
       });
   }
 
