@@ -1,9 +1,11 @@
 """Admin: build chains with their steps, start them, and read runs step by step."""
 
 from django.contrib import admin, messages
+from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import path
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from chains import admin_views, selectors, services
@@ -13,6 +15,17 @@ from chains.errors import ChainError
 from chains.models import Chain, Run, RunStatus, RunTrigger, Step
 from chains.permissions import can_change_run, can_start_runs
 from chains.picture import chain_picture
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most COUNT_CAP matching rows (a LIMIT inside the COUNT), so a page of a large
+    run table never counts the whole table; past the cap the last pages are not offered."""
+
+    COUNT_CAP = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list.order_by()[: self.COUNT_CAP].count()
 
 
 def start_chains(chains: QuerySet[Chain], *, user) -> tuple[list[Run], list[str]]:
@@ -118,6 +131,7 @@ class RunAdmin(admin.ModelAdmin):
     list_select_related = ["chain", "created_by"]
     date_hierarchy = "created_at"
     show_full_result_count = False
+    paginator = CappedCountPaginator
     # Status, progress, result, error, steps and times are in the live panel above the form.
     readonly_fields = ["id", "chain", "task_type", "description", "trigger", "inputs",
                        "created_by", "created_at"]

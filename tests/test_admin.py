@@ -210,3 +210,20 @@ def test_view_only_staff_see_runs_but_no_action_buttons(client, chain, admin_use
     assert 'id="tc-run-panel"' in page and 'id="tc-cancel"' not in page
     assert client.post(reverse("admin:chains_run_cancel", args=[run.pk])).status_code == 403
     assert client.get(reverse("admin:chains_chain_run", args=[chain.pk])).status_code == 403
+
+
+def test_run_list_counts_with_a_cap(admin_web, chain, admin_user, monkeypatch):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from chains.admin import CappedCountPaginator
+
+    monkeypatch.setattr(CappedCountPaginator, "COUNT_CAP", 3)
+    for _ in range(5):
+        services.run_start(chain=chain, user=admin_user)
+    with CaptureQueriesContext(connection) as queries:
+        page = admin_web.get(reverse("admin:chains_run_changelist"))
+    assert page.status_code == 200
+    counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
+    run_counts = [sql for sql in counts if "chains_run" in sql]
+    assert run_counts and all("LIMIT" in sql.upper() for sql in run_counts)

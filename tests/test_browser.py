@@ -85,12 +85,14 @@ def test_build_a_chain_run_it_and_watch_it_finish(page, live_server):
     add_step(page, 0, step_type="flow.wait", stage=0, fill=seconds)
     add_step(page, 1, step_type="math.add", stage=1)
     add_step(page, 2, step_type="math.multiply", stage=1)
+    # Drag the last step above the second: positions follow the rows.
+    page.locator("#steps-2 .tc-handle").drag_to(page.locator("#steps-1 .tc-handle"))
     page.click("input[name=_continue]")
     page.wait_for_selector(".tc-picture")
     chain = Chain.objects.get(name="browser-built")
     assert list(chain.steps.order_by("position").values_list("step_type", "stage", "params")) == [
-        ("flow.wait", 0, {"seconds": 0.5}), ("math.add", 1, {"numbers": []}),
-        ("math.multiply", 1, {"numbers": []})]
+        ("flow.wait", 0, {"seconds": 0.5}), ("math.multiply", 1, {"numbers": []}),
+        ("math.add", 1, {"numbers": []})]
     assert page.locator(".tc-picture .tc-node").count() == 3
     page.click("text=Validate")
     page.wait_for_selector("text=The chain is valid")

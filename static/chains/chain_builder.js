@@ -16,19 +16,31 @@
     });
   }
 
+  var dragged = null;  // the row being dragged; shared by every row's handlers
+
   function makeDraggable(table) {
-    var dragged = null;
     rows(table).forEach(function (row) {
       if (row.dataset.tcDrag) return;
       row.dataset.tcDrag = "1";
+      // A handle in the row's first visible cell starts the drag; inputs stay selectable.
+      var handle = document.createElement("span");
+      handle.className = "tc-handle";
+      handle.title = "Drag to reorder";
+      handle.textContent = "\u2630";
+      var cell = row.querySelector("td.field-stage") || row.querySelector("td");
+      cell.insertBefore(handle, cell.firstChild);
+      var fromHandle = false;
       row.draggable = true;
-      row.classList.add("tc-draggable");
+      row.addEventListener("mousedown", function (event) { fromHandle = event.target === handle; });
       row.addEventListener("dragstart", function (event) {
+        if (!fromHandle) { event.preventDefault(); return; }
         dragged = row;
         event.dataTransfer.effectAllowed = "move";
+        event.dataTransfer.setData("text/plain", "step");
         row.classList.add("tc-dragging");
       });
       row.addEventListener("dragend", function () {
+        fromHandle = false;
         row.classList.remove("tc-dragging");
         dragged = null;
         renumber(table);
