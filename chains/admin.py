@@ -4,17 +4,21 @@ from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.urls import path
+from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.functional import cached_property
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django_celery_beat.admin import PeriodicTaskAdmin
+from django_celery_beat.models import PeriodicTask
 
 from chains import admin_views, selectors, services
 from chains.admin_forms import StepInlineForm
 from chains.compatibility import stages_of
 from chains.errors import ChainError
-from chains.models import Chain, Run, RunStatus, RunTrigger, Step
+from chains.models import Chain, ChainSchedule, Run, RunStatus, RunTrigger, Step
 from chains.permissions import can_change_run, can_start_runs
 from chains.picture import chain_picture
+from chains.schedules import next_fire_times, schedule_errors
 
 
 class CappedCountPaginator(Paginator):
@@ -56,6 +60,34 @@ class StepInline(admin.TabularInline):
     classes = ["tc-steps"]
 
 
+class ChainScheduleInline(admin.StackedInline):
+    """Schedules on the chain page; each keeps a beat PeriodicTask in step (see signals)."""
+
+    model = ChainSchedule
+    extra = 0
+    fields = [("name", "enabled"), ("kind", "timezone"), "every_seconds",
+              ("minute", "hour", "day_of_month", "month_of_year", "day_of_week"), "run_at",
+              "inputs", "next_fire_times", "last_runs"]
+    readonly_fields = ["next_fire_times", "last_runs"]
+
+    @admin.display(description="next fire times")
+    def next_fire_times(self, schedule: ChainSchedule) -> str:
+        if not schedule.pk or schedule_errors(schedule):
+            return "-"
+        last = schedule.periodic_task.last_run_at if schedule.periodic_task else None
+        times = next_fire_times(schedule, after=timezone.now(), last_run_at=last)
+        return format_html_join(", ", "{}", ((t.strftime("%Y-%m-%d %H:%M:%S %Z"),)
+                                             for t in times)) or "none"
+
+    @admin.display(description="last runs")
+    def last_runs(self, schedule: ChainSchedule) -> str:
+        runs = schedule.runs.order_by("-created_at")[:5] if schedule.pk else []
+        return format_html_join(
+            ", ", '<a href="{}">{} {}</a>',
+            ((reverse("admin:chains_run_change", args=[r.pk]), r.created_at.strftime(
+                "%Y-%m-%d %H:%M:%S"), r.status) for r in runs)) or "-"
+
+
 @admin.register(Chain)
 class ChainAdmin(admin.ModelAdmin):
     list_display = ["name", "enabled", "step_count", "created_by", "updated_at"]
@@ -69,7 +101,7 @@ class ChainAdmin(admin.ModelAdmin):
         ("History", {"fields": ["created_by", "created_at", "updated_at"],
                      "classes": ["collapse"]}),
     ]
-    inlines = [StepInline]
+    inlines = [StepInline, ChainScheduleInline]
     actions = ["run_selected_chains"]
     change_form_template = "admin/chains/chain/change_form.html"
 
@@ -210,3 +242,20 @@ class RunAdmin(admin.ModelAdmin):
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("chains.change_run")
+
+
+class SuperuserOnlyPeriodicTaskAdmin(PeriodicTaskAdmin):
+    """Beat's own page names any task in free text: only superusers may see or use it. Chain
+    schedules are edited on their chain's page instead."""
+
+    def has_module_permission(self, request) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    has_add_permission = has_change_permission = has_delete_permission = has_view_permission
+
+
+admin.site.unregister(PeriodicTask)
+admin.site.register(PeriodicTask, SuperuserOnlyPeriodicTaskAdmin)

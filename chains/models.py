@@ -145,12 +145,23 @@ class Run(models.Model):
     resumes = models.PositiveSmallIntegerField(
         default=0, help_text="Times the reconciler re-published this run after it stalled."
     )
+    schedule = models.ForeignKey(
+        "ChainSchedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    scheduled_for = models.DateTimeField(
+        null=True, blank=True, help_text="The schedule's time slot this run was started for."
+    )
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(
                 condition=Q(steps_done__lte=F("steps_total")), name="run_steps_done_lte_total"
+            ),
+            # At most one run per schedule and time slot, however often beat fires.
+            models.UniqueConstraint(
+                fields=["schedule", "scheduled_for"], name="run_one_per_schedule_slot",
+                condition=Q(schedule__isnull=False),
             ),
         ]
         indexes = [
@@ -207,3 +218,69 @@ class StepRun(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class ScheduleKind(models.TextChoices):
+    INTERVAL = "interval", "Every N seconds"
+    CRONTAB = "crontab", "Crontab"
+    ONCE = "once", "Once, at a time"
+
+
+class ChainSchedule(models.Model):
+    """When a chain runs by itself. Kept in sync with a django-celery-beat PeriodicTask whose
+    task is always chains.run_scheduled: nobody types a task name."""
+
+    chain = models.ForeignKey(Chain, on_delete=models.CASCADE, related_name="schedules")
+    name = models.CharField(max_length=100, blank=True)
+    kind = models.CharField(max_length=16, choices=ScheduleKind.choices,
+                            default=ScheduleKind.INTERVAL)
+    every_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="For an interval schedule.")
+    minute = models.CharField(max_length=64, default="0", blank=True)
+    hour = models.CharField(max_length=64, default="*", blank=True)
+    day_of_month = models.CharField(max_length=64, default="*", blank=True)
+    month_of_year = models.CharField(max_length=64, default="*", blank=True)
+    day_of_week = models.CharField(max_length=64, default="*", blank=True,
+                                   help_text="0-6, Sunday is 0.")
+    run_at = models.DateTimeField(null=True, blank=True, help_text="For a one-off schedule.")
+    timezone = models.CharField(max_length=64, default="UTC",
+                                help_text="An IANA name such as Europe/Berlin.")
+    inputs = models.JSONField(null=True, blank=True,
+                              help_text="Empty means the chain's default inputs.")
+    enabled = models.BooleanField(default=True)
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", null=True, blank=True, editable=False,
+        on_delete=models.SET_NULL, related_name="chain_schedule",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["chain", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(kind="interval") | Q(every_seconds__gte=1),
+                name="schedule_interval_has_seconds",
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind="once") | Q(run_at__isnull=False),
+                name="schedule_once_has_time",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or f"{self.chain} ({self.describe()})"
+
+    def describe(self) -> str:
+        if self.kind == ScheduleKind.INTERVAL:
+            return f"every {self.every_seconds} s"
+        if self.kind == ScheduleKind.ONCE:
+            return f"once at {self.run_at:%Y-%m-%d %H:%M} {self.timezone}"
+        return (f"{self.minute} {self.hour} {self.day_of_month} {self.month_of_year} "
+                f"{self.day_of_week} ({self.timezone})")
+
+    def clean(self) -> None:
+        from chains.schedules import schedule_errors
+
+        errors = schedule_errors(self)
+        if errors:
+            raise ValidationError(errors)

@@ -11,9 +11,10 @@ from chains.models import Chain, Run, RunStatus, StepRun
 
 
 def runs_visible_to(user) -> QuerySet[Run]:
-    """Staff see every run; everyone else sees their own."""
+    """Staff see every run; everyone else sees their own. `None` (management commands, run
+    by whoever operates the machine) sees every run."""
     runs = Run.objects.select_related("chain", "created_by")
-    if user.is_staff:
+    if user is None or user.is_staff:
         return runs
     return runs.filter(created_by=user)
 
@@ -136,3 +137,32 @@ def chain_performance(*, user, recent: int = 200) -> list[dict]:
 
 def recent_failures(*, user, limit: int = 10) -> QuerySet[Run]:
     return runs_visible_to(user).filter(status=RunStatus.FAILED).order_by("-finished_at")[:limit]
+
+
+# --- Export -----------------------------------------------------------------------------------
+
+SCHEDULE_EXPORT_FIELDS = ["name", "kind", "every_seconds", "minute", "hour", "day_of_month",
+                          "month_of_year", "day_of_week", "timezone", "inputs", "enabled"]
+STEP_EXPORT_FIELDS = ["stage", "name", "step_type", "params", "max_retries", "time_limit",
+                      "queue"]
+
+
+def chains_export(names: list[str] | None = None) -> dict:
+    """Chains with their steps and schedules as plain JSON data (import_chains reads it)."""
+    chains = Chain.objects.prefetch_related("steps", "schedules").order_by("name")
+    if names:
+        chains = chains.filter(name__in=names)
+    return {"version": 1, "chains": [
+        {
+            "name": chain.name, "description": chain.description, "enabled": chain.enabled,
+            "default_inputs": chain.default_inputs,
+            "steps": [{f: getattr(step, f) for f in STEP_EXPORT_FIELDS}
+                      for step in sorted(chain.steps.all(), key=lambda s: s.position)],
+            "schedules": [
+                {**{f: getattr(s, f) for f in SCHEDULE_EXPORT_FIELDS},
+                 "run_at": s.run_at.isoformat() if s.run_at else None}
+                for s in sorted(chain.schedules.all(), key=lambda s: s.id)
+            ],
+        }
+        for chain in chains
+    ]}

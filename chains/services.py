@@ -22,10 +22,12 @@ from chains.errors import ChainError
 from chains.models import (
     FINAL_STATUSES,
     Chain,
+    ChainSchedule,
     ResultMode,
     Run,
     RunStatus,
     RunTrigger,
+    ScheduleKind,
     Step,
     StepRun,
 )
@@ -172,7 +174,8 @@ def _check_inputs(inputs: Any, *, field: str) -> None:
 
 
 def run_start(
-    *, chain: Chain, inputs: Any = None, trigger: str = RunTrigger.API, user=None
+    *, chain: Chain, inputs: Any = None, trigger: str = RunTrigger.API, user=None,
+    schedule: ChainSchedule | None = None, scheduled_for=None,
 ) -> Run:
     """Start a run of `chain`: snapshot its steps now, publish once the transaction commits."""
     if not chain.enabled:
@@ -182,7 +185,7 @@ def run_start(
     specs = validate_step_specs(chain_step_specs(chain))
     return _run_create(
         preset=Preset(specs=specs, inputs=inputs), chain=chain, trigger=trigger, user=user,
-        description=chain.description,
+        description=chain.description, schedule=schedule, scheduled_for=scheduled_for,
     )
 
 
@@ -219,9 +222,12 @@ def run_again(*, run: Run, trigger: str = RunTrigger.ADMIN, user=None) -> Run:
 @transaction.atomic
 def _run_create(
     *, preset: Preset, trigger: str, user=None, chain: Chain | None = None,
-    task_type: str = "", description: str = "",
+    task_type: str = "", description: str = "", schedule: ChainSchedule | None = None,
+    scheduled_for=None,
 ) -> Run:
     run = Run.objects.create(
+        schedule=schedule,
+        scheduled_for=scheduled_for,
         chain=chain,
         task_type=task_type,
         description=description,
@@ -555,3 +561,145 @@ def _fail_stalled(run: Run, now) -> int:
     if failed:
         _cancel_outstanding_steps(run.id)
     return failed
+
+
+# --- Schedules ------------------------------------------------------------------------------
+
+RUN_SCHEDULED_TASK = "chains.run_scheduled"
+
+
+def schedule_sync(*, schedule: ChainSchedule) -> None:
+    """Create or update the django-celery-beat PeriodicTask behind a schedule. Its task is
+    always chains.run_scheduled with the schedule's id: users never type a task name."""
+    from django_celery_beat.models import (
+        ClockedSchedule,
+        CrontabSchedule,
+        IntervalSchedule,
+        PeriodicTask,
+    )
+
+    fields = {"interval": None, "crontab": None, "clocked": None,
+              "one_off": schedule.kind == ScheduleKind.ONCE}
+    if schedule.kind == ScheduleKind.INTERVAL:
+        fields["interval"], _ = IntervalSchedule.objects.get_or_create(
+            every=schedule.every_seconds, period=IntervalSchedule.SECONDS)
+    elif schedule.kind == ScheduleKind.CRONTAB:
+        fields["crontab"], _ = CrontabSchedule.objects.get_or_create(
+            minute=schedule.minute or "*", hour=schedule.hour or "*",
+            day_of_month=schedule.day_of_month or "*",
+            month_of_year=schedule.month_of_year or "*",
+            day_of_week=schedule.day_of_week or "*", timezone=schedule.timezone)
+    else:
+        fields["clocked"], _ = ClockedSchedule.objects.get_or_create(clocked_time=schedule.run_at)
+    name = f"chain schedule {schedule.id}"
+    task = (schedule.periodic_task or PeriodicTask.objects.filter(name=name).first()
+            or PeriodicTask(name=name))
+    task.task = RUN_SCHEDULED_TASK
+    task.kwargs = json.dumps({"schedule_id": schedule.id})
+    task.enabled = schedule.enabled
+    task.description = f"{schedule.chain.name}: {schedule.describe()}"
+    for name, value in fields.items():
+        setattr(task, name, value)
+    task.save()
+    if schedule.periodic_task_id != task.id:
+        ChainSchedule.objects.filter(id=schedule.id).update(periodic_task=task)
+        schedule.periodic_task = task
+
+
+def schedule_unsync(*, periodic_task_id: int | None) -> None:
+    from django_celery_beat.models import PeriodicTask
+
+    if periodic_task_id:
+        PeriodicTask.objects.filter(id=periodic_task_id).delete()
+
+
+def run_start_scheduled(*, schedule_id: int, now=None) -> Run | None:
+    """A firing of a schedule: at most one run per schedule and time slot (the database's
+    unique constraint decides between two beats or a message delivered twice)."""
+    from django.db import IntegrityError
+
+    from chains.schedules import slot_for
+
+    schedule = ChainSchedule.objects.select_related("chain").filter(id=schedule_id).first()
+    if schedule is None or not schedule.enabled or not schedule.chain.enabled:
+        logger.info("schedule %s fired but is gone or disabled: no run", schedule_id)
+        return None
+    slot = slot_for(schedule, now or timezone.now())
+    try:
+        with transaction.atomic():
+            return run_start(chain=schedule.chain, inputs=schedule.inputs,
+                             trigger=RunTrigger.SCHEDULE, schedule=schedule,
+                             scheduled_for=slot)
+    except IntegrityError:
+        logger.info("schedule %s slot %s already has its run", schedule_id, slot)
+        return None
+
+
+# --- Import -----------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def chains_import(*, data: Any, user=None) -> list[Chain]:
+    """Create or replace (by name) the chains in an export, with their steps and schedules.
+    Everything is validated first; one error and nothing is written."""
+    from django.utils.dateparse import parse_datetime
+
+    from chains.schedules import schedule_errors
+
+    if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(
+        data.get("chains"), list
+    ):
+        raise ChainError("format", errors={"file": ["not a chains export (version 1)"]})
+    imported = []
+    for index, item in enumerate(data["chains"]):
+        prefix = f"chains.{index}"
+        try:
+            steps = [StepSpec(**step) for step in item["steps"]]
+            chain = Chain.objects.filter(name=item["name"]).first()
+            chain = chain_save(chain=chain, name=item["name"],
+                               description=item.get("description", ""),
+                               enabled=item.get("enabled", True),
+                               default_inputs=item.get("default_inputs") or {}, steps=steps,
+                               user=user)
+        except ChainError as exc:
+            raise ChainError("invalid", errors={f"{prefix}.{k}": v
+                                                for k, v in exc.errors.items()}) from exc
+        except (KeyError, TypeError) as exc:
+            raise ChainError("invalid", errors={prefix: [f"malformed chain: {exc}"]}) from exc
+        chain.schedules.all().delete()
+        for n, raw in enumerate(item.get("schedules", [])):
+            fields = dict(raw)
+            run_at = fields.pop("run_at", None)
+            schedule = ChainSchedule(chain=chain, **fields,
+                                     run_at=parse_datetime(run_at) if run_at else None)
+            problems = schedule_errors(schedule)
+            if problems:
+                raise ChainError("invalid", errors={f"{prefix}.schedules.{n}.{k}": v
+                                                    for k, v in problems.items()})
+            schedule.save()
+        imported.append(chain)
+    return imported
+
+
+def runs_purge(*, older_than, status: str | None = None, chunk: int = 1000,
+               progress=None) -> int:
+    """Delete finished runs created before `older_than`, with their steps, TaskResult rows and
+    files, `chunk` runs at a time (memory stays flat however many there are)."""
+    runs = Run.objects.filter(created_at__lt=older_than, status__in=FINAL_STATUSES)
+    if status:
+        runs = runs.filter(status=status)
+    deleted = 0
+    while True:
+        ids = list(runs.order_by("created_at").values_list("id", flat=True)[:chunk])
+        if not ids:
+            return deleted
+        with transaction.atomic():
+            task_ids = StepRun.objects.filter(run_id__in=ids).values_list("task_id", flat=True)
+            TaskResult.objects.filter(task_id__in=task_ids).delete()
+            StepRun.objects.filter(run_id__in=ids).delete()
+            Run.objects.filter(id__in=ids).delete()
+        for run_id in ids:
+            _remove_run_files(str(run_id))
+        deleted += len(ids)
+        if progress:
+            progress(deleted)

@@ -69,3 +69,10 @@ def step_failed(task_id: str) -> None:
 def reconcile_runs() -> dict:
     """Run by beat every CHAINS_RECONCILE_EVERY seconds."""
     return services.reconcile_runs()
+
+
+@shared_task(name="chains.run_scheduled", ignore_result=True)
+def run_scheduled(schedule_id: int) -> str | None:
+    """What every ChainSchedule's PeriodicTask runs."""
+    run = services.run_start_scheduled(schedule_id=schedule_id)
+    return str(run.id) if run else None

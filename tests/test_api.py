@@ -222,3 +222,26 @@ def test_openapi_schema_and_docs(api, user, client):
     client.force_login(user)
     docs = client.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+
+
+def test_cluster_endpoints_are_staff_only(api, admin_api):
+    assert api.get("/api/workers/").status_code == 403
+    assert api.get("/api/queues/").status_code == 403
+    workers = admin_api.get("/api/workers/")
+    assert workers.status_code == 200 and workers.json() == []  # no worker in unit tests
+    queues = admin_api.get("/api/queues/").json()
+    assert {q["name"] for q in queues} >= {"celery", "math", "data", "io"}
+    assert all(q["workers"] == 0 for q in queues)
+
+
+@pytest.mark.parametrize("url", ["/api/runs/?chain=9223372036854775808",
+                                 "/api/chains/9223372036854775808/",
+                                 "/api/schedules/99999999999999999999/"])
+def test_numbers_out_of_the_databases_range_are_4xx(api, url):
+    assert api.get(url).status_code in (400, 404)
+
+
+def test_schedule_for_a_huge_chain_id_is_400(api):
+    response = api.post("/api/schedules/", {"chain": 2**70, "kind": "interval",
+                                            "every_seconds": 5}, format="json")
+    assert response.status_code == 400

@@ -1,4 +1,6 @@
 """Management commands, without a worker."""
+from uuid import uuid4
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -56,3 +58,105 @@ def test_drf_create_token_gives_a_working_token(capsys, user):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert client.get("/tasks/statistics").status_code == 200
+
+
+def _finished_runs(n: int, status: str = "COMPLETED"):
+    from django_celery_results.models import TaskResult
+
+    from chains.models import StepRun
+
+    chain = services.chain_save(name=f"c-{status}-{uuid4().hex[:6]}",
+                                steps=[StepSpec("math.add", {"numbers": [1]}, 0)])
+    runs = []
+    for _ in range(n):
+        run = services.run_start(chain=chain)
+        if status == "COMPLETED":
+            services.run_finish(run_id=run.id, result=1)
+        else:
+            services.step_fail(step_run_id=run.step_runs.get().id, error="x")
+        TaskResult.objects.create(task_id=StepRun.objects.get(run=run).task_id, status="SUCCESS")
+        runs.append(run)
+    return chain, runs
+
+
+def test_list_runs_and_chain_stats(capsys):
+    import json
+
+    chain, runs = _finished_runs(3)
+    call_command("list_runs", "--json", "--limit", "2", "--chain", chain.name)
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["id"] for r in rows] == [str(runs[2].id), str(runs[1].id)]
+    call_command("list_runs", "--status", "FAILED")
+    assert capsys.readouterr().out == ""
+    with pytest.raises(CommandError, match="no chain named"):
+        call_command("list_runs", "--chain", "nope")
+    call_command("chain_stats", "--json")
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["runs"]["completed"] == 3
+    assert stats["chains"][0]["chain"] == chain.name and stats["chains"][0]["success_rate"] == 1
+
+
+def test_export_import_export_is_identical(capsys, tmp_path):
+    import json
+
+    from chains.models import Chain, ChainSchedule
+
+    chain = services.chain_save(name="exported", description="d", default_inputs={"a": 1},
+                                steps=[StepSpec("math.add", {"numbers": [1, 2.5]}, 0, name="x"),
+                                       StepSpec("io.stat", {"path": "f"}, 1, time_limit=9)])
+    ChainSchedule.objects.create(chain=chain, kind="crontab", minute="5", hour="2",
+                                 timezone="Europe/Berlin", inputs=[1])
+    call_command("export_chains")
+    first = capsys.readouterr().out
+    path = tmp_path / "chains.json"
+    path.write_text(first)
+    Chain.objects.all().delete()
+    call_command("import_chains", str(path))
+    assert "imported 1 chain(s): exported" in capsys.readouterr().out
+    call_command("export_chains")
+    assert capsys.readouterr().out == first
+    assert json.loads(first)["chains"][0]["steps"][1]["time_limit"] == 9
+
+
+def test_import_is_all_or_nothing(tmp_path):
+    from chains.models import Chain
+
+    data = {"version": 1, "chains": [
+        {"name": "good", "steps": [{"step_type": "math.add", "params": {}, "stage": 0}]},
+        {"name": "bad", "steps": [{"step_type": "celery.map", "params": {}, "stage": 0}]},
+    ]}
+    path = tmp_path / "bad.json"
+    path.write_text(__import__("json").dumps(data))
+    with pytest.raises(CommandError, match="chains.1.steps.0.step_type"):
+        call_command("import_chains", str(path))
+    assert not Chain.objects.exists()
+    path.write_text("{nope")
+    with pytest.raises(CommandError, match="cannot read"):
+        call_command("import_chains", str(path))
+
+
+def test_purge_runs_leaves_no_orphans(capsys):
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_celery_results.models import TaskResult
+
+    from chains.models import Run, StepRun
+
+    _, old = _finished_runs(5)
+    _, failed = _finished_runs(2, status="FAILED")
+    Run.objects.update(created_at=timezone.now() - timedelta(days=10))
+    _, recent = _finished_runs(1)
+    call_command("purge_runs", "--older-than", "7", "--status", "COMPLETED", "--chunk", "2")
+    assert "deleted 5 run(s)" in capsys.readouterr().out
+    assert set(Run.objects.values_list("id", flat=True)) == {r.id for r in failed + recent}
+    remaining_tasks = set(StepRun.objects.values_list("task_id", flat=True))
+    assert set(TaskResult.objects.values_list("task_id", flat=True)) == remaining_tasks
+    call_command("purge_runs", "--older-than", "7")
+    assert Run.objects.count() == 1
+
+
+def test_cluster_status_without_workers_exits_1():
+    with pytest.raises(CommandError, match="no worker answered") as info:
+        call_command("cluster_status", "--timeout", "0.3")
+    assert info.value.returncode == 1

@@ -1,7 +1,7 @@
 """Input and output serializers. No logic in save(): views call services."""
 from rest_framework import serializers
 
-from chains.models import Chain, Run, RunStatus, RunTrigger, Step, StepRun
+from chains.models import Chain, ChainSchedule, Run, RunStatus, RunTrigger, Step, StepRun
 from chains.presets import PRESETS, StepSpec
 from chains.steps import STEP_TYPES
 
@@ -141,7 +141,7 @@ class RunDetailSerializer(RunSerializer):
 class RunFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
     trigger = serializers.ChoiceField(choices=RunTrigger.choices, required=False)
-    chain = serializers.IntegerField(required=False, min_value=1)
+    chain = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
     task_type = serializers.ChoiceField(choices=list(PRESETS), required=False)
 
 
@@ -150,3 +150,50 @@ class StepTypeSerializer(serializers.Serializer):
     family = serializers.CharField()
     description = serializers.CharField()
     params_schema = serializers.JSONField()
+
+
+class ChainScheduleSerializer(serializers.ModelSerializer):
+    next_fire_times = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ChainSchedule
+        fields = ["id", "chain", "name", "kind", "every_seconds", "minute", "hour",
+                  "day_of_month", "month_of_year", "day_of_week", "run_at", "timezone", "inputs",
+                  "enabled", "next_fire_times", "created_at"]
+        read_only_fields = ["created_at"]
+
+    def validate(self, attrs: dict) -> dict:
+        from chains.schedules import schedule_errors
+
+        candidate = ChainSchedule(**{**self._current(), **attrs})
+        errors = schedule_errors(candidate)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+    def _current(self) -> dict:
+        if self.instance is None:
+            return {}
+        return {f: getattr(self.instance, f) for f in self.Meta.fields
+                if f not in ("id", "next_fire_times", "created_at", "chain")}
+
+    def get_next_fire_times(self, schedule: ChainSchedule) -> list[str]:
+        from django.utils import timezone
+
+        from chains.schedules import next_fire_times
+
+        last = schedule.periodic_task.last_run_at if schedule.periodic_task else None
+        return [t.isoformat() for t in next_fire_times(schedule, after=timezone.now(),
+                                                       last_run_at=last)]
+
+
+class WorkerSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    queues = serializers.ListField(child=serializers.CharField())
+    active = serializers.IntegerField()
+
+
+class QueueSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    messages = serializers.IntegerField(allow_null=True)
+    workers = serializers.IntegerField()

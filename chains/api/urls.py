@@ -9,6 +9,7 @@ router = DefaultRouter()
 router.register("chains", views.ChainViewSet, basename="chain")
 router.register("runs", views.RunViewSet, basename="run")
 router.register("step-types", views.StepTypeViewSet, basename="step-type")
+router.register("schedules", views.ChainScheduleViewSet, basename="schedule")
 
 seed_urlpatterns = [
     path("tasks/submit", seed.TaskSubmitView.as_view(), name="task-submit"),
@@ -22,5 +23,7 @@ seed_urlpatterns = [
 api_urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("workers/", views.WorkersView.as_view(), name="workers"),
+    path("queues/", views.QueuesView.as_view(), name="queues"),
     path("", include(router.urls)),
 ]

@@ -2,22 +2,27 @@
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from chains import selectors, services
 from chains.api.errors import as_validation_error
 from chains.api.serializers import (
+    ChainScheduleSerializer,
     ChainSerializer,
+    QueueSerializer,
     RunDetailSerializer,
     RunFilterSerializer,
     RunSerializer,
     RunStartSerializer,
     StepTypeSerializer,
+    WorkerSerializer,
 )
+from chains.cluster import cluster_state
 from chains.errors import ChainError
-from chains.models import Run, RunTrigger
+from chains.models import ChainSchedule, Run, RunTrigger
 from chains.permissions import can_change_run, can_delete_run, can_start_runs
 from chains.steps import STEP_TYPES
 
@@ -48,6 +53,7 @@ class RunPermission(permissions.BasePermission):
 
 class ChainViewSet(viewsets.ModelViewSet):
     serializer_class = ChainSerializer
+    lookup_value_regex = r"\d{1,18}"
     permission_classes = [permissions.IsAuthenticated, IsOwnerOrStaffForWrites]
 
     def get_queryset(self):
@@ -162,3 +168,53 @@ class StepTypeViewSet(viewsets.ViewSet):
         return Response(self._row(pk))
 
 
+
+
+class ChainScheduleViewSet(viewsets.ModelViewSet):
+    """Schedules of chains; each keeps its beat entry in step. Staff or the chain's author
+    edit them."""
+
+    serializer_class = ChainScheduleSerializer
+    lookup_value_regex = r"\d{1,18}"
+    permission_classes = [permissions.IsAuthenticated, IsOwnerOrStaffForWrites]
+    queryset = ChainSchedule.objects.select_related("chain", "periodic_task")
+
+    def check_object_permissions(self, request, obj) -> None:
+        super().check_object_permissions(request, obj.chain)
+
+    def perform_create(self, serializer) -> None:
+        chain = serializer.validated_data["chain"]
+        if not (self.request.user.is_staff or chain.created_by_id == self.request.user.id):
+            raise PermissionDenied("only staff or the chain's author schedule it")
+        serializer.save()
+
+
+class WorkersView(APIView):
+    """Workers online and the queues they consume (staff only)."""
+
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(responses=WorkerSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        state = cluster_state()
+        if state.error:
+            return Response({"detail": state.error}, status=503)
+        return Response([{"name": name, "queues": queues, "active": active}
+                         for name, queues, active in state.worker_rows])
+
+
+class QueuesView(APIView):
+    """Messages waiting in each queue and how many workers consume it (staff only)."""
+
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(responses=QueueSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        state = cluster_state()
+        if state.error:
+            return Response({"detail": state.error}, status=503)
+        return Response([
+            {"name": queue, "messages": length,
+             "workers": sum(queue in queues for queues in state.workers.values())}
+            for queue, length in state.queue_lengths.items()
+        ])

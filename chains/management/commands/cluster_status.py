@@ -1,0 +1,44 @@
+"""The cluster as Celery's remote control and the broker see it: `celery inspect`, our way."""
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from chains.cluster import cluster_state
+from config.celery import app
+
+
+class Command(BaseCommand):
+    help = (
+        "Workers online with the queues they consume, their running and reserved tasks, the "
+        "step tasks they have registered, and messages waiting per queue. Exit 0 when at least "
+        "one worker answers, 1 when none does, 2 when the broker cannot be reached."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--json", action="store_true")
+        parser.add_argument("--timeout", type=float, default=1.0, help="seconds to wait")
+
+    def handle(self, *args, timeout: float, **options) -> None:
+        state = cluster_state(timeout=timeout)
+        if state.error:
+            raise CommandError(state.error, returncode=2)
+        inspect = app.control.inspect(timeout=timeout)
+        reserved = {name: len(tasks) for name, tasks in (inspect.reserved() or {}).items()}
+        registered = {name: sorted(t for t in tasks if t.startswith("chains."))
+                      for name, tasks in (inspect.registered() or {}).items()}
+        workers = [{"name": name, "queues": queues, "active": active,
+                    "reserved": reserved.get(name, 0), "registered": registered.get(name, [])}
+                   for name, queues, active in state.worker_rows]
+        report = {"workers": workers, "queues": state.queue_lengths}
+        if options["json"]:
+            self.stdout.write(json.dumps(report, indent=2))
+        else:
+            for worker in workers:
+                self.stdout.write(
+                    f"{worker['name']}: queues {', '.join(worker['queues'])}; "
+                    f"{worker['active']} running, {worker['reserved']} reserved; "
+                    f"{len(worker['registered'])} chains tasks registered")
+            for queue, length in state.queue_lengths.items():
+                self.stdout.write(f"queue {queue}: {'-' if length is None else length} waiting")
+        if not workers:
+            raise CommandError("no worker answered", returncode=1)
