@@ -82,6 +82,8 @@ def test_step_inline_validates_params(admin_web, chain):
         "name": "demo", "description": "", "enabled": "on", "default_inputs": "{}",
         "steps-TOTAL_FORMS": "2", "steps-INITIAL_FORMS": "2",
         "steps-MIN_NUM_FORMS": "0", "steps-MAX_NUM_FORMS": "1000",
+        "schedules-TOTAL_FORMS": "0", "schedules-INITIAL_FORMS": "0",
+        "schedules-MIN_NUM_FORMS": "0", "schedules-MAX_NUM_FORMS": "1000",
     }
     for i, step in enumerate(steps):
         data.update({
