@@ -285,3 +285,14 @@ def test_unexpected_errors_are_retried_then_fail_the_run(api, data_dir):
     step = StepRun.objects.get(run=run)
     assert step.attempts == 2  # the first try and one retry
     assert TaskResult.objects.get(task_id=step.task_id).status == "FAILURE"
+
+
+def test_cluster_status_lists_the_worker_and_its_step_tasks(capsys, celery_worker):
+    call_command("cluster_status", "--json", "--timeout", "2")
+    report = json.loads(capsys.readouterr().out)
+    names = [w["name"] for w in report["workers"]]
+    assert any(name.startswith(celery_worker.hostname.split("@")[0]) for name in names)
+    worker = report["workers"][0]
+    assert set(worker["queues"]) == {"celery", "math", "data", "io"}
+    assert "chains.step.math.add" in worker["registered"]
+    assert set(report["queues"]) >= {"celery", "math", "data", "io"}
