@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-quick install migrate lint clean
+.PHONY: run test test-quick bench install migrate lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: $(STAMP)
 # The quick subset: unit tests, no worker, no faults, no fuzzing.
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -m "not flow and not fault and not fuzz" $(PYTEST_ARGS)
+
+# The project against raw Celery on the same Redis, database and worker; prints a table and
+# writes bench/results.json.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

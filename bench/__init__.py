@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of the project against raw Celery (make bench)."""
