@@ -13,7 +13,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Case, F, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
@@ -370,10 +371,13 @@ def step_execute(*, step_run_id: int, previous: Any) -> Any:
         StepRun.objects.filter(id=step_run.id, status__in=OPEN_STATUSES).update(
             status=RunStatus.RUNNING, started_at=now, attempts=F("attempts") + 1
         )
-        Run.objects.filter(id=run.id, status=RunStatus.PENDING).update(
-            status=RunStatus.RUNNING, started_at=now
+        # One statement: PENDING becomes RUNNING (first step), progress is stamped.
+        Run.objects.filter(id=run.id).update(
+            status=Case(When(status=RunStatus.PENDING, then=Value(RunStatus.RUNNING)),
+                        default=F("status")),
+            started_at=Coalesce(F("started_at"), Value(now)),
+            last_progress_at=now,
         )
-        Run.objects.filter(id=run.id).update(last_progress_at=now)
     context = StepContext(run_id=str(run.id), step_index=step_run.index)
     result = STEP_TYPES[step_run.step_type].execute(step_run.params, previous, context)
     now = timezone.now()
