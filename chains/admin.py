@@ -1,5 +1,7 @@
 """Admin: build chains with their steps, start them, and read runs step by step."""
 
+from functools import partial
+
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
@@ -30,6 +32,12 @@ class CappedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         return self.object_list.order_by()[: self.COUNT_CAP].count()
+
+
+def site_view(admin_site, function, **kwargs):
+    """An admin_views function as a view behind the admin's login and permission checks."""
+    return admin_site.admin_view(
+        lambda request, **kw: function(request, admin_site, **kw, **kwargs))
 
 
 def start_chains(chains: QuerySet[Chain], *, user) -> tuple[list[Run], list[str]]:
@@ -109,10 +117,7 @@ class ChainAdmin(admin.ModelAdmin):
         js = ["chains/chain_builder.js"]
 
     def get_urls(self):
-        def view(function, **kwargs):
-            return self.admin_site.admin_view(
-                lambda request, **kw: function(request, self.admin_site, **kw, **kwargs))
-
+        view = partial(site_view, self.admin_site)
         return [
             path("<int:chain_id>/run/", view(admin_views.chain_run), name="chains_chain_run"),
             path("<int:chain_id>/validate/", view(admin_views.chain_validate),
@@ -179,10 +184,7 @@ class RunAdmin(admin.ModelAdmin):
         js = ["chains/run_live.js"]
 
     def get_urls(self):
-        def view(function, **kwargs):
-            return self.admin_site.admin_view(
-                lambda request, **kw: function(request, self.admin_site, **kw, **kwargs))
-
+        view = partial(site_view, self.admin_site)
         return [
             path("dashboard/", view(admin_views.dashboard), name="chains_dashboard"),
             path("<uuid:run_id>/panel/", view(admin_views.run_panel), name="chains_run_panel"),
