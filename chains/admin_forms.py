@@ -1,6 +1,4 @@
 """Admin forms: a step's params edited through a form generated from its step type's schema."""
-import json
-
 from django import forms
 from django_jsonform.widgets import JSONFormWidget
 
@@ -58,6 +56,8 @@ class StepInlineForm(forms.ModelForm):
 
     def clean_params(self):
         value = self.cleaned_data.get("params")
-        if isinstance(value, str):
-            value = json.loads(value or "{}")
-        return value or {}
+        if value in (None, ""):
+            return {}
+        if not isinstance(value, dict):
+            raise forms.ValidationError("params must be an object of named values")
+        return value

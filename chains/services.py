@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Case, F, Value, When
+from django.db import IntegrityError, transaction
+from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_celery_results.models import TaskResult
@@ -68,6 +68,8 @@ def validate_step_specs(specs: list[StepSpec], *, prefix: str = "steps") -> list
     if len(specs) > settings.CHAINS_MAX_STEPS:
         errors[prefix] = [f"{len(specs)} steps is over the limit of {settings.CHAINS_MAX_STEPS}"]
     for index, spec in enumerate(specs):
+        if not 0 <= spec.max_retries <= 10:
+            errors[f"{prefix}.{index}.max_retries"] = ["must be between 0 and 10"]
         if spec.time_limit is not None and spec.time_limit > max_time_limit:
             errors[f"{prefix}.{index}.time_limit"] = [
                 f"must be at most {max_time_limit} s, so that the step ends before "
@@ -101,14 +103,19 @@ def chain_save(
 ) -> Chain:
     """Create a chain, or replace an existing chain's fields and steps, all or nothing."""
     checked = validate_step_specs(steps)
-    _check_inputs(default_inputs or {}, field="default_inputs")
+    validate_inputs(default_inputs or {}, field="default_inputs")
     if Chain.objects.filter(name=name).exclude(pk=getattr(chain, "pk", None)).exists():
         raise ChainError("name taken", errors={"name": [f"a chain named {name!r} exists"]})
     if chain is None:
         chain = Chain(created_by=user if getattr(user, "is_authenticated", False) else None)
     chain.name, chain.description, chain.enabled = name, description, enabled
     chain.default_inputs = default_inputs or {}
-    chain.save()
+    try:
+        with transaction.atomic():
+            chain.save()
+    except IntegrityError as exc:  # another request took the name since the check above
+        raise ChainError("name taken", errors={"name": [f"a chain named {name!r} exists"]}
+                         ) from exc
     chain.steps.all().delete()
     Step.objects.bulk_create(
         Step(chain=chain, position=index, **asdict(spec)) for index, spec in enumerate(checked)
@@ -165,7 +172,7 @@ def chain_duplicate(*, chain: Chain, user=None) -> Chain:
 # --- Starting runs --------------------------------------------------------------------------
 
 
-def _check_inputs(inputs: Any, *, field: str) -> None:
+def validate_inputs(inputs: Any, *, field: str) -> None:
     try:
         size = len(json.dumps(inputs, allow_nan=False))
     except (TypeError, ValueError) as exc:
@@ -182,7 +189,7 @@ def run_start(
     if not chain.enabled:
         raise ChainError("disabled", errors={"chain": [f"chain {chain.name!r} is disabled"]})
     inputs = chain.default_inputs if inputs is None else inputs
-    _check_inputs(inputs, field="inputs")
+    validate_inputs(inputs, field="inputs")
     specs = validate_step_specs(chain_step_specs(chain))
     return _run_create(
         preset=Preset(specs=specs, inputs=inputs), chain=chain, trigger=trigger, user=user,
@@ -210,9 +217,12 @@ def run_submit_task(
 
 def run_again(*, run: Run, trigger: str = RunTrigger.ADMIN, user=None) -> Run:
     """A new run with the same steps and inputs as `run` (its chain may have changed since)."""
-    specs = [StepSpec(step_type=sr.step_type, params=sr.params, stage=sr.stage, name=sr.name,
-                      max_retries=sr.max_retries, time_limit=sr.time_limit, queue=sr.queue)
-             for sr in run.step_runs.order_by("index")]
+    if run.chain is not None and not run.chain.enabled:
+        raise ChainError("disabled", errors={"chain": [f"chain {run.chain.name!r} is disabled"]})
+    specs = validate_step_specs([
+        StepSpec(step_type=sr.step_type, params=sr.params, stage=sr.stage, name=sr.name,
+                 max_retries=sr.max_retries, time_limit=sr.time_limit, queue=sr.queue)
+        for sr in run.step_runs.order_by("index")])
     return _run_create(
         preset=Preset(specs=specs, inputs=run.inputs, result_mode=run.result_mode),
         chain=run.chain, task_type=run.task_type, description=run.description,
@@ -327,7 +337,13 @@ def run_retry(*, run: Run) -> Run:
     """Run a FAILED or CANCELLED run again from its first unfinished step, reusing the stored
     results of the steps before it. Unfinished steps take their chain's current params when
     the chain still has the same steps."""
-    if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+    now = timezone.now()
+    claimed = Run.objects.filter(
+        id=run.id, status__in=(RunStatus.FAILED, RunStatus.CANCELLED)
+    ).update(status=RunStatus.PENDING, error="", result=None, started_at=None, finished_at=None,
+             published_at=None, last_progress_at=now, resumes=0)
+    if not claimed:  # the update is the check: two retries at once make one
+        run.refresh_from_db()
         raise ChainError("not retryable", errors={
             "status": [f"only FAILED or CANCELLED runs can be retried; this one is {run.status}"]
         })
@@ -337,10 +353,6 @@ def run_retry(*, run: Run) -> Run:
     )
     _take_fixed_params(run)
     _renew_task_ids(run)
-    Run.objects.filter(id=run.id).update(
-        status=RunStatus.PENDING, error="", result=None, finished_at=None, published_at=None,
-        resumes=0,
-    )
     transaction.on_commit(partial(run_publish, run_id=run.id))
     run.refresh_from_db()
     return run
@@ -349,13 +361,17 @@ def run_retry(*, run: Run) -> Run:
 # --- Executing steps (called by chains.tasks) ----------------------------------------------
 
 
-def step_execute(*, step_run_id: int, previous: Any) -> Any:
+def step_execute(*, step_run_id: int, previous: Any, task_id: str | None = None) -> Any:
     """Run one step. A step already COMPLETED (a redelivered message) returns its stored
     result without doing its work again. A step started more often than its retries allow
-    plus CHAINS_MAX_DELIVERIES (its worker died each time) fails instead of running again."""
+    plus CHAINS_MAX_DELIVERIES (its worker died each time) fails instead of running again.
+    A delivery whose `task_id` is no longer the step's (the run was retried or resumed under
+    fresh ids since) is skipped."""
     step_run = StepRun.objects.select_related("run").filter(id=step_run_id).first()
     if step_run is None:
         raise StepSkipped(f"step run {step_run_id} no longer exists")
+    if task_id is not None and step_run.task_id != task_id:
+        raise StepSkipped(f"task {task_id} is an older delivery of step run {step_run_id}")
     if step_run.status == RunStatus.COMPLETED:
         return step_run.result
     run = step_run.run
@@ -368,9 +384,11 @@ def step_execute(*, step_run_id: int, previous: Any) -> Any:
         )
     now = timezone.now()
     with transaction.atomic():
-        StepRun.objects.filter(id=step_run.id, status__in=OPEN_STATUSES).update(
-            status=RunStatus.RUNNING, started_at=now, attempts=F("attempts") + 1
-        )
+        started = StepRun.objects.filter(
+            id=step_run.id, task_id=step_run.task_id, status__in=OPEN_STATUSES
+        ).update(status=RunStatus.RUNNING, started_at=now, attempts=F("attempts") + 1)
+        if not started:
+            raise StepSkipped(f"step run {step_run_id} was cancelled or retried meanwhile")
         # One statement: PENDING becomes RUNNING (first step), progress is stamped.
         Run.objects.filter(id=run.id).update(
             status=Case(When(status=RunStatus.PENDING, then=Value(RunStatus.RUNNING)),
@@ -382,9 +400,9 @@ def step_execute(*, step_run_id: int, previous: Any) -> Any:
     result = STEP_TYPES[step_run.step_type].execute(step_run.params, previous, context)
     now = timezone.now()
     with transaction.atomic():
-        done = StepRun.objects.filter(id=step_run.id, status__in=OPEN_STATUSES).update(
-            status=RunStatus.COMPLETED, result=result, error="", finished_at=now
-        )
+        done = StepRun.objects.filter(
+            id=step_run.id, task_id=step_run.task_id, status__in=OPEN_STATUSES
+        ).update(status=RunStatus.COMPLETED, result=result, error="", finished_at=now)
         if done:
             Run.objects.filter(id=run.id).update(
                 steps_done=F("steps_done") + 1, last_progress_at=now
@@ -396,11 +414,12 @@ def step_max_retries(*, step_run_id: int) -> int:
     return StepRun.objects.filter(id=step_run_id).values_list("max_retries", flat=True).first() or 0
 
 
-def step_fail(*, step_run_id: int, error: str) -> None:
+def step_fail(*, step_run_id: int, error: str, task_id: str | None = None) -> None:
     """A step failed for good: the step and its run become FAILED with the step's error, and
-    any other outstanding step of the run is cancelled."""
+    any other outstanding step of the run is cancelled. A report from an older delivery
+    (`task_id` no longer the step's) changes nothing."""
     step_run = StepRun.objects.filter(id=step_run_id).first()
-    if step_run is None:
+    if step_run is None or (task_id is not None and step_run.task_id != task_id):
         return
     now = timezone.now()
     run_error = f"step {step_run.index + 1} ({step_run.step_type}): {error}"
@@ -492,7 +511,10 @@ def run_cancel(*, run: Run, reason: str = "cancelled") -> Run:
 def run_delete(*, run: Run) -> None:
     """Delete a run with its steps, their TaskResult rows and the files its steps wrote."""
     if run.status in OPEN_STATUSES:
-        run_cancel(run=run, reason="deleted")
+        try:
+            run_cancel(run=run, reason="deleted")
+        except ChainError:
+            pass  # it finished meanwhile: delete it all the same
     task_ids = list(run.step_runs.values_list("task_id", flat=True))
     TaskResult.objects.filter(task_id__in=task_ids).delete()
     run_id = str(run.id)
@@ -527,12 +549,13 @@ def reconcile_runs(*, now=None) -> dict[str, int]:
     completed step, and fail those that stalled CHAINS_MAX_RESUMES times."""
     now = now or timezone.now()
     report = {"published": 0, "resumed": 0, "failed": 0}
+    grace = now - timedelta(seconds=settings.CHAINS_PUBLISH_GRACE_SECONDS)
     unpublished = Run.objects.filter(
-        status=RunStatus.PENDING, published_at__isnull=True,
-        created_at__lt=now - timedelta(seconds=settings.CHAINS_PUBLISH_GRACE_SECONDS),
-    ).values_list("id", flat=True)
+        status=RunStatus.PENDING, published_at__isnull=True, created_at__lt=grace,
+    ).filter(Q(last_progress_at__isnull=True) | Q(last_progress_at__lt=grace)
+             ).values_list("id", flat=True)
     for run_id in list(unpublished):
-        report["published"] += run_publish(run_id=run_id)
+        report["published"] += _reconcile_one(run_publish, run_id=run_id)
     stalled = Run.objects.filter(
         status__in=OPEN_STATUSES, published_at__isnull=False,
         last_progress_at__lt=now - timedelta(seconds=settings.CHAINS_STALL_SECONDS),
@@ -544,8 +567,20 @@ def reconcile_runs(*, now=None) -> dict[str, int]:
             report["failed"] += _fail_stalled(run, now)
         elif _claim_resume(run):
             _renew_task_ids(run)
-            report["resumed"] += run_publish(run_id=run.id)
+            if _reconcile_one(run_publish, run_id=run.id):
+                report["resumed"] += 1
+            else:  # the broker is still away: this attempt does not count
+                Run.objects.filter(id=run.id).update(resumes=F("resumes") - 1)
     return report
+
+
+def _reconcile_one(function, **kwargs) -> bool:
+    """One run's trouble does not stop the reconciler from reaching the others."""
+    try:
+        return bool(function(**kwargs))
+    except Exception:
+        logger.exception("reconciling %s failed", kwargs)
+        return False
 
 
 def _claim_resume(run: Run) -> bool:
@@ -585,21 +620,26 @@ def schedule_sync(*, schedule: ChainSchedule) -> None:
     fields = {"interval": None, "crontab": None, "clocked": None,
               "one_off": schedule.kind == ScheduleKind.ONCE}
     if schedule.kind == ScheduleKind.INTERVAL:
-        fields["interval"], _ = IntervalSchedule.objects.get_or_create(
-            every=schedule.every_seconds, period=IntervalSchedule.SECONDS)
+        fields["interval"] = _first_or_create(
+            IntervalSchedule, every=schedule.every_seconds, period=IntervalSchedule.SECONDS)
     elif schedule.kind == ScheduleKind.CRONTAB:
-        fields["crontab"], _ = CrontabSchedule.objects.get_or_create(
+        fields["crontab"] = _first_or_create(
+            CrontabSchedule,
             minute=schedule.minute or "*", hour=schedule.hour or "*",
             day_of_month=schedule.day_of_month or "*",
             month_of_year=schedule.month_of_year or "*",
             day_of_week=schedule.day_of_week or "*", timezone=schedule.timezone)
     else:
-        fields["clocked"], _ = ClockedSchedule.objects.get_or_create(clocked_time=schedule.run_at)
+        fields["clocked"] = _first_or_create(ClockedSchedule, clocked_time=schedule.run_at)
     name = f"chain schedule {schedule.id}"
     task = (schedule.periodic_task or PeriodicTask.objects.filter(name=name).first()
             or PeriodicTask(name=name))
     task.task = RUN_SCHEDULED_TASK
     task.kwargs = json.dumps({"schedule_id": schedule.id})
+    # A firing delivered late (a worker died with it, a long queue) expires instead of
+    # starting a run for a later slot.
+    task.expire_seconds = (max(1, min(schedule.every_seconds or 60, 60))
+                           if schedule.kind != ScheduleKind.ONCE else None)
     task.enabled = schedule.enabled
     task.description = f"{schedule.chain.name}: {schedule.describe()}"
     for name, value in fields.items():
@@ -608,6 +648,11 @@ def schedule_sync(*, schedule: ChainSchedule) -> None:
     if schedule.periodic_task_id != task.id:
         ChainSchedule.objects.filter(id=schedule.id).update(periodic_task=task)
         schedule.periodic_task = task
+
+
+def _first_or_create(model, **fields):
+    """Beat's schedule tables have no unique constraint: reuse any equal row."""
+    return model.objects.filter(**fields).first() or model.objects.create(**fields)
 
 
 def schedule_unsync(*, periodic_task_id: int | None) -> None:
@@ -620,8 +665,6 @@ def schedule_unsync(*, periodic_task_id: int | None) -> None:
 def run_start_scheduled(*, schedule_id: int, now=None) -> Run | None:
     """A firing of a schedule: at most one run per schedule and time slot (the database's
     unique constraint decides between two beats or a message delivered twice)."""
-    from django.db import IntegrityError
-
     from chains.schedules import slot_for
 
     schedule = ChainSchedule.objects.select_related("chain").filter(id=schedule_id).first()
@@ -633,9 +676,12 @@ def run_start_scheduled(*, schedule_id: int, now=None) -> Run | None:
         with transaction.atomic():
             return run_start(chain=schedule.chain, inputs=schedule.inputs,
                              trigger=RunTrigger.SCHEDULE, schedule=schedule,
-                             scheduled_for=slot)
+                             scheduled_for=slot, user=schedule.chain.created_by)
     except IntegrityError:
         logger.info("schedule %s slot %s already has its run", schedule_id, slot)
+        return None
+    except ChainError as exc:
+        logger.error("schedule %s could not start a run: %s", schedule_id, exc.errors)
         return None
 
 
@@ -674,8 +720,12 @@ def chains_import(*, data: Any, user=None) -> list[Chain]:
         for n, raw in enumerate(item.get("schedules", [])):
             fields = dict(raw)
             run_at = fields.pop("run_at", None)
-            schedule = ChainSchedule(chain=chain, **fields,
-                                     run_at=parse_datetime(run_at) if run_at else None)
+            try:
+                schedule = ChainSchedule(chain=chain, **fields,
+                                         run_at=parse_datetime(run_at) if run_at else None)
+            except TypeError as exc:
+                raise ChainError("invalid", errors={
+                    f"{prefix}.schedules.{n}": [f"malformed schedule: {exc}"]}) from exc
             problems = schedule_errors(schedule)
             if problems:
                 raise ChainError("invalid", errors={f"{prefix}.schedules.{n}.{k}": v

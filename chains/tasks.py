@@ -19,15 +19,18 @@ class StepTask(Task):
     """Runs a registry step through services.step_execute and reports how it ended."""
 
     def execute_step(self, previous: Any, step_run_id: int) -> Any:
+        task_id = self.request.id
         try:
-            return services.step_execute(step_run_id=step_run_id, previous=previous)
+            return services.step_execute(step_run_id=step_run_id, previous=previous,
+                                         task_id=task_id)
         except services.StepSkipped as exc:
             raise Ignore(str(exc)) from exc
         except StepFailed as exc:
-            services.step_fail(step_run_id=step_run_id, error=str(exc))
+            services.step_fail(step_run_id=step_run_id, error=str(exc), task_id=task_id)
             raise
         except SoftTimeLimitExceeded:
-            services.step_fail(step_run_id=step_run_id, error="time limit exceeded")
+            services.step_fail(step_run_id=step_run_id, error="time limit exceeded",
+                               task_id=task_id)
             raise
         except DATABASE_ERRORS as exc:
             # The ledger is unreachable (a restart, a failover): try again until it is back.
@@ -38,7 +41,8 @@ class StepTask(Task):
                 raise self.retry(
                     exc=exc, countdown=RETRY_DELAY_SECONDS, max_retries=max_retries
                 ) from exc
-            services.step_fail(step_run_id=step_run_id, error=f"{type(exc).__name__}: {exc}")
+            services.step_fail(step_run_id=step_run_id, error=f"{type(exc).__name__}: {exc}",
+                               task_id=task_id)
             raise
 
 

@@ -245,3 +245,31 @@ def test_schedule_for_a_huge_chain_id_is_400(api):
     response = api.post("/api/schedules/", {"chain": 2**70, "kind": "interval",
                                             "every_seconds": 5}, format="json")
     assert response.status_code == 400
+
+
+def test_view_only_staff_cannot_edit_chains_or_schedules(api, user):
+    from django.contrib.auth.models import Permission
+
+    chain_id = api.post("/api/chains/", CHAIN, format="json").json()["id"]
+    viewer = make_user("viewer3", staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__startswith="view_"))
+    client = token_client(viewer)
+    assert client.put(f"/api/chains/{chain_id}/", CHAIN, format="json").status_code == 403
+    assert client.delete(f"/api/chains/{chain_id}/").status_code == 403
+    assert client.post("/api/chains/", {**CHAIN, "name": "v"}, format="json").status_code == 403
+    assert client.post("/api/schedules/", {"chain": chain_id, "kind": "interval",
+                                           "every_seconds": 60}, format="json").status_code == 403
+
+
+def test_a_schedule_cannot_be_moved_onto_someone_elses_chain(api, other_api):
+    mine = other_api.post("/api/chains/", {**CHAIN, "name": "bobs"}, format="json").json()["id"]
+    theirs = api.post("/api/chains/", CHAIN, format="json").json()["id"]
+    schedule = other_api.post("/api/schedules/", {"chain": mine, "kind": "interval",
+                                                  "every_seconds": 60}, format="json").json()
+    moved = other_api.patch(f"/api/schedules/{schedule['id']}/", {"chain": theirs},
+                            format="json")
+    assert moved.status_code == 403
+    big = other_api.post("/api/schedules/", {"chain": mine, "kind": "interval",
+                                             "every_seconds": 60, "inputs": "x" * 70_000},
+                         format="json")
+    assert big.status_code == 400 and "inputs" in big.json()

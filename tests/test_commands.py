@@ -160,3 +160,22 @@ def test_cluster_status_without_workers_exits_1():
     with pytest.raises(CommandError, match="no worker answered") as info:
         call_command("cluster_status", "--timeout", "0.3")
     assert info.value.returncode == 1
+
+
+@pytest.mark.parametrize(("chain", "field"), [
+    ({"name": "a", "steps": [{"step_type": "math.add", "params": {}, "stage": 0,
+                              "max_retries": 11}]}, "chains.0.steps.0.max_retries"),
+    ({"name": "a", "steps": [{"step_type": "math.add", "params": {}, "stage": 0}],
+      "schedules": [{"kind": "interval", "every_seconds": 5, "nope": 1}]},
+     "chains.0.schedules.0"),
+])
+def test_import_errors_name_the_field(tmp_path, chain, field):
+    import json
+
+    from chains.models import Chain
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"version": 1, "chains": [chain]}))
+    with pytest.raises(CommandError, match=field.replace(".", r"\.")):
+        call_command("import_chains", str(path))
+    assert not Chain.objects.exists()

@@ -302,3 +302,46 @@ def test_retry_takes_the_chains_fixed_params(user, published):
     assert steps[0].params == {"numbers": [1]}  # finished: its stored result is reused
     assert steps[1].params == {"numbers": [2]}  # unfinished: takes the fix
     assert services.step_execute(step_run_id=steps[1].id, previous=1) == 0.5
+
+
+def test_an_older_delivery_of_a_step_changes_nothing(user):
+    run = submit_math(user)
+    step = run.step_runs.get(index=0)
+    with pytest.raises(services.StepSkipped, match="older delivery"):
+        services.step_execute(step_run_id=step.id, previous={}, task_id="an-old-task-id")
+    services.step_fail(step_run_id=step.id, error="late", task_id="an-old-task-id")
+    step.refresh_from_db()
+    run.refresh_from_db()
+    assert (step.status, step.attempts, run.status) == (RunStatus.PENDING, 0, RunStatus.PENDING)
+    assert services.step_execute(step_run_id=step.id, previous={}, task_id=step.task_id) == 6
+
+
+def test_two_retries_at_once_make_one(user, published):
+    run = submit_math(user)
+    services.step_fail(step_run_id=run.step_runs.get(index=0).id, error="boom")
+    stale = Run.objects.get(id=run.id)
+    services.run_retry(run=Run.objects.get(id=run.id))
+    with pytest.raises(ChainError, match="not retryable"):
+        services.run_retry(run=stale)  # loaded as FAILED before the first retry
+
+
+def test_delete_of_a_run_that_finished_meanwhile(user):
+    run = submit_math(user)
+    stale = Run.objects.get(id=run.id)
+    services.run_finish(run_id=run.id, result=1)
+    services.run_delete(run=stale)
+    assert not Run.objects.filter(id=run.id).exists()
+
+
+def test_reconciler_does_not_count_a_resume_the_broker_refused(user, settings, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    run = submit_math(user)
+    Run.objects.filter(id=run.id).update(published_at=timezone.now(),
+                                         last_progress_at=timezone.now())
+    monkeypatch.setattr(services, "run_publish", lambda **kwargs: False)
+    stalled = timezone.now() + timedelta(seconds=settings.CHAINS_STALL_SECONDS + 1)
+    assert services.reconcile_runs(now=stalled)["resumed"] == 0
+    assert Run.objects.get(id=run.id).resumes == 0

@@ -163,10 +163,16 @@ class ChainScheduleSerializer(serializers.ModelSerializer):
         read_only_fields = ["created_at"]
 
     def validate(self, attrs: dict) -> dict:
+        from chains.errors import ChainError
         from chains.schedules import schedule_errors
+        from chains.services import validate_inputs
 
         candidate = ChainSchedule(**{**self._current(), **attrs})
         errors = schedule_errors(candidate)
+        try:
+            validate_inputs(attrs.get("inputs"), field="inputs")
+        except ChainError as exc:
+            errors.update(exc.errors)
         if errors:
             raise serializers.ValidationError(errors)
         return attrs

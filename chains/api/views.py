@@ -28,15 +28,27 @@ from chains.steps import STEP_TYPES
 
 
 class IsOwnerOrStaffForWrites(permissions.BasePermission):
-    """Anyone signed in may read chains; staff or the author edit them; starting a run is
-    chains.permissions.can_start_runs."""
+    """Anyone signed in may read chains and, as chains.permissions.can_start_runs allows,
+    start them. Users who are not staff create chains and edit their own; staff create, edit
+    and delete as their Django permissions on chains allow."""
+
+    def has_permission(self, request, view) -> bool:
+        if getattr(view, "action", "") == "create" and request.user.is_staff:
+            return request.user.has_perm("chains.add_chain")
+        return True
 
     def has_object_permission(self, request, view, obj) -> bool:
         if getattr(view, "action", "") == "run":
             return can_start_runs(request.user)
         if request.method in permissions.SAFE_METHODS:
             return True
-        return request.user.is_staff or obj.created_by_id == request.user.id
+        return can_edit_chain(request.user, obj, delete=request.method == "DELETE")
+
+
+def can_edit_chain(user, chain, *, delete: bool = False) -> bool:
+    if user.is_staff:
+        return user.has_perm("chains.delete_chain" if delete else "chains.change_chain")
+    return chain.created_by_id == user.id
 
 
 class RunPermission(permissions.BasePermission):
@@ -183,10 +195,17 @@ class ChainScheduleViewSet(viewsets.ModelViewSet):
         super().check_object_permissions(request, obj.chain)
 
     def perform_create(self, serializer) -> None:
-        chain = serializer.validated_data["chain"]
-        if not (self.request.user.is_staff or chain.created_by_id == self.request.user.id):
-            raise PermissionDenied("only staff or the chain's author schedule it")
+        self._check_chain(serializer.validated_data["chain"])
         serializer.save()
+
+    def perform_update(self, serializer) -> None:
+        self._check_chain(serializer.validated_data.get("chain", serializer.instance.chain))
+        serializer.save()
+
+    def _check_chain(self, chain) -> None:
+        """Scheduling a chain is editing it: its author, or staff allowed to change chains."""
+        if not can_edit_chain(self.request.user, chain):
+            raise PermissionDenied("you may not schedule this chain")
 
 
 class WorkersView(APIView):
