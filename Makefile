@@ -37,6 +37,7 @@ test-quick: $(STAMP)
 # The project against raw Celery on the same Redis, database and worker; prints a table and
 # writes bench/results.json.
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: $(STAMP)
