@@ -17,16 +17,19 @@ def hard_time_limit(soft: int) -> int:
     return soft + max(5, soft // 10)
 
 
-def step_signature(step_run, *, time_limit_default: int, args: tuple = ()) -> Signature:
+def step_signature(
+    step_run, *, time_limit_default: int, args: tuple = (), finish_run: bool = False
+) -> Signature:
     """One step: its registry task, its pre-assigned task id, queue and time limits.
-    `args` holds the run's inputs for the first stage; later stages get the previous result."""
+    `args` holds the run's inputs for the first stage; later stages get the previous result.
+    `finish_run` makes the step complete the run when it completes."""
     from chains.steps import STEP_TYPES
 
     soft = step_run.time_limit or time_limit_default
     signature = app.signature(
         STEP_TYPES[step_run.step_type].task_name,
         args=args,
-        kwargs={"step_run_id": step_run.id},
+        kwargs={"step_run_id": step_run.id, **({"finish_run": True} if finish_run else {})},
         task_id=step_run.task_id,
         queue=step_run.queue,
         soft_time_limit=soft,
@@ -39,19 +42,23 @@ def step_signature(step_run, *, time_limit_default: int, args: tuple = ()) -> Si
 def build_run_signature(
     run, step_runs: Sequence, *, first_input: Any, time_limit_default: int
 ) -> Signature:
-    """Stages in order (a wider stage is a group, so group -> next stage is a chord),
-    `first_input` given to the first stage, and a finaliser that writes the run's result.
+    """Stages in order (a wider stage is a group, so group -> next stage is a chord), with
+    `first_input` given to the first stage. A one-step last stage completes the run itself;
+    after a parallel last stage a finaliser task does (the chord's body).
 
     `step_runs` are the steps still to run: all of them for a new run, the stages from the
     first unfinished one when a run is resumed or retried."""
     ordered = sorted(step_runs, key=lambda sr: (sr.stage, sr.index))
+    stages = [list(members) for _, members in groupby(ordered, key=lambda sr: sr.stage)]
     parts: list[Signature] = []
-    for position, (_, members) in enumerate(groupby(ordered, key=lambda sr: sr.stage)):
+    for position, members in enumerate(stages):
         args = (first_input,) if position == 0 else ()
-        signatures = [
-            step_signature(sr, time_limit_default=time_limit_default, args=args)
-            for sr in members
-        ]
-        parts.append(signatures[0] if len(signatures) == 1 else group(signatures))
-    parts.append(app.signature(FINISH_TASK, kwargs={"run_id": str(run.id)}))
+        if len(members) == 1:
+            parts.append(step_signature(members[0], time_limit_default=time_limit_default,
+                                        args=args, finish_run=position == len(stages) - 1))
+        else:
+            parts.append(group([step_signature(sr, time_limit_default=time_limit_default,
+                                               args=args) for sr in members]))
+    if len(stages[-1]) > 1:
+        parts.append(app.signature(FINISH_TASK, kwargs={"run_id": str(run.id)}))
     return chain(*parts)

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_celery_results.models import TaskResult
@@ -230,13 +230,12 @@ def run_again(*, run: Run, trigger: str = RunTrigger.ADMIN, user=None) -> Run:
     )
 
 
-@transaction.atomic
 def _run_create(
     *, preset: Preset, trigger: str, user=None, chain: Chain | None = None,
     task_type: str = "", description: str = "", schedule: ChainSchedule | None = None,
     scheduled_for=None,
 ) -> Run:
-    run = Run.objects.create(
+    run = Run(
         schedule=schedule,
         scheduled_for=scheduled_for,
         chain=chain,
@@ -248,7 +247,7 @@ def _run_create(
         steps_total=len(preset.specs),
         created_by=user if getattr(user, "is_authenticated", False) else None,
     )
-    StepRun.objects.bulk_create(
+    step_runs = [
         StepRun(
             run=run,
             index=index,
@@ -262,18 +261,28 @@ def _run_create(
             task_id=str(uuid.uuid4()),
         )
         for index, spec in enumerate(preset.specs)
-    )
+    ]
+    # Rows are built before the transaction: on SQLite it holds the write lock from BEGIN.
+    with transaction.atomic():
+        run.save(force_insert=True)
+        # Kept on the instance: the publish after commit (chains.signals) needs no read back.
+        run.created_step_runs = StepRun.objects.bulk_create(step_runs)
     return run
 
 
-def run_publish(*, run_id) -> bool:
+def run_publish(*, run_id, created: Run | None = None) -> bool:
     """Send an unfinished run's canvas to the broker, from its first unfinished stage. If the
     broker cannot be reached the run keeps its rows and stays unpublished (the outbox):
-    `reconcile_runs` publishes it again."""
-    run = Run.objects.filter(id=run_id, status__in=OPEN_STATUSES).first()
-    if run is None:
-        return False
-    remaining, first_input = _resume_point(run)
+    `reconcile_runs` publishes it again. `created` is a run `_run_create` has just committed,
+    with its step runs in memory: published whole, without reading it back."""
+    step_runs = getattr(created, "created_step_runs", None)
+    if step_runs and all(step_run.pk is not None for step_run in step_runs):
+        run, remaining, first_input = created, step_runs, created.inputs
+    else:
+        run = Run.objects.filter(id=run_id, status__in=OPEN_STATUSES).first()
+        if run is None:
+            return False
+        remaining, first_input = _resume_point(run)
     if not remaining:  # every step is done; only the finaliser was lost
         run_finish(run_id=run.id, result=first_input)
         return True
@@ -361,12 +370,15 @@ def run_retry(*, run: Run) -> Run:
 # --- Executing steps (called by chains.tasks) ----------------------------------------------
 
 
-def step_execute(*, step_run_id: int, previous: Any, task_id: str | None = None) -> Any:
+def step_execute(
+    *, step_run_id: int, previous: Any, task_id: str | None = None, finish_run: bool = False,
+) -> Any:
     """Run one step. A step already COMPLETED (a redelivered message) returns its stored
     result without doing its work again. A step started more often than its retries allow
     plus CHAINS_MAX_DELIVERIES (its worker died each time) fails instead of running again.
     A delivery whose `task_id` is no longer the step's (the run was retried or resumed under
-    fresh ids since) is skipped."""
+    fresh ids since) is skipped. `finish_run` marks the run's last step, which completes the
+    run in the same transaction as itself (the canvas then needs no finaliser task)."""
     step_run = StepRun.objects.select_related("run").filter(id=step_run_id).first()
     if step_run is None:
         raise StepSkipped(f"step run {step_run_id} no longer exists")
@@ -382,20 +394,7 @@ def step_execute(*, step_run_id: int, previous: Any, task_id: str | None = None)
         raise StepFailed(
             f"started {step_run.attempts} times without finishing (its worker died each time)"
         )
-    now = timezone.now()
-    with transaction.atomic():
-        started = StepRun.objects.filter(
-            id=step_run.id, task_id=step_run.task_id, status__in=OPEN_STATUSES
-        ).update(status=RunStatus.RUNNING, started_at=now, attempts=F("attempts") + 1)
-        if not started:
-            raise StepSkipped(f"step run {step_run_id} was cancelled or retried meanwhile")
-        # One statement: PENDING becomes RUNNING (first step), progress is stamped.
-        Run.objects.filter(id=run.id).update(
-            status=Case(When(status=RunStatus.PENDING, then=Value(RunStatus.RUNNING)),
-                        default=F("status")),
-            started_at=Coalesce(F("started_at"), Value(now)),
-            last_progress_at=now,
-        )
+    _step_mark_running(step_run, run)
     context = StepContext(run_id=str(run.id), step_index=step_run.index)
     result = STEP_TYPES[step_run.step_type].execute(step_run.params, previous, context)
     now = timezone.now()
@@ -403,11 +402,30 @@ def step_execute(*, step_run_id: int, previous: Any, task_id: str | None = None)
         done = StepRun.objects.filter(
             id=step_run.id, task_id=step_run.task_id, status__in=OPEN_STATUSES
         ).update(status=RunStatus.COMPLETED, result=result, error="", finished_at=now)
-        if done:
+        if done and finish_run:
+            _run_complete(run, result=result, now=now, steps_done=F("steps_done") + 1)
+        elif done:
             Run.objects.filter(id=run.id).update(
                 steps_done=F("steps_done") + 1, last_progress_at=now
             )
     return result
+
+
+def _step_mark_running(step_run: StepRun, run: Run) -> None:
+    """The step is RUNNING (its start counted towards the delivery limit); the run becomes
+    RUNNING with its first step. The step's own start time is the run's progress while it
+    runs (see `_is_stalled`), so later steps write nothing to the run row here."""
+    now = timezone.now()
+    started = StepRun.objects.filter(
+        id=step_run.id, task_id=step_run.task_id, status__in=OPEN_STATUSES
+    ).update(status=RunStatus.RUNNING, started_at=now, attempts=F("attempts") + 1)
+    if not started:
+        raise StepSkipped(f"step run {step_run.id} was cancelled or retried meanwhile")
+    if run.status == RunStatus.PENDING:
+        Run.objects.filter(id=run.id, status=RunStatus.PENDING).update(
+            status=RunStatus.RUNNING, started_at=Coalesce(F("started_at"), Value(now)),
+            last_progress_at=now,
+        )
 
 
 def step_max_retries(*, step_run_id: int) -> int:
@@ -460,14 +478,19 @@ def _task_error(task_result: TaskResult) -> str:
 
 
 def run_finish(*, run_id, result: Any) -> None:
-    """The canvas's last task: the run is COMPLETED with its result."""
+    """The canvas's finaliser (after a parallel last stage): the run is COMPLETED."""
     run = Run.objects.filter(id=run_id).only("id", "result_mode").first()
-    if run is None:
-        return
+    if run is not None:
+        _run_complete(run, result=result, now=timezone.now())
+
+
+def _run_complete(run: Run, *, result: Any, now, **fields: Any) -> None:
+    """An open run becomes COMPLETED with its result: the last stage's, or every step's."""
     if run.result_mode == ResultMode.ALL_STEPS:
         result = list(run.step_runs.order_by("index").values_list("result", flat=True))
-    Run.objects.filter(id=run_id, status__in=OPEN_STATUSES).update(
-        status=RunStatus.COMPLETED, result=result, finished_at=timezone.now()
+    Run.objects.filter(id=run.id, status__in=OPEN_STATUSES).update(
+        status=RunStatus.COMPLETED, result=result, finished_at=now, last_progress_at=now,
+        **fields,
     )
 
 
@@ -522,7 +545,11 @@ def run_delete(*, run: Run) -> None:
     transaction.on_commit(lambda: _remove_run_files(run_id))
 
 
-def _remove_run_files(run_id: str) -> None:
+def _remove_run_files(run_id: str, listed: set[str] | None = None) -> None:
+    """`listed`: the names in runs/, listed once by a caller removing many runs' files, so
+    that runs without a folder (most) cost no stat."""
+    if listed is not None and run_id not in listed:
+        return
     runs_dir = (Path(settings.CHAINS_DATA_DIR) / "runs").resolve()
     target = (runs_dir / run_id).resolve()
     if target.parent == runs_dir and target.is_dir():
@@ -532,15 +559,17 @@ def _remove_run_files(run_id: str) -> None:
 # --- Reconciling (beat and `manage.py reconcile_runs`) --------------------------------------
 
 
-def _stall_threshold(run: Run) -> timedelta:
-    """How long a run may go without progress: CHAINS_STALL_SECONDS, plus the hard time limit
-    of a step that is (or may still be) running."""
-    running = run.step_runs.filter(status=RunStatus.RUNNING).values_list("time_limit", flat=True)
+def _is_stalled(run: Run, now) -> bool:
+    """No progress for CHAINS_STALL_SECONDS, plus the hard time limit of a step that is (or
+    may still be) running. Progress is the run's last stamp or a running step's start."""
+    running = list(run.step_runs.filter(status=RunStatus.RUNNING)
+                   .values_list("time_limit", "started_at"))
     allowance = max(
-        [hard_time_limit(limit or settings.CELERY_TASK_SOFT_TIME_LIMIT) for limit in running],
+        [hard_time_limit(limit or settings.CELERY_TASK_SOFT_TIME_LIMIT) for limit, _ in running],
         default=0,
     )
-    return timedelta(seconds=settings.CHAINS_STALL_SECONDS + allowance)
+    progress = max([run.last_progress_at, *(started for _, started in running if started)])
+    return progress < now - timedelta(seconds=settings.CHAINS_STALL_SECONDS + allowance)
 
 
 def reconcile_runs(*, now=None) -> dict[str, int]:
@@ -561,7 +590,7 @@ def reconcile_runs(*, now=None) -> dict[str, int]:
         last_progress_at__lt=now - timedelta(seconds=settings.CHAINS_STALL_SECONDS),
     )
     for run in list(stalled):
-        if run.last_progress_at >= now - _stall_threshold(run):
+        if not _is_stalled(run, now):
             continue
         if run.resumes >= settings.CHAINS_MAX_RESUMES:
             report["failed"] += _fail_stalled(run, now)
@@ -735,25 +764,38 @@ def chains_import(*, data: Any, user=None) -> list[Chain]:
     return imported
 
 
-def runs_purge(*, older_than, status: str | None = None, chunk: int = 1000,
+def runs_purge(*, older_than, status: str | None = None, chunk: int = 10_000,
                progress=None) -> int:
     """Delete finished runs created before `older_than`, with their steps, TaskResult rows and
     files, `chunk` runs at a time (memory stays flat however many there are)."""
+    from django.db.models.signals import post_delete, pre_delete
+
     runs = Run.objects.filter(created_at__lt=older_than, status__in=FINAL_STATUSES)
     if status:
         runs = runs.filter(status=status)
+    # Once its steps are gone nothing points at a run, so the runs go in one DELETE rather
+    # than through the Collector, which loads every run first; unless a relation or a delete
+    # signal on Run appears.
+    raw = ({rel.related_model for rel in Run._meta.related_objects} <= {StepRun}
+           and not pre_delete.has_listeners(Run) and not post_delete.has_listeners(Run))
+    runs_dir = Path(settings.CHAINS_DATA_DIR) / "runs"
     deleted = 0
     while True:
         ids = list(runs.order_by("created_at").values_list("id", flat=True)[:chunk])
         if not ids:
             return deleted
         with transaction.atomic():
-            task_ids = StepRun.objects.filter(run_id__in=ids).values_list("task_id", flat=True)
-            TaskResult.objects.filter(task_id__in=task_ids).delete()
-            StepRun.objects.filter(run_id__in=ids).delete()
-            Run.objects.filter(id__in=ids).delete()
+            steps = StepRun.objects.filter(run_id__in=ids)
+            TaskResult.objects.filter(task_id__in=steps.values("task_id")).delete()
+            steps.delete()
+            chunk_runs = Run.objects.filter(id__in=ids)
+            if raw:
+                chunk_runs._raw_delete(chunk_runs.db)
+            else:
+                chunk_runs.delete()
+        listed = {path.name for path in runs_dir.iterdir()} if runs_dir.is_dir() else set()
         for run_id in ids:
-            _remove_run_files(str(run_id))
+            _remove_run_files(str(run_id), listed)
         deleted += len(ids)
         if progress:
             progress(deleted)

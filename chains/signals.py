@@ -14,7 +14,7 @@ def publish_new_run(sender, instance: Run, created: bool, raw: bool = False, **k
     if created and not raw:
         from chains.services import run_publish
 
-        transaction.on_commit(partial(run_publish, run_id=instance.id))
+        transaction.on_commit(partial(run_publish, run_id=instance.id, created=instance))
 
 
 @receiver(post_save, sender=ChainSchedule, dispatch_uid="chains.sync_schedule")

@@ -18,11 +18,11 @@ DATABASE_ERRORS = (OperationalError, InterfaceError)
 class StepTask(Task):
     """Runs a registry step through services.step_execute and reports how it ended."""
 
-    def execute_step(self, previous: Any, step_run_id: int) -> Any:
+    def execute_step(self, previous: Any, step_run_id: int, finish_run: bool) -> Any:
         task_id = self.request.id
         try:
             return services.step_execute(step_run_id=step_run_id, previous=previous,
-                                         task_id=task_id)
+                                         task_id=task_id, finish_run=finish_run)
         except services.StepSkipped as exc:
             raise Ignore(str(exc)) from exc
         except StepFailed as exc:
@@ -47,8 +47,9 @@ class StepTask(Task):
 
 
 def _register_step_task(step_type: StepType) -> Task:
-    def run(self: StepTask, previous: Any = None, *, step_run_id: int) -> Any:
-        return self.execute_step(previous, step_run_id)
+    def run(self: StepTask, previous: Any = None, *, step_run_id: int,
+            finish_run: bool = False) -> Any:
+        return self.execute_step(previous, step_run_id, finish_run)
 
     run.__name__ = step_type.key.replace(".", "_")
     run.__doc__ = step_type.description
@@ -58,12 +59,12 @@ def _register_step_task(step_type: StepType) -> Task:
 STEP_TASKS: dict[str, Task] = {key: _register_step_task(st) for key, st in STEP_TYPES.items()}
 
 
-@shared_task(name=FINISH_TASK)
+@shared_task(name=FINISH_TASK, ignore_result=True)
 def run_finish(result: Any = None, *, run_id: str) -> None:
     services.run_finish(run_id=run_id, result=result)
 
 
-@shared_task(name=STEP_FAILED_TASK)
+@shared_task(name=STEP_FAILED_TASK, ignore_result=True)
 def step_failed(task_id: str) -> None:
     """Error callback linked to every step: finalises the run when the step could not."""
     services.step_fail_by_task_id(task_id=task_id)

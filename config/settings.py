@@ -151,9 +151,10 @@ SPECTACULAR_SETTINGS = {
 EMBEDDED_REDIS_PORT = env_int("EMBEDDED_REDIS_PORT", 6390)
 REDIS_URL = env_str("REDIS_URL", f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0")
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
-# Results come back through django-celery-results; result_extended keeps task name,
-# args, worker and dates on each TaskResult row for the run pages.
-CELERY_RESULT_BACKEND = "django-db"
+# Results come back through django-celery-results (its TaskResult table and admin), written
+# by chains.results: one upsert per state and one query to gather a chord's results.
+# result_extended keeps task name, args, worker and dates on each row for the run pages.
+CELERY_RESULT_BACKEND = "chains.results:ResultBackend"
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_TRACK_STARTED = True
 # JSON only: a pickle message is refused by the worker instead of being unpickled.

@@ -16,10 +16,10 @@ def build(step_runs):
     return build_run_signature(run, step_runs, first_input={"x": 1}, time_limit_default=60)
 
 
-def test_sequential_stages_make_a_chain_ending_in_the_finaliser():
+def test_sequential_stages_make_a_chain_whose_last_step_completes_the_run():
     canvas = build([step_run(0, 0), step_run(1, 1, "io.stat", "io", time_limit=5)])
     assert isinstance(canvas, _chain)
-    first, second, finish = canvas.tasks
+    first, second = canvas.tasks
     assert first.task == "chains.step.math.add"
     assert first.args == ({"x": 1},)  # the run's inputs (or the resume point's) go first
     assert first.kwargs == {"step_run_id": 100}
@@ -29,7 +29,7 @@ def test_sequential_stages_make_a_chain_ending_in_the_finaliser():
     assert [e["task"] for e in first.options["link_error"]] == [STEP_FAILED_TASK]
     assert second.args == () and second.options["queue"] == "io"
     assert second.options["soft_time_limit"] == 5
-    assert finish.task == FINISH_TASK and finish.kwargs == {"run_id": "run-1"}
+    assert second.kwargs == {"step_run_id": 101, "finish_run": True}  # no finaliser task
 
 
 def test_a_wider_stage_becomes_a_chord_with_the_next_stage():
@@ -40,11 +40,26 @@ def test_a_wider_stage_becomes_a_chord_with_the_next_stage():
     assert isinstance(fan, chord)
     assert [t.options["task_id"] for t in fan.tasks] == ["task-1", "task-2"]
     assert all(t.args == () for t in fan.tasks)
-    # The rest of the chain (next stage, finaliser) is the chord's body.
-    assert [t.options.get("task_id") for t in fan.body.tasks] == ["task-3", None]
-    assert fan.body.tasks[1].task == FINISH_TASK
+    # The next stage is the chord's body; as the last stage it completes the run.
+    assert fan.body.options["task_id"] == "task-3"
+    assert fan.body.kwargs == {"step_run_id": 103, "finish_run": True}
+
+
+def test_a_parallel_last_stage_ends_in_the_finaliser():
+    canvas = build([step_run(0, 0), step_run(1, 1), step_run(2, 1)])
+    fan = canvas.tasks[1]
+    assert isinstance(fan, chord)
+    assert [t.kwargs for t in fan.tasks] == [{"step_run_id": 101}, {"step_run_id": 102}]
+    assert fan.body.task == FINISH_TASK and fan.body.kwargs == {"run_id": "run-1"}
 
 
 def test_steps_are_ordered_by_stage_then_index():
     canvas = build([step_run(1, 1), step_run(0, 0)])
     assert [t.options.get("task_id") for t in canvas.tasks[:2]] == ["task-0", "task-1"]
+
+
+def test_a_parallel_first_stage_gives_the_inputs_to_each_of_its_steps():
+    canvas = build([step_run(0, 0), step_run(1, 0), step_run(2, 1)])
+    fan = canvas if isinstance(canvas, chord) else canvas.tasks[0]
+    assert [t.args for t in fan.tasks] == [({"x": 1},), ({"x": 1},)]
+    assert [t.args for t in fan.tasks] == [({"x": 1},), ({"x": 1},)]  # a list, not used up

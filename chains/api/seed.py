@@ -37,13 +37,13 @@ class TaskSubmitView(APIView):
                                            trigger=RunTrigger.API)
         except ChainError as exc:
             raise as_validation_error(exc) from exc
-        return Response(TaskStatusSerializer(run).data, status=status.HTTP_201_CREATED)
+        return Response(TaskStatusSerializer.represent(run), status=status.HTTP_201_CREATED)
 
 
 class TaskStatusView(APIView):
     @extend_schema(responses=TaskStatusSerializer, tags=["tasks (seed contract)"])
     def get(self, request: Request, task_id) -> Response:
-        return Response(TaskStatusSerializer(_visible_run(request, task_id)).data)
+        return Response(TaskStatusSerializer.represent(_visible_run(request, task_id)))
 
 
 class TaskResultView(APIView):

@@ -1,5 +1,8 @@
 """Input and output serializers. No logic in save(): views call services."""
+from functools import cache
+
 from rest_framework import serializers
+from rest_framework.utils.serializer_helpers import ReturnDict
 
 from chains.models import Chain, ChainSchedule, Run, RunStatus, RunTrigger, Step, StepRun
 from chains.presets import PRESETS, StepSpec
@@ -27,6 +30,20 @@ class TaskStatusSerializer(serializers.ModelSerializer):
 
     def get_progress(self, run: Run) -> dict:
         return {"steps_done": run.steps_done, "steps_total": run.steps_total}
+
+    @classmethod
+    def represent(cls, run: Run) -> ReturnDict:
+        """`cls(run).data` without building the fields again (model introspection costs more
+        than the serializing): one instance per process holds them, and to_representation
+        keeps no state between calls, so threads can share it."""
+        return ReturnDict(_shared(cls).to_representation(run), serializer=cls(run))
+
+
+@cache
+def _shared(serializer_class: type[serializers.Serializer]) -> serializers.Serializer:
+    serializer = serializer_class()
+    serializer.fields  # noqa: B018 -- built now, before any thread shares the instance
+    return serializer
 
 
 class TaskListQuerySerializer(serializers.Serializer):

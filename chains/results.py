@@ -1,0 +1,91 @@
+"""The Celery result backend: django-celery-results' database backend, writing each task state
+with one upsert, and gathering a finished chord header's results with one query."""
+import logging
+from typing import Any
+
+from celery import maybe_signature, states
+from celery.exceptions import ChordError
+from celery.result import AsyncResult
+from django.db import router, transaction
+from django.utils import timezone
+from django_celery_results.backends.database import DatabaseBackend, trigger_callback
+from django_celery_results.models import ChordCounter, TaskResult
+
+logger = logging.getLogger(__name__)
+
+# What a state write may change on an existing row (date_created stays the first write's).
+UPSERT_FIELDS = ["status", "result", "traceback", "meta", "content_type", "content_encoding",
+                 "periodic_task_name", "task_name", "task_args", "task_kwargs", "worker",
+                 "date_done"]
+
+
+class ResultBackend(DatabaseBackend):
+    """Same table, same rows as the stock backend; fewer round trips. The stock backend reads
+    the row before every write and, when a chord's header is done, reads its results one by
+    one: with 1,000 parallel steps that was thousands of queries."""
+
+    def _store_result(self, task_id, result, status, traceback=None, request=None,
+                      using=None):
+        content_type, content_encoding, encoded = self.encode_content(result)
+        meta = {**self._get_meta_from_request(request),
+                "children": self.current_task_children(request)}
+        row = TaskResult(
+            task_id=task_id, status=status, result=encoded, traceback=traceback,
+            meta=self.encode_content(meta)[2], content_type=content_type,
+            content_encoding=content_encoding, date_done=timezone.now(),
+            **{k: v for k, v in self._get_extended_properties(request, traceback).items()
+               if k != "traceback"},
+        )
+        fields = list(UPSERT_FIELDS)
+        if status == states.STARTED:
+            row.date_started = row.date_done
+            fields.append("date_started")
+        TaskResult.objects.using(using or router.db_for_write(TaskResult)).bulk_create(
+            [row], update_conflicts=True, unique_fields=["task_id"], update_fields=fields)
+        return encoded
+
+    def on_chord_part_return(self, request, state, result, **kwargs):
+        tid, gid = request.id, request.group
+        if not gid or not tid:
+            return
+        with transaction.atomic(using=router.db_for_write(ChordCounter)):
+            counter = ChordCounter.objects.select_for_update().filter(group_id=gid).first()
+            if counter is None:
+                logger.warning("no chord counter for group %s", gid)
+                return
+            counter.count -= 1
+            if counter.count:
+                counter.save(update_fields=["count"])
+                return
+            counter.delete()
+        header = counter.group_result(app=self.app)
+        callback = maybe_signature(request.chord, app=self.app)
+        if not all(isinstance(r, AsyncResult) for r in header.results):
+            # Nested groups: the stock way, result by result.
+            if header.ready():
+                trigger_callback(app=self.app, callback=callback, group_result=header)
+            return
+        self._call_chord_body(callback, [r.id for r in header.results])
+
+    def _call_chord_body(self, callback, task_ids: list[str]) -> None:
+        """The body gets the header's results in header order, or the chord fails naming the
+        first step that did not succeed."""
+        rows = {row.task_id: row for row in TaskResult.objects.filter(task_id__in=task_ids)}
+        values: list[Any] = []
+        for task_id in task_ids:
+            row = rows.get(task_id)
+            if row is None or row.status not in states.READY_STATES:
+                # Like the stock backend: no body for a header that is not all done; the
+                # reconciler resumes the run if it stalls.
+                logger.warning("chord header task %s is not finished", task_id)
+                return
+            if row.status != states.SUCCESS:
+                reason = f"Dependency {task_id} raised {row.status}"
+                self.chord_error_from_stack(callback, ChordError(reason))
+                return
+            values.append(self.decode_content(row, row.result))
+        try:
+            callback.delay(values)
+        except Exception as exc:  # noqa: BLE001 - reported to the body's error callbacks
+            logger.exception("chord callback %r raised", callback)
+            self.chord_error_from_stack(callback, ChordError(f"Callback error: {exc!r}"))

@@ -1,0 +1,75 @@
+"""The result backend: one row per task however many states it goes through, and a chord's
+body called with its header's results in order, or failed naming the step that was not."""
+import json
+from types import SimpleNamespace
+
+import pytest
+from celery import states
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django_celery_results.models import ChordCounter, TaskResult
+
+from chains.results import ResultBackend
+from config.celery import app
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def backend() -> ResultBackend:
+    return ResultBackend(app=app)
+
+
+def test_a_task_s_states_update_one_row(backend):
+    backend.store_result("t-1", {"pid": 7}, states.STARTED)
+    started = TaskResult.objects.get(task_id="t-1")
+    assert started.status == states.STARTED and started.date_started is not None
+    backend.store_result("t-1", 42, states.SUCCESS)
+    row = TaskResult.objects.get(task_id="t-1")
+    assert (row.status, json.loads(row.result)) == (states.SUCCESS, 42)
+    assert row.date_started == started.date_started  # kept from the STARTED write
+    assert row.date_created == started.date_created
+    assert backend.get_task_meta("t-1")["result"] == 42
+
+
+def _chord(backend, task_ids, outcomes, monkeypatch):
+    """Store the header's outcomes, then report each part done; returns what the body got."""
+    header = app.GroupResult("g-1", [app.AsyncResult(t) for t in task_ids])
+    ChordCounter.objects.create(group_id="g-1", count=len(task_ids),
+                                sub_tasks=json.dumps([r.as_tuple() for r in header.results]))
+    called: dict = {}
+    monkeypatch.setattr("celery.canvas.Signature.delay",
+                        lambda self, *args: called.setdefault("args", args))
+    monkeypatch.setattr(backend, "chord_error_from_stack",
+                        lambda callback, exc: called.setdefault("error", str(exc)))
+    body = app.signature("chains.run_finish", kwargs={"run_id": "r"})
+    for task_id, (state, value) in zip(task_ids, outcomes, strict=True):
+        backend.store_result(task_id, value, state)
+        with CaptureQueriesContext(connection) as queries:
+            backend.on_chord_part_return(SimpleNamespace(id=task_id, group="g-1", chord=body),
+                                         state, value)
+    called["last_part_queries"] = len(queries)
+    return called
+
+
+def test_the_chord_body_gets_the_header_results_in_order(backend, monkeypatch):
+    called = _chord(backend, ["a", "b", "c"],
+                    [(states.SUCCESS, 1), (states.SUCCESS, {"x": 2}), (states.SUCCESS, None)],
+                    monkeypatch)
+    assert called["args"] == ([1, {"x": 2}, None],)
+    assert not ChordCounter.objects.filter(group_id="g-1").exists()
+
+
+def test_the_header_results_are_read_in_one_query_however_many(backend, monkeypatch):
+    ids = [f"t{n}" for n in range(60)]
+    called = _chord(backend, ids, [(states.SUCCESS, n) for n in range(60)], monkeypatch)
+    assert called["args"] == (list(range(60)),)
+    # the counter (savepoint, select for update, delete, release), then one read of all 60
+    assert called["last_part_queries"] == 5
+
+
+def test_a_failed_header_step_fails_the_chord(backend, monkeypatch):
+    called = _chord(backend, ["a", "b"],
+                    [(states.SUCCESS, 1), (states.FAILURE, ValueError("boom"))], monkeypatch)
+    assert "args" not in called
+    assert called["error"] == "Dependency b raised FAILURE"
