@@ -3,6 +3,7 @@
 from functools import partial
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -10,6 +11,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext
 from django_celery_beat.admin import PeriodicTaskAdmin
 from django_celery_beat.models import PeriodicTask
 
@@ -20,6 +22,7 @@ from chains.errors import ChainError
 from chains.models import Chain, ChainSchedule, Run, RunStatus, RunTrigger, Step
 from chains.permissions import can_change_run, can_start_runs
 from chains.picture import chain_picture
+from chains.presets import PRESETS
 from chains.schedules import next_fire_times, schedule_errors
 
 
@@ -32,6 +35,19 @@ class CappedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         return self.object_list.order_by()[: self.COUNT_CAP].count()
+
+
+class TaskTypeFilter(admin.SimpleListFilter):
+    """The seed task types, listed from the presets rather than read from the runs."""
+
+    title = "task type"
+    parameter_name = "task_type"
+
+    def lookups(self, request, model_admin) -> list[tuple[str, str]]:
+        return [(key, key) for key in PRESETS]
+
+    def queryset(self, request, queryset: QuerySet[Run]) -> QuerySet[Run]:
+        return queryset.filter(task_type=self.value()) if self.value() else queryset
 
 
 def site_view(admin_site, function, **kwargs):
@@ -163,10 +179,12 @@ class ChainAdmin(admin.ModelAdmin):
 class RunAdmin(admin.ModelAdmin):
     list_display = ["id", "chain", "task_type", "status_display", "progress", "trigger",
                     "created_by", "created_at", "duration"]
-    list_filter = ["status", "trigger", "task_type", "chain"]
+    # No date_hierarchy and no AllValues filter: both read every run of the table (a
+    # DISTINCT over a function of created_at, a DISTINCT task_type) on each page view.
+    list_filter = ["status", "trigger", TaskTypeFilter, "chain",
+                   ("created_at", admin.DateFieldListFilter)]
     search_fields = ["=id"]
     list_select_related = ["chain", "created_by"]
-    date_hierarchy = "created_at"
     show_full_result_count = False
     paginator = CappedCountPaginator
     # Status, progress, result, error, steps and times are in the live panel above the form.
@@ -207,6 +225,14 @@ class RunAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return selectors.runs_visible_to(request.user)
+
+    def action_checkbox(self, run: Run) -> str:
+        """The selection box Django's CheckboxInput renders, as one format_html: the widget's
+        template, rendered for each of a hundred rows, was a fifth of the page's time."""
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" '
+            'aria-label="{}">', helpers.ACTION_CHECKBOX_NAME, str(run.pk),
+            format_html(gettext("Select this object for an action - {}"), str(run)))
 
     @admin.display(description="status", ordering="status")
     def status_display(self, run: Run) -> str:

@@ -168,6 +168,13 @@ class Run(models.Model):
             models.Index(fields=["status", "-created_at"], name="run_status_created"),
             models.Index(fields=["created_by", "-created_at"], name="run_owner_created"),
             models.Index(fields=["chain", "-created_at"], name="run_chain_created"),
+            # Newest first with no filter (admin run list, /api/runs/): the pk breaks ties
+            # as the admin's ordering does, so no sort of the whole table.
+            models.Index(fields=["-created_at", "-id"], name="run_newest_first"),
+            # /tasks/statistics of a user who is not staff counts by status from the index
+            # alone; /tasks?status= of such a user reads it newest first.
+            models.Index(fields=["created_by", "status", "-created_at"],
+                         name="run_owner_status_created"),
             models.Index(
                 fields=["last_progress_at"], name="run_open_progress",
                 condition=Q(status__in=["PENDING", "RUNNING"]),

@@ -2,7 +2,7 @@
 import math
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 from django_celery_results.models import TaskResult
@@ -36,12 +36,14 @@ def run_list(
 
 
 def run_statistics(*, user) -> dict[str, int]:
-    """Counts by status in one query."""
-    counts = runs_visible_to(user).aggregate(
-        total=Count("id"),
-        **{status.value.lower(): Count("id", filter=Q(status=status)) for status in RunStatus},
-    )
-    return {key: value or 0 for key, value in counts.items()}
+    """Counts by status in one query: a GROUP BY on status alone (COUNT(*)), which the
+    database answers from the status index (run_status_created, or run_owner_status_created
+    for one owner) without reading the rows."""
+    rows = (runs_visible_to(user).order_by().values_list("status")
+            .annotate(n=Count("*")))
+    by_status = dict(rows)
+    counts = {status.value.lower(): by_status.get(status.value, 0) for status in RunStatus}
+    return {"total": sum(by_status.values()), **counts}
 
 
 def step_runs_with_results(run: Run) -> list[StepRun]:

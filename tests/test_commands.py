@@ -156,6 +156,25 @@ def test_purge_runs_leaves_no_orphans(capsys):
     assert Run.objects.count() == 1
 
 
+def test_purge_runs_removes_the_folders_of_purged_runs(settings, tmp_path):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from chains.models import Run
+
+    settings.CHAINS_DATA_DIR = str(tmp_path)
+    _, old = _finished_runs(2)
+    Run.objects.update(created_at=timezone.now() - timedelta(days=10))
+    _, recent = _finished_runs(1)
+    folders = [tmp_path / "runs" / str(run.id) for run in (old[0], recent[0])]
+    for folder in folders:
+        folder.mkdir(parents=True)
+        (folder / "out.csv").write_text("a\n")
+    call_command("purge_runs", "--older-than", "7")
+    assert [folder.exists() for folder in folders] == [False, True]
+
+
 def test_cluster_status_without_workers_exits_1():
     with pytest.raises(CommandError, match="no worker answered") as info:
         call_command("cluster_status", "--timeout", "0.3")
