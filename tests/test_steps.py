@@ -2,12 +2,13 @@
 and the registry as a table."""
 import gzip
 import os
+import statistics
 
 import pytest
 
 from chains.models import Step
-from chains.steps import STEP_TYPES, ParamsInvalid, StepContext, StepFailed
-from chains.steps.data import format_cell, parse_number
+from chains.steps import STEP_TYPES, ParamsInvalid, StepContext, StepFailed, data
+from chains.steps.data import format_cell, parse_number, read_rows
 from chains.steps.paths import resolve_data_path
 from config.celery import app
 from tests.helpers import write_csv
@@ -139,6 +140,66 @@ def test_analyze_skips_text_columns_and_single_values_have_no_std(data_dir):
     stats = run_step("data.analyze", {"path": "in.csv"})
     assert set(stats["columns"]) == {"n", "one"}
     assert stats["columns"]["one"]["std"] is None
+
+
+def _analyzed_row_by_row(relative: str) -> dict:
+    """analyze's answer computed the plain way, one cell at a time."""
+    header, rows = read_rows(relative)
+    numbers: dict[int, list[float]] = {}
+    text: set[int] = set()
+    count = 0
+    for row in rows:
+        count += 1
+        for index, cell in enumerate(row):
+            if cell.strip():
+                number = parse_number(cell.strip())
+                (text.add(index) if number is None
+                 else numbers.setdefault(index, []).append(number))
+    return {"file": relative, "rows": count, "columns": {
+        header[i]: {"count": len(values), "mean": pytest.approx(statistics.fmean(values)),
+                    "min": min(values), "max": max(values),
+                    "std": pytest.approx(statistics.stdev(values)) if len(values) > 1 else None}
+        for i, values in sorted(numbers.items()) if i not in text}}
+
+
+ANALYZE_CASES = {
+    "plain, text late": "n,x,b\n" + "".join(
+        f"{i},{i * 1.25:.2f},{'late text' if i == 150 else i % 3}\n" for i in range(200)),
+    "blanks and spaces": "a,b,c\n" + "".join(
+        f"{'' if i % 4 == 0 else i}, {i / 8} ,{' ' if i % 3 else '7'}\n" for i in range(200)),
+    "crlf, quoted fields over lines": "k,v,w\r\n" + "".join(
+        f'{i},"{i}.5","line one,\r\nline {i}"\r\n' for i in range(150)),
+    "short rows and blank lines": "a,b,c\n" + "".join(
+        f"{i}\n\n{i},{-i}\n" for i in range(100)),
+    "long number cells are text": "a,b\n" + "".join(
+        f"{i},{' ' * 70 + '1' if i == 90 else i}\n" for i in range(120)) + "1" * 70 + ",1",
+    "lone carriage returns": "a,b\r1,2\r3,4\n5,6\r",
+    "no trailing newline": "a,b\n1,2\n3,4",
+}
+
+
+@pytest.mark.parametrize("case", ANALYZE_CASES)
+@pytest.mark.parametrize("block_chars", [1, 7, 64, 1 << 16])
+def test_analyze_in_blocks_matches_a_row_by_row_reading(data_dir, monkeypatch, case,
+                                                        block_chars):
+    monkeypatch.setattr(data, "BLOCK_CHARS", block_chars)
+    (data_dir / "in.csv").write_bytes(ANALYZE_CASES[case].encode())
+    assert run_step("data.analyze", {"path": "in.csv"}) == _analyzed_row_by_row("in.csv")
+
+
+@pytest.mark.parametrize(
+    ("late", "message"),
+    [
+        ("1,2,3\n", "line 102 has 3 fields"),
+        ("1,\x00\n", "line 102 contains a NUL byte"),
+        ('1,"2"x\n', "line 102: ','"),
+    ],
+)
+def test_analyze_errors_deep_in_the_file_name_their_line(data_dir, monkeypatch, late, message):
+    monkeypatch.setattr(data, "BLOCK_CHARS", 64)
+    write_csv(data_dir / "in.csv", "a,b\n" + "1,2\n" * 100 + late + "1,2\n" * 100)
+    with pytest.raises(StepFailed, match=message):
+        run_step("data.analyze", {"path": "in.csv"})
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,12 @@
 """CSV steps. Rows stream from file to file; steps pass a file reference, never the data."""
 import csv
 import hashlib
+import io
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from itertools import chain, islice, repeat, zip_longest
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from django.conf import settings
 from pydantic import Field
@@ -13,6 +15,12 @@ from chains.steps.base import Params, StepContext, StepFailed, StepType
 from chains.steps.paths import DataPath, data_file_for_step
 
 FORMULA_PREFIXES = ("=", "+", "-", "@")
+MAX_NUMBER_CHARS = 64
+# analyze reads this much text at a time, so its memory is bounded by this, not by the file;
+# larger blocks were slower (their cells no longer fit in the CPU caches). Its fallback on
+# read_rows takes ROWS_PER_BLOCK rows at a time.
+BLOCK_CHARS = 1 << 16
+ROWS_PER_BLOCK = 4096
 
 
 class LoadParams(Params):
@@ -27,7 +35,7 @@ class FileRefParams(Params):
 
 def parse_number(cell: str) -> float | None:
     """A finite number, or None for anything else (text, blanks, nan, inf)."""
-    if not cell or len(cell) > 64:
+    if not cell or len(cell) > MAX_NUMBER_CHARS:
         return None
     try:
         value = float(cell)
@@ -54,8 +62,15 @@ def _input_file(params: FileRefParams, previous: Any) -> str:
     raise StepFailed("needs a 'path' param or a previous step that produced a file")
 
 
-def read_rows(relative: str) -> tuple[list[str], Iterator[list[str]]]:
-    """The header and a stream of rows of a bounded, UTF-8 CSV file in the data directory."""
+def _failure(relative: str, handle: TextIO, reader: Any, exc: Exception) -> StepFailed:
+    handle.close()
+    if isinstance(exc, UnicodeDecodeError):
+        return StepFailed(f"file {relative!r} is not UTF-8 text")
+    return StepFailed(f"file {relative!r} line {reader.line_num}: {exc}")
+
+
+def _open_csv(relative: str) -> tuple[TextIO, Any, list[str]]:
+    """A bounded, UTF-8 CSV file in the data directory: the open file, its reader and header."""
     path = data_file_for_step(relative)
     size = path.stat().st_size
     if size > settings.CHAINS_MAX_FILE_BYTES:
@@ -63,23 +78,22 @@ def read_rows(relative: str) -> tuple[list[str], Iterator[list[str]]]:
     csv.field_size_limit(settings.CHAINS_MAX_CSV_FIELD_BYTES)
     handle = path.open(newline="", encoding="utf-8")
     reader = csv.reader(handle, strict=True)
-
-    def failing(exc: Exception) -> StepFailed:
-        handle.close()
-        if isinstance(exc, UnicodeDecodeError):
-            return StepFailed(f"file {relative!r} is not UTF-8 text")
-        return StepFailed(f"file {relative!r} line {reader.line_num}: {exc}")
-
     try:
         header = [cell.strip() for cell in next(reader)]
     except StopIteration:
         handle.close()
         raise StepFailed(f"file {relative!r} is empty") from None
     except (csv.Error, UnicodeDecodeError) as exc:
-        raise failing(exc) from exc
+        raise _failure(relative, handle, reader, exc) from exc
     if len(header) > settings.CHAINS_MAX_CSV_COLUMNS:
         handle.close()
         raise StepFailed(f"file {relative!r} has {len(header)} columns, over the limit")
+    return handle, reader, header
+
+
+def read_rows(relative: str) -> tuple[list[str], Iterator[list[str]]]:
+    """The header and a stream of rows of a bounded, UTF-8 CSV file in the data directory."""
+    handle, reader, header = _open_csv(relative)
 
     def rows() -> Iterator[list[str]]:
         with handle:
@@ -96,7 +110,7 @@ def read_rows(relative: str) -> tuple[list[str], Iterator[list[str]]]:
                         )
                     yield row + [""] * (len(header) - len(row))
             except (csv.Error, UnicodeDecodeError) as exc:
-                raise failing(exc) from exc
+                raise _failure(relative, handle, reader, exc) from exc
 
     return header, rows()
 
@@ -184,21 +198,44 @@ def transform_csv(params: FileRefParams, previous: Any, context: StepContext) ->
     return ref
 
 
-class _Stats:
-    """Welford's running count, mean and variance, with min and max."""
+class _Irregular(Exception):
+    """A block analyze_csv does not read itself: read_rows decides, row by row."""
 
-    __slots__ = ("count", "mean", "m2", "low", "high")
+
+class _Column:
+    """Count, mean, sum of squared deviations, min and max of a column's numbers, merged block
+    by block (Chan et al.); or text, once one of its cells is not a number."""
+
+    __slots__ = ("count", "mean", "m2", "low", "high", "text")
 
     def __init__(self) -> None:
         self.count, self.mean, self.m2 = 0, 0.0, 0.0
         self.low, self.high = math.inf, -math.inf
+        self.text = False
 
-    def add(self, value: float) -> None:
-        self.count += 1
-        delta = value - self.mean
-        self.mean += delta / self.count
-        self.m2 += delta * (value - self.mean)
-        self.low, self.high = min(self.low, value), max(self.high, value)
+    def add(self, cells: Sequence[str], *, short: bool) -> None:
+        """Add a block of cells; `short` promises none is longer than MAX_NUMBER_CHARS."""
+        if self.text:
+            return
+        values = _numbers(cells, short=short)
+        if values is None:
+            self.text = True
+        elif values:
+            self._merge(values)
+
+    def _merge(self, values: list[float]) -> None:
+        count = len(values)
+        mean = _mean(values)
+        # Two passes over the block: its mean, then the distance of its values from that mean
+        # (squared by multiplying, which overflows to inf rather than raising).
+        distance = math.dist(values, [mean] * count)
+        m2 = distance * distance
+        total = self.count + count
+        delta = mean - self.mean
+        self.mean += delta * count / total
+        self.m2 += m2 + delta * delta * self.count * count / total
+        self.count = total
+        self.low, self.high = min(self.low, min(values)), max(self.high, max(values))
 
     def as_dict(self) -> dict:
         std = math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else None
@@ -206,27 +243,127 @@ class _Stats:
                 "std": std}
 
 
+def _numbers(cells: Sequence[str], *, short: bool) -> list[float] | None:
+    """The numbers of the non-blank cells (parse_number for each, stripped), or None when one
+    is not a finite number. Each case runs as whole-list operations, not a loop per cell."""
+    try:
+        # float() ignores the whitespace that parse_number's caller strips, and fails on a
+        # blank that is not empty.
+        values = list(map(float, filter(None, cells)))
+        if not short and max(map(len, cells)) > MAX_NUMBER_CHARS:
+            raise ValueError
+    except ValueError:
+        cells = list(filter(None, map(str.strip, cells)))
+        if cells and max(map(len, cells)) > MAX_NUMBER_CHARS:
+            return None
+        try:
+            values = list(map(float, cells))
+        except ValueError:
+            return None
+    # A non-finite sum is rare: either a nan or inf cell, or finite values that overflow.
+    if not math.isfinite(sum(values)) and not all(map(math.isfinite, values)):
+        return None
+    return values
+
+
+def _mean(values: list[float]) -> float:
+    try:
+        return math.fsum(values) / len(values)
+    except OverflowError:
+        return math.fsum(value / len(values) for value in values)
+
+
+def _blocks(handle: TextIO, width: int) -> Iterator[tuple[int, Sequence[Sequence[str]], bool]]:
+    """(rows, columns, no cell longer than MAX_NUMBER_CHARS) for each block of whole lines.
+    Plain blocks are split with str methods; quoted ones go through csv, exactly as read_rows
+    would read them; anything else raises _Irregular."""
+    limit = csv.field_size_limit()
+    while text := handle.read(BLOCK_CHARS):
+        if not text.endswith("\n"):
+            text += handle.readline()
+        # read_rows' reader also ends lines at a lone \r; splitting at \n would not.
+        if "\x00" in text or text.count("\r") != text.count("\r\n"):
+            raise _Irregular
+        lines = text.split("\n")
+        if not lines[-1]:
+            lines.pop()
+        longest = max(map(len, lines))
+        if ('"' not in text and longest <= limit
+                and set(map(str.count, lines, repeat(","))) == {width - 1}):
+            # Every line has width cells: one split of the whole block, then one slice per column.
+            cells = text.replace("\n", ",").split(",")
+            end = len(lines) * width
+            columns = [cells[index:end:width] for index in range(width)]
+            yield len(lines), columns, longest - (width - 1) <= MAX_NUMBER_CHARS
+        else:
+            rows = _csv_rows(text, handle)
+            if max(map(len, rows)) > width:
+                raise _Irregular
+            yield len(rows), list(zip_longest(*rows, fillvalue="")), False
+
+
+def _csv_rows(text: str, handle: TextIO) -> list[list[str]]:
+    """The rows of a block, read by csv; a quoted field the block cut short continues in
+    `handle` up to the end of its row."""
+    lines = io.StringIO(text, newline="")
+    reader = csv.reader(chain(lines, _checked_lines(handle)), strict=True)
+    rows = []
+    try:
+        for row in reader:
+            rows.append(row)
+            if lines.tell() == len(text):
+                break
+    except csv.Error as exc:
+        raise _Irregular from exc
+    return rows
+
+
+def _checked_lines(handle: TextIO) -> Iterator[str]:
+    for line in iter(handle.readline, ""):
+        if "\x00" in line:
+            raise _Irregular
+        yield line
+
+
+def _analyze_blocks(relative: str) -> tuple[list[str], int, list[_Column]]:
+    handle, _, header = _open_csv(relative)
+    columns = [_Column() for _ in header]
+    count = 0
+    with handle:
+        try:
+            for rows, cells, short in _blocks(handle, len(header)):
+                count += rows
+                # A block of short rows may have fewer columns than the header.
+                for column, column_cells in zip(columns, cells, strict=False):
+                    column.add(column_cells, short=short)
+        except UnicodeDecodeError as exc:
+            raise _Irregular from exc
+    return header, count, columns
+
+
+def _analyze_rows(relative: str) -> tuple[list[str], int, list[_Column]]:
+    header, rows = read_rows(relative)
+    columns = [_Column() for _ in header]
+    count = 0
+    while block := list(islice(rows, ROWS_PER_BLOCK)):
+        count += len(block)
+        for column, cells in zip(columns, zip(*block, strict=True), strict=True):
+            column.add(cells, short=False)
+    return header, count, columns
+
+
 def analyze_csv(params: FileRefParams, previous: Any, context: StepContext) -> dict:
     """Per numeric column: count, mean, min, max and sample standard deviation."""
     source = _input_file(params, previous)
-    header, rows = read_rows(source)
-    stats: dict[int, _Stats] = {}
-    text_columns: set[int] = set()
-    count = 0
-    for row in rows:
-        count += 1
-        for index, cell in enumerate(row):
-            cell = cell.strip()
-            if not cell or index in text_columns:
-                continue
-            number = parse_number(cell)
-            if number is None:
-                text_columns.add(index)
-                stats.pop(index, None)
-            else:
-                stats.setdefault(index, _Stats()).add(number)
-    columns = {header[i]: stats[i].as_dict() for i in sorted(stats)}
-    return {"file": source, "rows": count, "columns": columns}
+    try:
+        header, count, columns = _analyze_blocks(source)
+    except _Irregular:
+        # A NUL byte, a lone carriage return, too many fields, bad quoting or bad UTF-8: read
+        # the file again the way every data step reads it, which also words the error.
+        header, count, columns = _analyze_rows(source)
+    numeric = {header[i]: column.as_dict() for i, column in enumerate(columns)
+               if column.count and not column.text}
+    return {"file": source, "rows": count, "columns": numeric}
 
 
 load = StepType("data.load", "Check a CSV file and count its rows.", LoadParams, load_csv,
