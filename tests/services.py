@@ -89,19 +89,16 @@ def purge_queues(app) -> None:
             channel.queue_purge(queue)
 
 
-def _log_tail(path: Path) -> str:
-    return path.read_text(errors="replace")[-3000:]
-
-
 class CeleryProcess:
     """A celery command (worker or beat) run as a child of the tests, in its own process
     group so that the whole of it (pool children included) can be killed at once."""
 
-    def __init__(self, args: list[str], *, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, args: list[str], *, env: dict[str, str], log_path: Path,
+                 prefix: tuple[str, ...] = ()) -> None:
         self.log_path = log_path
         self.log = log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", *args],
+            [*prefix, sys.executable, "-m", "celery", "-A", "config", *args],
             cwd=ROOT, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -112,6 +109,20 @@ class CeleryProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def log_tail(self) -> str:
+        return self.log_text()[-3000:]
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until the worker logs "ready."; raises with the log's tail if it exits first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.process.args} exited: {self.log_tail()}")
+            if "ready." in self.log_text():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.process.args} not ready in {timeout}s: {self.log_tail()}")
 
     def kill_all(self) -> None:
         """SIGKILL the process and every child it forked (our process group)."""
@@ -124,8 +135,12 @@ class CeleryProcess:
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
+                pass
+        try:  # pool children left behind by a process that did not stop cleanly
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(5)
         self.log.close()
 
 
@@ -141,15 +156,6 @@ class CeleryWorker(CeleryProcess):
             env=env, log_path=log_path,
         )
 
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited: {_log_tail(self.log_path)}")
-            if "ready." in self.log_text():
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"worker not ready in {timeout}s: {_log_tail(self.log_path)}")
 
     def owns(self, pid: int) -> bool:
         """True when `pid` is this worker's main process or one of its pool children."""
