@@ -1,0 +1,337 @@
+"""Fills a migrated database with runs, step runs and task results at benchmark size."""
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS_PER_RUN = 10
+BATCH_RUNS = 5_000
+SPREAD = timedelta(weeks=6)
+# Status mix of a database that has been in use for weeks.
+RUN_STATUSES = [("COMPLETED", 0.72), ("FAILED", 0.14), ("CANCELLED", 0.06),
+                ("RUNNING", 0.03), ("PENDING", 0.05)]
+FINISHED_STATUSES = [("COMPLETED", 0.78), ("FAILED", 0.15), ("CANCELLED", 0.07)]
+STEP_TYPES = ["math.add", "math.multiply", "data.load_csv", "data.filter", "io.copy",
+              "flow.wait"]
+USERS = [("bench-admin", True), ("alice", False), ("bob", False)]
+
+
+def bench_environment(workdir: Path) -> dict[str, str]:
+    """Environment of a process that uses a fresh SQLite database under `workdir`."""
+    return {**os.environ, "TASK_CHAIN_VAR_DIR": str(workdir), "DJANGO_DEBUG": "0",
+            "DJANGO_SETTINGS_MODULE": "config.settings", "DJANGO_LOG_LEVEL": "WARNING"}
+
+
+def migrate(env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env,
+                   check=True)
+
+
+def setup_django(workdir: Path) -> None:
+    """Point this process at `workdir`, migrate it and set Django up (once per process)."""
+    env = bench_environment(workdir)
+    os.environ.update(env)
+    migrate(env)
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+class Columns:
+    """A model's concrete columns, in order, with constant database values for the columns a
+    generator leaves out (their model defaults), so new fields need no change here."""
+
+    def __init__(self, model, given: set[str]) -> None:
+        from django.db import connection, models
+
+        # Auto-incremented keys are left to the database.
+        fields = [f for f in model._meta.concrete_fields
+                  if not isinstance(f, models.fields.AutoFieldMixin)]
+        self.table = model._meta.db_table
+        self.names = [f.column for f in fields]
+        self.constants = {
+            f.column: f.get_db_prep_save(f.get_default(), connection)
+            for f in fields if f.column not in given
+        }
+        unknown = given - set(self.names)
+        if unknown:
+            raise RuntimeError(f"{self.table} has no column(s) {sorted(unknown)}")
+
+    def row(self, values: dict) -> tuple:
+        return tuple(values[name] if name in values else self.constants[name]
+                     for name in self.names)
+
+    def insert_sql(self) -> str:
+        from django.db import connection
+
+        quote = connection.ops.quote_name
+        return (f"INSERT INTO {quote(self.table)} ({', '.join(map(quote, self.names))}) "
+                f"VALUES ({', '.join(['%s'] * len(self.names))})")
+
+
+def _db_time(moment: datetime) -> str:
+    # Moments here are naive UTC, which is how Django stores aware datetimes in SQLite.
+    return str(moment)
+
+
+def _pick(rng: random.Random, weighted: list[tuple[str, float]]) -> str:
+    return rng.choices([k for k, _ in weighted], [w for _, w in weighted])[0]
+
+
+class Generator:
+    """Rows of runs, their step runs and the TaskResults of the steps that ran."""
+
+    RUN_GIVEN = {"id", "chain_id", "task_type", "description", "status", "trigger", "inputs",
+                 "result", "error", "steps_total", "steps_done", "created_by_id", "created_at",
+                 "started_at", "finished_at", "published_at", "last_progress_at"}
+    STEP_GIVEN = {"run_id", "index", "stage", "name", "step_type", "params", "queue", "task_id",
+                  "status", "result", "error", "attempts", "started_at", "finished_at"}
+    RESULT_GIVEN = {"task_id", "task_name", "task_args", "task_kwargs", "status", "worker",
+                    "content_type", "content_encoding", "result", "date_created",
+                    "date_started", "date_done", "traceback", "meta"}
+
+    def __init__(self, *, chains: list[int], users: list[int], total: int, seed: int = 7,
+                 finished_only: bool = False, status: str | None = None,
+                 now: datetime | None = None) -> None:
+        from django_celery_results.models import TaskResult
+
+        from chains.models import Run, StepRun
+
+        self.rng = random.Random(seed)
+        # Runs are inserted oldest first, as a live table grows: row order follows
+        # created_at, which decides how local a purge of the oldest runs is.
+        self.step_back = SPREAD / max(total, 1)
+        self.created = None
+        self.chains, self.users = chains, users
+        self.statuses = ([(status, 1.0)] if status
+                         else FINISHED_STATUSES if finished_only else RUN_STATUSES)
+        self.now = (now or datetime.now(UTC)).astimezone(UTC).replace(
+            tzinfo=None) - timedelta(minutes=5)
+        self.created = self.now - SPREAD
+        self.run_columns = Columns(Run, self.RUN_GIVEN)
+        self.step_columns = Columns(StepRun, self.STEP_GIVEN)
+        self.result_columns = Columns(TaskResult, self.RESULT_GIVEN)
+        self.run_pk = Run._meta.pk
+
+    def batch(self, count: int, steps: int) -> tuple[list[tuple], list[tuple], list[tuple],
+                                                      list[str]]:
+        from django.db import connection
+
+        runs, step_rows, results, run_ids = [], [], [], []
+        for _ in range(count):
+            run_id = uuid.UUID(int=self.rng.getrandbits(128), version=4)
+            db_id = self.run_pk.get_db_prep_value(run_id, connection)
+            run, steps_of_run, results_of_run = self._run(db_id, str(run_id), steps)
+            runs.append(run)
+            step_rows.extend(steps_of_run)
+            results.extend(results_of_run)
+            run_ids.append(str(run_id))
+        return runs, step_rows, results, run_ids
+
+    def _run(self, db_id: str, run_id: str, steps: int) -> tuple[tuple, list, list]:
+        rng = self.rng
+        status = _pick(rng, self.statuses)
+        self.created += self.step_back * rng.uniform(0.5, 1.5)
+        created = min(self.created, self.now)
+        started = created + timedelta(seconds=rng.uniform(0.01, 2))
+        done, step_statuses = self._step_statuses(status, steps)
+        finished = (started + timedelta(seconds=rng.uniform(0.5, 60))
+                    if status in ("COMPLETED", "FAILED", "CANCELLED") else None)
+        chain = rng.choice(self.chains) if rng.random() < 0.7 else None
+        failed = status == "FAILED"
+        run = self.run_columns.row({
+            "id": db_id, "chain_id": chain,
+            "task_type": "" if chain else rng.choice(["math_chain", "data_chain", "io_chain"]),
+            "description": "benchmark run", "status": status,
+            "trigger": rng.choice(["api", "admin", "schedule", "command"]),
+            "inputs": json.dumps({"numbers": [1, 2, 3]}),
+            "result": json.dumps(done * 3) if status == "COMPLETED" else None,
+            "error": f"step {done + 1} failed: division by zero" if failed else "",
+            "steps_total": steps, "steps_done": done,
+            "created_by_id": rng.choice(self.users), "created_at": _db_time(created),
+            "started_at": None if status == "PENDING" else _db_time(started),
+            "finished_at": _db_time(finished) if finished else None,
+            "published_at": _db_time(created),
+            "last_progress_at": None if status == "PENDING" else _db_time(finished or started),
+        })
+        times = (_db_time(started), _db_time(started + timedelta(milliseconds=40)))
+        step_rows, results = [], []
+        for index, step_status in enumerate(step_statuses):
+            task_id = f"{run_id}-{index:04d}"
+            step_rows.append(self._step(db_id, index, task_id, step_status, times))
+            if step_status in ("COMPLETED", "FAILED", "RUNNING"):
+                results.append(self._result(task_id, step_status, times))
+        return run, step_rows, results
+
+    def _step_statuses(self, status: str, steps: int) -> tuple[int, list[str]]:
+        """Steps done and each step's status for a run ending in `status`."""
+        if status == "COMPLETED":
+            return steps, ["COMPLETED"] * steps
+        if status == "PENDING":
+            return 0, ["PENDING"] * steps
+        done = self.rng.randrange(steps)
+        tail = {"FAILED": "FAILED", "RUNNING": "RUNNING", "CANCELLED": "CANCELLED"}[status]
+        rest = "CANCELLED" if status == "CANCELLED" else "PENDING"
+        return done, ["COMPLETED"] * done + [tail] + [rest] * (steps - done - 1)
+
+    def _step(self, run_id: str, index: int, task_id: str, status: str,
+              times: tuple[str, str]) -> tuple:
+        step_type = STEP_TYPES[index % len(STEP_TYPES)]
+        ran = status in ("COMPLETED", "FAILED")
+        return self.step_columns.row({
+            "run_id": run_id, "index": index, "stage": index, "name": f"step {index + 1}",
+            "step_type": step_type, "params": f'{{"value": {index}}}',
+            "queue": step_type.split(".")[0], "task_id": task_id, "status": status,
+            "result": str(index) if status == "COMPLETED" else None,
+            "error": "division by zero" if status == "FAILED" else "",
+            "attempts": 1 if status != "PENDING" else 0,
+            "started_at": times[0] if status != "PENDING" else None,
+            "finished_at": times[1] if ran else None,
+        })
+
+    def _result(self, task_id: str, status: str, times: tuple[str, str]) -> tuple:
+        state = {"COMPLETED": "SUCCESS", "FAILED": "FAILURE", "RUNNING": "STARTED"}[status]
+        return self.result_columns.row({
+            "task_id": task_id, "task_name": "chains.run_step", "task_args": "[]",
+            "task_kwargs": "{}", "status": state, "worker": "celery@bench-1",
+            "content_type": "application/json", "content_encoding": "utf-8",
+            "result": "3" if state == "SUCCESS" else None,
+            "date_created": times[0], "date_started": times[0],
+            "date_done": times[1],
+            "traceback": "Traceback (most recent call last):\nZeroDivisionError"
+            if state == "FAILURE" else None,
+            "meta": '{"children": []}',
+        })
+
+
+def base_objects(*, chains: int = 6) -> tuple[list[int], list[int]]:
+    """The users (one staff superuser, the others not staff) and chains runs refer to."""
+    from django.contrib.auth import get_user_model
+
+    from chains.models import Chain, Step
+
+    users = []
+    for name, staff in USERS:
+        user, _ = get_user_model().objects.get_or_create(
+            username=name, defaults={"is_staff": staff, "is_superuser": staff})
+        users.append(user.pk)
+    chain_ids = []
+    for n in range(chains):
+        chain, created = Chain.objects.get_or_create(name=f"bench chain {n + 1}")
+        if created:
+            Step.objects.bulk_create(Step(chain=chain, position=i, stage=i,
+                                          step_type="flow.wait", params={"seconds": 0})
+                                     for i in range(STEPS_PER_RUN))
+        chain_ids.append(chain.pk)
+    return chain_ids, users
+
+
+def _batches(total: int, size: int) -> Iterator[int]:
+    while total > 0:
+        yield min(size, total)
+        total -= size
+
+
+def fill(*, runs: int, steps: int = STEPS_PER_RUN, finished_only: bool = False,
+         status: str | None = None, seed: int = 7, rebuild_indexes: bool = True,
+         progress: bool = False) -> list[str]:
+    """Insert `runs` runs of `steps` steps each (with TaskResults for the steps that ran),
+    in big transactions; returns the ids of the runs inserted. Give each call on one
+    database its own `seed`."""
+    from django.db import connection, transaction
+
+    chains, users = base_objects()
+    generator = Generator(chains=chains, users=users, total=runs, seed=seed,
+                          finished_only=finished_only, status=status)
+    sql = [generator.run_columns.insert_sql(), generator.step_columns.insert_sql(),
+           generator.result_columns.insert_sql()]
+    tables = [c.table for c in (generator.run_columns, generator.step_columns,
+                                generator.result_columns)]
+    run_ids: list[str] = []
+    started = time.perf_counter()
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA cache_size = -400000")  # 400 MB: indexes stay in memory
+            cursor.execute("PRAGMA synchronous = OFF")  # rebuilt for each benchmark
+    with _indexes_built_after(tables if rebuild_indexes else []):
+        for count in _batches(runs, BATCH_RUNS):
+            rows = generator.batch(count, steps)
+            with transaction.atomic(), connection.cursor() as cursor:
+                for statement, batch in zip(sql, rows[:3], strict=True):
+                    cursor.executemany(statement, batch)
+            run_ids.extend(rows[3])
+            if progress:
+                print(f"\r{len(run_ids)} runs, {time.perf_counter() - started:.1f} s",
+                      end="", file=sys.stderr)
+    if progress:
+        print(f"\nindexed, {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return run_ids
+
+
+@contextmanager
+def _indexes_built_after(tables: list[str]) -> Iterator[None]:
+    """On SQLite, drop the tables' separately created indexes and build them again at the
+    end: sorting once is several times faster than keeping them up to date row by row.
+    (Column UNIQUE constraints are part of the table and stay.)"""
+    from django.db import connection
+
+    if connection.vendor != "sqlite" or not tables:
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+            f"AND tbl_name IN ({', '.join(['%s'] * len(tables))})", tables)
+        indexes = cursor.fetchall()
+        for name, _ in indexes:
+            cursor.execute(f"DROP INDEX {connection.ops.quote_name(name)}")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            for _, sql in indexes:
+                cursor.execute(sql)
+
+
+def add_run_files(run_ids: list[str]) -> None:
+    """A file in the run folder of each of `run_ids`, as file steps leave them."""
+    from django.conf import settings
+
+    for run_id in run_ids:
+        folder = Path(settings.CHAINS_DATA_DIR) / "runs" / run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "output.csv").write_text("a,b\n1,2\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--var-dir", required=True, help="TASK_CHAIN_VAR_DIR to fill")
+    parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--steps", type=int, default=STEPS_PER_RUN)
+    parser.add_argument("--finished-only", action="store_true")
+    parser.add_argument("--run-files", type=int, default=0,
+                        help="runs (of those inserted) that get a folder with a file")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    setup_django(Path(args.var_dir))
+    started = time.perf_counter()
+    run_ids = fill(runs=args.runs, steps=args.steps, finished_only=args.finished_only,
+                   progress=not args.quiet)
+    spacing = max(1, len(run_ids) // max(1, args.run_files))
+    add_run_files(run_ids[::spacing][: args.run_files])
+    if not args.quiet:
+        print(f"filled in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

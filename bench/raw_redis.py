@@ -1,0 +1,19 @@
+"""A plain Celery app with the Redis result backend: the fan-out's reference. Same broker and
+Celery settings as the project, only the result backend differs."""
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+QUEUE = "bench-redis"
+
+app = Celery("bench_raw_redis")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.result_backend = os.environ.get("REDIS_URL", "redis://127.0.0.1:6390/0")
+app.conf.task_default_queue = QUEUE
+
+
+@app.task(name="bench.redis_noop")
+def noop(previous=None):
+    return previous

@@ -1,0 +1,17 @@
+"""The reference Note table."""
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    initial = True
+    dependencies = []
+    operations = [
+        migrations.CreateModel(
+            name="Note",
+            fields=[
+                ("id", models.BigAutoField(auto_created=True, primary_key=True,
+                                           serialize=False, verbose_name="ID")),
+                ("text", models.TextField()),
+            ],
+        ),
+    ]
