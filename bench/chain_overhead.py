@@ -82,12 +82,15 @@ def raw_redis_chord(runs: int, steps: int, *, parallel: int) -> float:
 
 
 def _alternate(repeat: int, sides: dict[str, Callable[[], float]]) -> dict[str, float]:
-    """Median seconds of each side, the sides taking turns."""
+    """Median seconds of each side, the sides taking turns; every sample is kept under
+    `samples` (the spread tells how quiet the machine was)."""
     times: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(repeat):
         for name, measure_once in sides.items():
             times[name].append(measure_once())
-    return {name: statistics.median(values) for name, values in times.items()}
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    medians["samples"] = {name: [round(v, 3) for v in values] for name, values in times.items()}
+    return medians
 
 
 def _row(benchmark: str, metric: str, project: float, reference: float, reference_name: str,
@@ -114,7 +117,7 @@ def run_all(repeat: int) -> list[dict]:
         raw_redis_chord(1, 3, parallel=2)
         rows = []
         per_step = {}
-        for label, runs, steps in (("10 steps x 20 runs", 20, 10), ("50 steps x 4 runs", 4, 50)):
+        for label, runs, steps in (("10 steps x 50 runs", 50, 10), ("50 steps x 10 runs", 10, 50)):
             t = _alternate(repeat, {"project": partial(project_chains, runs, steps),
                                     "raw": partial(raw_chains, runs, steps)})
             total = runs * steps
@@ -126,7 +129,8 @@ def run_all(repeat: int) -> list[dict]:
                              project_seconds=round(t["project"], 3),
                              raw_seconds=round(t["raw"], 3),
                              project_ms_per_step=round(per_step[steps][0], 3),
-                             raw_ms_per_step=round(per_step[steps][1], 3)))
+                             raw_ms_per_step=round(per_step[steps][1], 3),
+                             samples_seconds=t["samples"]))
         growth = per_step[50][0] / per_step[10][0]
         rows.append(_row("chain overhead, ms/step at 50 vs at 10", "ratio", growth,
                          per_step[50][1] / per_step[10][1], "raw Celery, same ratio",
@@ -136,7 +140,7 @@ def run_all(repeat: int) -> list[dict]:
                                 "raw": partial(raw_chains, 1, 100)})
         rows.append(_row("sequential latency, 100-step chain", "ms/step", 10 * t["project"],
                          10 * t["raw"], "raw Celery chain, stock django-db results", "<= 1.5x",
-                         t["project"] / t["raw"] <= 1.5))
+                         t["project"] / t["raw"] <= 1.5, samples_seconds=t["samples"]))
         t = _alternate(repeat, {
             "project": partial(project_chains, 1, FAN_OUT + 1, parallel=FAN_OUT),
             "raw_redis": partial(raw_redis_chord, 1, FAN_OUT + 1, parallel=FAN_OUT),
@@ -144,7 +148,8 @@ def run_all(repeat: int) -> list[dict]:
         rows.append(_row(f"fan-out, {FAN_OUT:,} parallel + 1", "seconds", t["project"],
                          t["raw_redis"], "raw Celery chord, Redis results", "<= 2x",
                          t["project"] / t["raw_redis"] <= 2,
-                         raw_django_db_chord_seconds=round(t["raw_db"], 3)))
+                         raw_django_db_chord_seconds=round(t["raw_db"], 3),
+                         samples_seconds=t["samples"]))
         return rows
     finally:
         stack.stop()

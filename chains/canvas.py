@@ -9,7 +9,6 @@ from celery.canvas import Signature
 from config.celery import app
 
 FINISH_TASK = "chains.run_finish"
-STEP_FAILED_TASK = "chains.step_failed"
 
 
 def hard_time_limit(soft: int) -> int:
@@ -22,11 +21,13 @@ def step_signature(
 ) -> Signature:
     """One step: its registry task, its pre-assigned task id, queue and time limits.
     `args` holds the run's inputs for the first stage; later stages get the previous result.
-    `finish_run` makes the step complete the run when it completes."""
+    `finish_run` makes the step complete the run when it completes. A failure the step cannot
+    report itself (a hard time limit, a lost process) fails the run from the result backend
+    (`chains.results`), so no error callback rides along in every message."""
     from chains.steps import STEP_TYPES
 
     soft = step_run.time_limit or time_limit_default
-    signature = app.signature(
+    return app.signature(
         STEP_TYPES[step_run.step_type].task_name,
         args=args,
         kwargs={"step_run_id": step_run.id, **({"finish_run": True} if finish_run else {})},
@@ -35,8 +36,6 @@ def step_signature(
         soft_time_limit=soft,
         time_limit=hard_time_limit(soft),
     )
-    signature.link_error(app.signature(STEP_FAILED_TASK))
-    return signature
 
 
 def build_run_signature(

@@ -207,6 +207,8 @@ class StepRun(models.Model):
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=255, blank=True,
+                              help_text="Host name of the worker that last started the step.")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -1,5 +1,6 @@
 """The Celery result backend: django-celery-results' database backend, writing each task state
-with one upsert, and gathering a finished chord header's results with one query."""
+with one upsert, gathering a finished chord header's results with one query, and failing a
+step's run when it records a failure the step could not report itself."""
 import logging
 from typing import Any
 
@@ -43,6 +44,22 @@ class ResultBackend(DatabaseBackend):
         TaskResult.objects.using(using or router.db_for_write(TaskResult)).bulk_create(
             [row], update_conflicts=True, unique_fields=["task_id"], update_fields=fields)
         return encoded
+
+    def mark_as_failure(self, task_id, exc, *args, request=None, **kwargs):
+        """Every recorded failure comes here: a step's own errors, which it has reported
+        already, and those only the worker sees, a hard time limit or a lost process. For a
+        step task the run fails with it, in the process that recorded it (no error callback
+        in every message, no task to queue)."""
+        super().mark_as_failure(task_id, exc, *args, request=request, **kwargs)
+        from chains.steps.base import TASK_NAME_PREFIX
+
+        if (getattr(request, "task", None) or "").startswith(TASK_NAME_PREFIX):
+            from chains import services
+
+            try:
+                services.step_fail_by_task_id(task_id=task_id)
+            except Exception:  # the reconciler fails or resumes the run later
+                logger.exception("could not fail the run of step task %s", task_id)
 
     def on_chord_part_return(self, request, state, result, **kwargs):
         tid, gid = request.id, request.group

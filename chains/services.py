@@ -372,6 +372,7 @@ def run_retry(*, run: Run) -> Run:
 
 def step_execute(
     *, step_run_id: int, previous: Any, task_id: str | None = None, finish_run: bool = False,
+    worker: str = "",
 ) -> Any:
     """Run one step. A step already COMPLETED (a redelivered message) returns its stored
     result without doing its work again. A step started more often than its retries allow
@@ -394,7 +395,7 @@ def step_execute(
         raise StepFailed(
             f"started {step_run.attempts} times without finishing (its worker died each time)"
         )
-    _step_mark_running(step_run, run)
+    _step_mark_running(step_run, run, worker=worker)
     context = StepContext(run_id=str(run.id), step_index=step_run.index)
     result = STEP_TYPES[step_run.step_type].execute(step_run.params, previous, context)
     now = timezone.now()
@@ -411,14 +412,15 @@ def step_execute(
     return result
 
 
-def _step_mark_running(step_run: StepRun, run: Run) -> None:
-    """The step is RUNNING (its start counted towards the delivery limit); the run becomes
-    RUNNING with its first step. The step's own start time is the run's progress while it
-    runs (see `_is_stalled`), so later steps write nothing to the run row here."""
+def _step_mark_running(step_run: StepRun, run: Run, *, worker: str) -> None:
+    """The step is RUNNING on `worker` (its start counted towards the delivery limit); the
+    run becomes RUNNING with its first step. The step's own start time is the run's progress
+    while it runs (see `_is_stalled`), so later steps write nothing to the run row here."""
     now = timezone.now()
     started = StepRun.objects.filter(
         id=step_run.id, task_id=step_run.task_id, status__in=OPEN_STATUSES
-    ).update(status=RunStatus.RUNNING, started_at=now, attempts=F("attempts") + 1)
+    ).update(status=RunStatus.RUNNING, started_at=now, attempts=F("attempts") + 1,
+             worker=worker[:255])
     if not started:
         raise StepSkipped(f"step run {step_run.id} was cancelled or retried meanwhile")
     if run.status == RunStatus.PENDING:

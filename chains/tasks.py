@@ -7,7 +7,7 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from django.db import InterfaceError, OperationalError
 
 from chains import services
-from chains.canvas import FINISH_TASK, STEP_FAILED_TASK
+from chains.canvas import FINISH_TASK
 from chains.steps import STEP_TYPES, StepFailed, StepType
 
 RETRY_DELAY_SECONDS = 2
@@ -16,13 +16,17 @@ DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 
 class StepTask(Task):
-    """Runs a registry step through services.step_execute and reports how it ended."""
+    """Runs a registry step through services.step_execute and reports how it ended. The step's
+    row records its start (status, time, worker), so no STARTED task result is written."""
+
+    track_started = False
 
     def execute_step(self, previous: Any, step_run_id: int, finish_run: bool) -> Any:
         task_id = self.request.id
         try:
             return services.step_execute(step_run_id=step_run_id, previous=previous,
-                                         task_id=task_id, finish_run=finish_run)
+                                         task_id=task_id, finish_run=finish_run,
+                                         worker=self.request.hostname or "")
         except services.StepSkipped as exc:
             raise Ignore(str(exc)) from exc
         except StepFailed as exc:
@@ -64,9 +68,10 @@ def run_finish(result: Any = None, *, run_id: str) -> None:
     services.run_finish(run_id=run_id, result=result)
 
 
-@shared_task(name=STEP_FAILED_TASK, ignore_result=True)
+@shared_task(name="chains.step_failed", ignore_result=True)
 def step_failed(task_id: str) -> None:
-    """Error callback linked to every step: finalises the run when the step could not."""
+    """The error callback that steps published before the result backend failed their runs
+    carry: finalises the run when the step could not."""
     services.step_fail_by_task_id(task_id=task_id)
 
 

@@ -189,9 +189,11 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 }
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CHAINS_STEP_TIME_LIMIT", 300)
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + max(5, CELERY_TASK_SOFT_TIME_LIMIT // 10)
-# Events on, so Flower and `celery inspect` see workers and tasks.
+# Workers send task events, so Flower and `celery inspect` see workers and tasks. A
+# "task-sent" event is a second message for every task published (a tenth of a submit's
+# time): off unless CHAINS_TASK_SENT_EVENTS=1; the run rows say what is still queued.
 CELERY_WORKER_SEND_TASK_EVENTS = True
-CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_TASK_SEND_SENT_EVENT = env_bool("CHAINS_TASK_SENT_EVENTS", False)
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 # Workers keep consuming after the broker comes back, retrying the connection for ever.
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None

@@ -15,6 +15,7 @@ from rest_framework.authtoken.models import Token
 from chains import services
 from chains.models import Run, RunStatus, RunTrigger, StepRun
 from chains.presets import Preset, StepSpec
+from config.celery import app as celery_app
 from tests.helpers import wait_for_run
 
 pytestmark = [pytest.mark.fault, pytest.mark.django_db(transaction=True)]
@@ -35,14 +36,16 @@ def wait(seconds, stage):
 
 def running_pid(step: StepRun, *, attempt: int = 1, timeout: float = 30) -> int:
     """The pid of the pool process running `step` in its `attempt`-th start: the step's row
-    says RUNNING with that many attempts, and its STARTED TaskResult names the process."""
+    says RUNNING with that many attempts on a worker, and that worker's list of active tasks
+    names the process."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         step.refresh_from_db()
         if step.status == RunStatus.RUNNING and step.attempts == attempt:
-            row = TaskResult.objects.filter(task_id=step.task_id, status="STARTED").first()
-            if row is not None:
-                return json.loads(row.result)["pid"]
+            active = celery_app.control.inspect(destination=[step.worker], timeout=1).active()
+            for task in (active or {}).get(step.worker, []):
+                if task["id"] == step.task_id:
+                    return task["worker_pid"]
         time.sleep(0.02)
     raise AssertionError(f"step {step.index + 1} did not start attempt {attempt} in {timeout}s")
 

@@ -73,3 +73,42 @@ def test_a_failed_header_step_fails_the_chord(backend, monkeypatch):
                     [(states.SUCCESS, 1), (states.FAILURE, ValueError("boom"))], monkeypatch)
     assert "args" not in called
     assert called["error"] == "Dependency b raised FAILURE"
+
+
+def test_a_step_failure_only_the_worker_saw_fails_the_run(backend, user):
+    from celery.exceptions import TimeLimitExceeded
+    from celery.utils.objects import Bunch
+
+    from chains import services
+    from chains.models import RunStatus
+
+    run = services.run_submit_task(task_type="math_chain", user=user,
+                                   config={"operation": "add", "numbers": [1], "iterations": 2})
+    first = run.step_runs.get(index=0)
+    services._step_mark_running(first, run, worker="w1@host")
+    # What the worker's main process does when it kills a step at its hard time limit.
+    request = Bunch(id=first.task_id, task="chains.step.math.add", group=None, chord=None,
+                    errbacks=None, ignore_result=False)
+    backend.mark_as_failure(first.task_id, TimeLimitExceeded(66), request=request)
+    run.refresh_from_db()
+    assert (run.status, run.error) == (
+        RunStatus.FAILED, "step 1 (math.add): TimeLimitExceeded: 66")
+    assert list(run.step_runs.order_by("index").values_list("status", flat=True)) == [
+        RunStatus.FAILED, RunStatus.CANCELLED]
+    assert TaskResult.objects.get(task_id=first.task_id).status == states.FAILURE
+
+
+def test_a_failure_of_another_task_leaves_runs_alone(backend, user):
+    from celery.utils.objects import Bunch
+
+    from chains import services
+    from chains.models import RunStatus
+
+    run = services.run_submit_task(task_type="math_chain", user=user,
+                                   config={"operation": "add", "numbers": [1]})
+    task_id = run.step_runs.get().task_id  # the same id, but not reported as a step task
+    request = Bunch(id=task_id, task="bench.noop", group=None, chord=None, errbacks=None,
+                    ignore_result=False)
+    backend.mark_as_failure(task_id, ValueError("x"), request=request)
+    run.refresh_from_db()
+    assert run.status == RunStatus.PENDING

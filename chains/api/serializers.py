@@ -105,7 +105,6 @@ class RunStartSerializer(serializers.Serializer):
 
 class StepRunSerializer(serializers.ModelSerializer):
     task_status = serializers.SerializerMethodField()
-    worker = serializers.SerializerMethodField()
     traceback = serializers.SerializerMethodField()
     duration = serializers.FloatField(read_only=True, allow_null=True)
 
@@ -121,10 +120,6 @@ class StepRunSerializer(serializers.ModelSerializer):
     def get_task_status(self, step_run: StepRun) -> str | None:
         task_result = self._task_result(step_run)
         return task_result.status if task_result else None
-
-    def get_worker(self, step_run: StepRun) -> str | None:
-        task_result = self._task_result(step_run)
-        return task_result.worker if task_result else None
 
     def get_traceback(self, step_run: StepRun) -> str | None:
         task_result = self._task_result(step_run)

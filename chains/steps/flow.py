@@ -13,7 +13,8 @@ class WaitParams(Params):
 
 def wait(params: WaitParams, previous: Any, context: StepContext) -> Any:
     """Wait, then pass the previous result on unchanged."""
-    time.sleep(params.seconds)
+    if params.seconds:
+        time.sleep(params.seconds)
     return previous
 
 
