@@ -16,7 +16,7 @@ from django_celery_beat.admin import PeriodicTaskAdmin
 from django_celery_beat.models import PeriodicTask
 
 from chains import admin_views, selectors, services
-from chains.admin_forms import StepInlineForm
+from chains.admin_forms import JSON_FIELD_OVERRIDES, StepInlineForm
 from chains.compatibility import stages_of
 from chains.errors import ChainError
 from chains.models import Chain, ChainSchedule, Run, RunStatus, RunTrigger, Step
@@ -82,6 +82,7 @@ class StepInline(admin.TabularInline):
     fields = ["position", "stage", "name", "step_type", "params", "max_retries", "time_limit",
               "queue"]
     classes = ["tc-steps"]
+    formfield_overrides = JSON_FIELD_OVERRIDES
 
 
 class ChainScheduleInline(admin.StackedInline):
@@ -93,6 +94,7 @@ class ChainScheduleInline(admin.StackedInline):
               ("minute", "hour", "day_of_month", "month_of_year", "day_of_week"), "run_at",
               "inputs", "next_fire_times", "last_runs"]
     readonly_fields = ["next_fire_times", "last_runs"]
+    formfield_overrides = JSON_FIELD_OVERRIDES
 
     @admin.display(description="next fire times")
     def next_fire_times(self, schedule: ChainSchedule) -> str:
@@ -126,6 +128,7 @@ class ChainAdmin(admin.ModelAdmin):
                      "classes": ["collapse"]}),
     ]
     inlines = [StepInline, ChainScheduleInline]
+    formfield_overrides = JSON_FIELD_OVERRIDES
     actions = ["run_selected_chains"]
     change_form_template = "admin/chains/chain/change_form.html"
 

@@ -1,9 +1,27 @@
 """Admin forms: a step's params edited through a form generated from its step type's schema."""
 from django import forms
+from django.db import models
 from django_jsonform.widgets import JSONFormWidget
 
+from chains.bounds import parse_json
 from chains.models import Step
 from chains.steps import STEP_TYPES, StepType
+
+
+class BoundedJSONFormField(forms.JSONField):
+    """The admin's JSON boxes: a value nested deeper than CHAINS_MAX_JSON_DEPTH is a form
+    error, not a RecursionError."""
+
+    def to_python(self, value):
+        if isinstance(value, str) and value.strip() and not self.disabled:
+            try:
+                parse_json(value)
+            except ValueError as exc:
+                raise forms.ValidationError(str(exc), code="invalid") from exc
+        return super().to_python(value)
+
+
+JSON_FIELD_OVERRIDES = {models.JSONField: {"form_class": BoundedJSONFormField}}
 
 FREE_FORM = {"type": "dict", "keys": {}, "additionalProperties": True}
 

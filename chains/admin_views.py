@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 from pygal.style import Style
 
 from chains import selectors, services
+from chains.bounds import parse_json
 from chains.cluster import cluster_state
 from chains.errors import ChainError
 from chains.models import Chain, RunStatus, RunTrigger
@@ -48,9 +49,9 @@ def chain_run(request: HttpRequest, admin_site, chain_id: int) -> HttpResponse:
     if request.method == "POST":
         inputs_text = request.POST.get("inputs", "").strip() or "null"
         try:
-            inputs = json.loads(inputs_text)
-        except json.JSONDecodeError as exc:
-            error = f"inputs: not JSON ({exc})"
+            inputs = parse_json(inputs_text)
+        except ValueError as exc:
+            error = f"inputs: {exc}"
         else:
             try:
                 run = services.run_start(chain=chain, inputs=inputs, trigger=RunTrigger.ADMIN,

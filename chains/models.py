@@ -72,6 +72,10 @@ class Step(models.Model):
         return f"{self.chain}: {self.position}. {self.name or self.step_type}"
 
     def clean(self) -> None:
+        from chains.queues import queue_problem
+
+        if problem := queue_problem(self.queue):
+            raise ValidationError({"queue": problem})
         step_type = STEP_TYPES.get(self.step_type)
         if step_type is None:
             raise ValidationError({"step_type": f"Unknown step type {self.step_type!r}."})

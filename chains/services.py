@@ -18,6 +18,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
+from chains.bounds import check_inputs, check_text, json_problem
 from chains.canvas import build_run_signature, hard_time_limit
 from chains.errors import ChainError
 from chains.models import (
@@ -33,13 +34,16 @@ from chains.models import (
     StepRun,
 )
 from chains.presets import PRESETS, Preset, StepSpec, build_preset
+from chains.queues import queue_problem
 from chains.steps import STEP_TYPES, ParamsInvalid, StepContext, StepFailed
 from config.celery import app
 
 logger = logging.getLogger(__name__)
 
 OPEN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
-MAX_INPUT_BYTES = 64 * 1024
+MAX_STAGE = 10_000
+MAX_STEP_NAME = 100
+MAX_CHAIN_NAME = 200
 
 
 class StepSkipped(Exception):
@@ -70,6 +74,14 @@ def validate_step_specs(specs: list[StepSpec], *, prefix: str = "steps") -> list
     for index, spec in enumerate(specs):
         if not 0 <= spec.max_retries <= 10:
             errors[f"{prefix}.{index}.max_retries"] = ["must be between 0 and 10"]
+        if not 0 <= spec.stage <= MAX_STAGE:
+            errors[f"{prefix}.{index}.stage"] = [f"must be between 0 and {MAX_STAGE}"]
+        check_text(errors, f"{prefix}.{index}.name", spec.name, MAX_STEP_NAME)
+        if problem := queue_problem(spec.queue):
+            errors[f"{prefix}.{index}.queue"] = [problem]
+        if problem := json_problem(spec.params, max_bytes=settings.CHAINS_MAX_INPUT_BYTES):
+            errors[f"{prefix}.{index}.params"] = [problem]
+            continue
         if spec.time_limit is not None and spec.time_limit > max_time_limit:
             errors[f"{prefix}.{index}.time_limit"] = [
                 f"must be at most {max_time_limit} s, so that the step ends before "
@@ -102,8 +114,13 @@ def chain_save(
     user=None,
 ) -> Chain:
     """Create a chain, or replace an existing chain's fields and steps, all or nothing."""
+    errors: dict[str, list[str]] = {}
+    check_text(errors, "name", name, MAX_CHAIN_NAME)
+    check_text(errors, "description", description, settings.CHAINS_MAX_DESCRIPTION_CHARS)
+    if errors:
+        raise ChainError("invalid chain", errors=errors)
     checked = validate_step_specs(steps)
-    validate_inputs(default_inputs or {}, field="default_inputs")
+    check_inputs(default_inputs or {}, field="default_inputs")
     if Chain.objects.filter(name=name).exclude(pk=getattr(chain, "pk", None)).exists():
         raise ChainError("name taken", errors={"name": [f"a chain named {name!r} exists"]})
     if chain is None:
@@ -172,15 +189,6 @@ def chain_duplicate(*, chain: Chain, user=None) -> Chain:
 # --- Starting runs --------------------------------------------------------------------------
 
 
-def validate_inputs(inputs: Any, *, field: str) -> None:
-    try:
-        size = len(json.dumps(inputs, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise ChainError("inputs", errors={field: [f"must be JSON: {exc}"]}) from exc
-    if size > MAX_INPUT_BYTES:
-        raise ChainError("inputs", errors={field: [f"{size} bytes is over {MAX_INPUT_BYTES}"]})
-
-
 def run_start(
     *, chain: Chain, inputs: Any = None, trigger: str = RunTrigger.API, user=None,
     schedule: ChainSchedule | None = None, scheduled_for=None,
@@ -189,7 +197,7 @@ def run_start(
     if not chain.enabled:
         raise ChainError("disabled", errors={"chain": [f"chain {chain.name!r} is disabled"]})
     inputs = chain.default_inputs if inputs is None else inputs
-    validate_inputs(inputs, field="inputs")
+    check_inputs(inputs, field="inputs")
     specs = validate_step_specs(chain_step_specs(chain))
     return _run_create(
         preset=Preset(specs=specs, inputs=inputs), chain=chain, trigger=trigger, user=user,
@@ -398,6 +406,8 @@ def step_execute(
     _step_mark_running(step_run, run, worker=worker)
     context = StepContext(run_id=str(run.id), step_index=step_run.index)
     result = STEP_TYPES[step_run.step_type].execute(step_run.params, previous, context)
+    if problem := json_problem(result, max_bytes=settings.CHAINS_MAX_RESULT_BYTES):
+        raise StepFailed(f"its result {problem}")
     now = timezone.now()
     with transaction.atomic():
         done = StepRun.objects.filter(

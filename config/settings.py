@@ -122,6 +122,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "chains.api.errors.exception_handler",
+    "DEFAULT_PARSER_CLASSES": [
+        "chains.api.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_CLASSES": [
@@ -228,6 +233,16 @@ CHAINS_MAX_FILE_BYTES = env_int("CHAINS_MAX_FILE_BYTES", 100 * 1024 * 1024)
 CHAINS_MAX_READ_BYTES = env_int("CHAINS_MAX_READ_BYTES", 64 * 1024)
 CHAINS_MAX_CSV_FIELD_BYTES = env_int("CHAINS_MAX_CSV_FIELD_BYTES", 64 * 1024)
 CHAINS_MAX_CSV_COLUMNS = env_int("CHAINS_MAX_CSV_COLUMNS", 1000)
+# The queues a step may name (besides those registered step types declare): a queue name
+# reaches the broker as a key, so it is never free text. Workers consume these by default.
+CHAINS_QUEUES = env_list("CHAINS_QUEUES", ["celery", "math", "data", "io"])
+# Every JSON value accepted (inputs, params, schedule inputs, imports, request bodies) and
+# every step result nests at most this deep; inputs and results are bounded in size too.
+CHAINS_MAX_JSON_DEPTH = env_int("CHAINS_MAX_JSON_DEPTH", 32)
+CHAINS_MAX_INPUT_BYTES = env_int("CHAINS_MAX_INPUT_BYTES", 64 * 1024)
+CHAINS_MAX_RESULT_BYTES = env_int("CHAINS_MAX_RESULT_BYTES", 1024 * 1024)
+# Text fields (chain and run descriptions; names are bounded by their columns).
+CHAINS_MAX_DESCRIPTION_CHARS = env_int("CHAINS_MAX_DESCRIPTION_CHARS", 10_000)
 
 LOGGING = {
     "version": 1,

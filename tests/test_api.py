@@ -173,7 +173,7 @@ def test_chain_crud(api):
 @pytest.mark.parametrize(
     ("steps", "field"),
     [
-        ([{"step_type": "celery.chord", "params": {}}], "steps"),
+        ([{"step_type": "celery.chord", "params": {}}], "steps.0.step_type"),
         ([{"step_type": "math.add", "params": {"numbers": "x"}}], "steps.0.params.numbers"),
         ([{"step_type": "math.add", "params": {"task": "celery.map"}}], "steps.0.params.task"),
         ([{"step_type": "io.stat", "params": {"path": "/etc/passwd"}}], "steps.0.params.path"),

@@ -1,5 +1,5 @@
-"""API errors: ChainError -> 400 with the field paths and reasons (DRF's shape); values out
-of the database's range -> 400."""
+"""API errors: ChainError -> 400 with the field paths and reasons; DRF's own validation
+errors flattened to the same field paths; values out of the database's range -> 400."""
 from django.db import DataError
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -17,4 +17,25 @@ def exception_handler(exc, context):
     DataError on PostgreSQL) is the client's mistake, a 400, not a 500."""
     if isinstance(exc, OverflowError | DataError):
         return Response({"detail": "a value in the request is out of range"}, status=400)
-    return drf_exception_handler(exc, context)
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(exc, ValidationError):
+        response.data = flat_errors(response.data)
+    return response
+
+
+def flat_errors(detail, prefix: str = "") -> dict[str, list[str]]:
+    """DRF's nested errors ({"steps": {"0": {"queue": [...]}}}) as field paths
+    ({"steps.0.queue": [...]}), the shape services' errors have."""
+    if isinstance(detail, dict):
+        out: dict[str, list[str]] = {}
+        for key, value in detail.items():
+            out.update(flat_errors(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(detail, list) and any(isinstance(item, dict | list) for item in detail):
+        out = {}
+        for index, item in enumerate(detail):
+            if item:
+                out.update(flat_errors(item, f"{prefix}.{index}" if prefix else str(index)))
+        return out
+    messages = detail if isinstance(detail, list) else [detail]
+    return {prefix or "non_field_errors": [str(message) for message in messages]}

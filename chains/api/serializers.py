@@ -1,12 +1,36 @@
 """Input and output serializers. No logic in save(): views call services."""
 from functools import cache
 
+from django.db import models
 from rest_framework import serializers
 from rest_framework.utils.serializer_helpers import ReturnDict
 
+from chains.bounds import json_problem
 from chains.models import Chain, ChainSchedule, Run, RunStatus, RunTrigger, Step, StepRun
 from chains.presets import PRESETS, StepSpec
 from chains.steps import STEP_TYPES
+
+
+class BoundedJSONField(serializers.JSONField):
+    """A JSON value nested at most CHAINS_MAX_JSON_DEPTH deep: checked before DRF encodes it
+    (which would recurse), so a hostile value is a 400 naming the field, never a 500."""
+
+    def to_internal_value(self, data):
+        try:
+            value = super().to_internal_value(data)
+        except RecursionError:
+            self.fail("invalid")
+        if problem := json_problem(value):
+            raise serializers.ValidationError(problem)
+        return value
+
+
+class BoundedModelSerializer(serializers.ModelSerializer):
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.JSONField: BoundedJSONField,
+    }
+
 
 # --- Seed contract --------------------------------------------------------------------------
 
@@ -63,7 +87,7 @@ class TaskStatisticsSerializer(serializers.Serializer):
 # --- Resource API ---------------------------------------------------------------------------
 
 
-class StepSerializer(serializers.ModelSerializer):
+class StepSerializer(BoundedModelSerializer):
     step_type = serializers.ChoiceField(choices=list(STEP_TYPES))
 
     class Meta:
@@ -82,7 +106,7 @@ class StepSerializer(serializers.ModelSerializer):
         )
 
 
-class ChainSerializer(serializers.ModelSerializer):
+class ChainSerializer(BoundedModelSerializer):
     steps = StepSerializer(many=True)
     created_by = serializers.StringRelatedField()
 
@@ -100,7 +124,7 @@ class ChainSerializer(serializers.ModelSerializer):
 
 
 class RunStartSerializer(serializers.Serializer):
-    inputs = serializers.JSONField(required=False, help_text="Defaults to the chain's inputs.")
+    inputs = BoundedJSONField(required=False, help_text="Defaults to the chain's inputs.")
 
 
 class StepRunSerializer(serializers.ModelSerializer):
@@ -164,7 +188,7 @@ class StepTypeSerializer(serializers.Serializer):
     params_schema = serializers.JSONField()
 
 
-class ChainScheduleSerializer(serializers.ModelSerializer):
+class ChainScheduleSerializer(BoundedModelSerializer):
     next_fire_times = serializers.SerializerMethodField()
 
     class Meta:
@@ -175,14 +199,14 @@ class ChainScheduleSerializer(serializers.ModelSerializer):
         read_only_fields = ["created_at"]
 
     def validate(self, attrs: dict) -> dict:
+        from chains.bounds import check_inputs
         from chains.errors import ChainError
         from chains.schedules import schedule_errors
-        from chains.services import validate_inputs
 
         candidate = ChainSchedule(**{**self._current(), **attrs})
         errors = schedule_errors(candidate)
         try:
-            validate_inputs(attrs.get("inputs"), field="inputs")
+            check_inputs(attrs.get("inputs"), field="inputs")
         except ChainError as exc:
             errors.update(exc.errors)
         if errors:

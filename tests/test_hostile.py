@@ -1,0 +1,141 @@
+"""Hostile users, replayed as they attacked: each test sends what the attacker sent and checks
+the answer and that nothing refused was saved."""
+import json
+
+import pytest
+from django.conf import settings
+
+from chains import services
+from chains.bounds import DEPTH_REASON
+from chains.errors import ChainError
+from chains.models import Chain, Run, Step, StepRun
+from chains.presets import StepSpec
+
+pytestmark = pytest.mark.django_db
+
+CHAIN = {"name": "c1", "steps": [{"step_type": "math.add", "params": {"numbers": [1]}}]}
+
+
+def nested(depth: int, leaf=1):
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def deep_body(depth: int) -> str:
+    """A JSON text nested `depth` levels deep, written without recursion."""
+    return "[" * depth + "1" + "]" * depth
+
+
+# --- 1. queues come from an allow-list ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("queue", ["unacked", "unacked_index", "_kombu.binding.celery", "x" * 64])
+def test_a_queue_outside_the_allow_list_is_400_and_saves_nothing(api, queue):
+    body = {**CHAIN, "steps": [{**CHAIN["steps"][0], "queue": queue}]}
+    response = api.post("/api/chains/", body, format="json")
+    assert response.status_code == 400
+    assert "unknown queue" in response.json()["steps.0.queue"][0]
+    assert not Chain.objects.exists() and not Step.objects.exists()
+
+
+def test_a_stored_step_with_a_bad_queue_cannot_start(api, user):
+    chain = services.chain_save(name="old", steps=[StepSpec("math.add", {}, 0)], user=user)
+    chain.steps.update(queue="unacked")  # a row written before queues were checked
+    response = api.post(f"/api/chains/{chain.id}/run/", {"inputs": 1}, format="json")
+    assert response.status_code == 400
+    assert "steps.0.queue" in response.json()
+    assert not Run.objects.exists()
+
+
+def test_configured_and_declared_queues_are_allowed(user, settings):
+    settings.CHAINS_QUEUES = ["celery", "bulk"]
+    chain = services.chain_save(name="q", user=user, steps=[
+        StepSpec("math.add", {}, 0, queue="bulk"), StepSpec("math.add", {}, 1, queue="math")])
+    assert list(chain.steps.values_list("queue", flat=True)) == ["bulk", "math"]
+
+
+# --- 2. JSON nesting is bounded everywhere -------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [33, 700, 900, 950])
+def test_deeply_nested_run_inputs_are_400_naming_the_field(api, user, depth):
+    chain = services.chain_save(name="c", steps=[StepSpec("flow.wait", {"seconds": 0}, 0)],
+                                user=user)
+    response = api.post(f"/api/chains/{chain.id}/run/", {"inputs": nested(depth)},
+                        format="json")
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert "inputs" in body or "detail" in body, body
+    assert not Run.objects.exists()
+
+
+def test_inputs_at_the_depth_limit_are_accepted(api, user):
+    chain = services.chain_save(name="c", steps=[StepSpec("flow.wait", {"seconds": 0}, 0)],
+                                user=user)
+    limit = settings.CHAINS_MAX_JSON_DEPTH
+    response = api.post(f"/api/chains/{chain.id}/run/", {"inputs": nested(limit)},
+                        format="json")
+    assert response.status_code == 201, response.content
+    too_deep = api.post(f"/api/chains/{chain.id}/run/", {"inputs": nested(limit + 1)},
+                        format="json")
+    assert too_deep.status_code == 400
+    assert too_deep.json()["inputs"] == [DEPTH_REASON.format(
+        depth=f"more than {limit}", limit=limit)]
+
+
+@pytest.mark.parametrize("url", ["/tasks/submit", "/api/chains/1/run/", "/api/schedules/",
+                                 "/api/chains/"])
+def test_a_body_nested_100000_deep_is_400_not_500(api, user, url):
+    services.chain_save(name="c", steps=[StepSpec("math.add", {}, 0)], user=user)
+    body = '{"inputs": ' + deep_body(100_000) + "}"
+    response = api.post(url, body, content_type="application/json")
+    assert response.status_code == 400, response.content[:300]
+    assert "nested too deeply" in response.json()["detail"]
+
+
+def test_deep_params_defaults_and_schedule_inputs_are_400(api, user):
+    # One level past the limit in the value, within the body's allowance: the field is named.
+    steps = [{"step_type": "math.add", "params": {"numbers": nested(32)}}]
+    response = api.post("/api/chains/", {"name": "p", "steps": steps}, format="json")
+    assert response.status_code == 400 and "steps.0.params" in response.json()
+    response = api.post("/api/chains/", {**CHAIN, "default_inputs": {"a": nested(32)}},
+                        format="json")
+    assert response.status_code == 400 and "default_inputs" in response.json()
+    chain = services.chain_save(name="c", steps=[StepSpec("math.add", {}, 0)], user=user)
+    response = api.post("/api/schedules/", {"chain": chain.id, "kind": "interval",
+                                            "every_seconds": 3600, "inputs": nested(33)},
+                        format="json")
+    assert response.status_code == 400 and "inputs" in response.json()
+    assert Chain.objects.count() == 1 and not chain.schedules.exists()
+
+
+def test_a_deep_import_fails_naming_the_field(user):
+    export = {"version": 1, "chains": [{"name": "i", "default_inputs": nested(40),
+                                        "steps": [{"step_type": "math.add", "params": {},
+                                                   "stage": 0}]}]}
+    with pytest.raises(ChainError) as info:
+        services.chains_import(data=json.loads(json.dumps(export)))
+    assert "chains.0.default_inputs" in info.value.errors
+    assert not Chain.objects.exists()
+
+
+def test_a_step_result_too_deep_fails_the_step(user):
+    run = services._run_create(
+        preset=services.Preset(specs=[StepSpec("flow.wait", {"seconds": 0}, 0)], inputs=1),
+        trigger="api", user=user)
+    step = run.step_runs.get()
+    with pytest.raises(services.StepFailed, match="its result is nested"):
+        services.step_execute(step_run_id=step.id, previous=nested(40))
+    assert StepRun.objects.get(id=step.id).status != "COMPLETED"
+
+
+def test_the_admin_refuses_deep_inputs_without_a_500(admin_client, admin_user):
+    chain = services.chain_save(name="c", steps=[StepSpec("math.add", {}, 0)],
+                                user=admin_user)
+    response = admin_client.post(f"/admin/chains/chain/{chain.id}/run/",
+                                 {"inputs": deep_body(100_000)})
+    assert response.status_code == 200
+    assert b"nested" in response.content
+    assert not Run.objects.exists()
