@@ -14,12 +14,14 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext
 from django_celery_beat.admin import PeriodicTaskAdmin
 from django_celery_beat.models import PeriodicTask
+from rest_framework.authtoken.admin import TokenAdmin
+from rest_framework.authtoken.models import TokenProxy
 
 from chains import admin_views, selectors, services
 from chains.admin_forms import JSON_FIELD_OVERRIDES, StepInlineForm
 from chains.compatibility import stages_of
 from chains.errors import ChainError
-from chains.models import Chain, ChainSchedule, Run, RunStatus, RunTrigger, Step
+from chains.models import ApiToken, Chain, ChainSchedule, Run, RunStatus, RunTrigger, Step
 from chains.permissions import can_change_run, can_start_runs
 from chains.picture import chain_picture
 from chains.presets import PRESETS
@@ -290,3 +292,35 @@ class SuperuserOnlyPeriodicTaskAdmin(PeriodicTaskAdmin):
 
 admin.site.unregister(PeriodicTask)
 admin.site.register(PeriodicTask, SuperuserOnlyPeriodicTaskAdmin)
+
+
+class TokenRevokeAdmin(TokenAdmin):
+    """API tokens are secrets: only superusers see this list, and only a prefix of each key,
+    to revoke one. Each user sees and regenerates their own key on the "API token" page."""
+
+    list_display = ["user", "key_prefix", "created"]
+    list_select_related = ["user"]
+    fields = ["user", "key_prefix", "created"]
+    readonly_fields = fields
+
+    @admin.display(description="key")
+    def key_prefix(self, token: ApiToken) -> str:
+        return f"{token.key[:4]}…"
+
+    def has_module_permission(self, request) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    has_delete_permission = has_view_permission
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+admin.site.unregister(TokenProxy)
+admin.site.register(ApiToken, TokenRevokeAdmin)

@@ -192,3 +192,17 @@ def dashboard(request: HttpRequest, admin_site) -> HttpResponse:
     return render(request, "admin/chains/dashboard.html", context)
 
 
+
+
+# --- Your API token ---------------------------------------------------------------------------
+
+
+def api_token(request: HttpRequest, admin_site) -> HttpResponse:
+    """The signed-in user's own API token: shown to them alone; POST makes a new one."""
+    if request.method == "POST":
+        services.token_regenerate(user=request.user)
+        messages.success(request, "A new API token was made; the old one no longer works.")
+        return redirect(reverse("admin-token"))
+    context = {**admin_site.each_context(request), "title": "Your API token",
+               "token": selectors.token_of(request.user)}
+    return render(request, "admin/chains/token.html", context)

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
+from rest_framework.authtoken.models import TokenProxy
 
 from chains.steps import STEP_TYPES, ParamsInvalid
 
@@ -297,3 +298,14 @@ class ChainSchedule(models.Model):
         errors = schedule_errors(self)
         if errors:
             raise ValidationError(errors)
+
+
+class ApiToken(TokenProxy):
+    """An API token as the admin lists it: its user and a prefix of the key, never the key."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.key[:4]}…)"

@@ -6,6 +6,7 @@ from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 from django_celery_results.models import TaskResult
+from rest_framework.authtoken.models import Token
 
 from chains.models import Chain, Run, RunStatus, StepRun
 
@@ -55,6 +56,10 @@ def step_runs_with_results(run: Run) -> list[StepRun]:
     for step_run in step_runs:
         step_run.task_result = results.get(step_run.task_id)
     return step_runs
+
+
+def token_of(user) -> Token | None:
+    return Token.objects.filter(user=user).first()
 
 
 def chains_visible_to(user) -> QuerySet[Chain]:

@@ -17,6 +17,7 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_celery_results.models import TaskResult
+from rest_framework.authtoken.models import Token
 
 from chains.bounds import check_inputs, check_text, json_problem
 from chains.canvas import build_run_signature, hard_time_limit
@@ -811,3 +812,13 @@ def runs_purge(*, older_than, status: str | None = None, chunk: int = 10_000,
         deleted += len(ids)
         if progress:
             progress(deleted)
+
+
+# --- API tokens -------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def token_regenerate(*, user) -> Token:
+    """A new API token for `user`; the old one stops working at once."""
+    Token.objects.filter(user=user).delete()
+    return Token.objects.create(user=user)

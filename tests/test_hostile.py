@@ -4,12 +4,15 @@ import json
 
 import pytest
 from django.conf import settings
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from chains import services
 from chains.bounds import DEPTH_REASON
 from chains.errors import ChainError
 from chains.models import Chain, Run, Step, StepRun
 from chains.presets import StepSpec
+from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -139,3 +142,49 @@ def test_the_admin_refuses_deep_inputs_without_a_500(admin_client, admin_user):
     assert response.status_code == 200
     assert b"nested" in response.content
     assert not Run.objects.exists()
+
+
+# --- 3. tokens are secrets -----------------------------------------------------------------------
+
+
+def view_only_staff(username: str = "viewer"):
+    from django.contrib.auth.models import Permission
+
+    viewer = make_user(username, staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+    return viewer
+
+
+def test_view_only_staff_cannot_list_tokens(client, admin_user):
+    admin_key = Token.objects.create(user=admin_user).key
+    client.force_login(view_only_staff())
+    assert client.get("/admin/chains/apitoken/").status_code == 403
+    assert client.get("/admin/authtoken/tokenproxy/").status_code == 404  # not registered
+    assert admin_key not in client.get("/admin/").content.decode()
+
+
+def test_superusers_see_a_prefix_of_other_keys_and_may_revoke(admin_client, user):
+    key = Token.objects.create(user=user).key
+    page = admin_client.get("/admin/chains/apitoken/").content.decode()
+    assert f"{key[:4]}…" in page and key not in page
+    detail = admin_client.get(f"/admin/chains/apitoken/{user.pk}/change/")
+    assert detail.status_code == 200 and key not in detail.content.decode()
+    revoked = admin_client.post(f"/admin/chains/apitoken/{user.pk}/delete/",
+                                {"post": "yes"})
+    assert revoked.status_code == 302 and not Token.objects.filter(key=key).exists()
+
+
+def test_a_user_sees_and_regenerates_their_own_token(client, user):
+    old = Token.objects.create(user=user).key
+    other = Token.objects.create(user=make_user("carol")).key
+    api = APIClient()
+    api.force_authenticate(user)
+    assert api.get("/api/token/").json()["key"] == old
+    new = api.post("/api/token/").json()["key"]
+    assert new != old and not Token.objects.filter(key=old).exists()
+    staff = view_only_staff("dave")
+    client.force_login(staff)
+    page = client.get("/admin/token/").content.decode()
+    assert "no API token yet" in page and other not in page and new not in page
+    client.post("/admin/token/")
+    assert Token.objects.get(user=staff).key in client.get("/admin/token/").content.decode()

@@ -239,3 +239,8 @@ class QueueSerializer(serializers.Serializer):
     name = serializers.CharField()
     messages = serializers.IntegerField(allow_null=True)
     workers = serializers.IntegerField()
+
+
+class TokenSerializer(serializers.Serializer):
+    key = serializers.CharField(allow_null=True)
+    created = serializers.DateTimeField(allow_null=True)

@@ -25,5 +25,6 @@ api_urlpatterns = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("workers/", views.WorkersView.as_view(), name="workers"),
     path("queues/", views.QueuesView.as_view(), name="queues"),
+    path("token/", views.TokenView.as_view(), name="token"),
     path("", include(router.urls)),
 ]

@@ -19,6 +19,7 @@ from chains.api.serializers import (
     RunSerializer,
     RunStartSerializer,
     StepTypeSerializer,
+    TokenSerializer,
     WorkerSerializer,
 )
 from chains.cluster import cluster_state
@@ -251,3 +252,17 @@ class QueuesView(APIView):
              "workers": sum(queue in queues for queues in state.workers.values())}
             for queue, length in state.queue_lengths.items()
         ])
+
+
+class TokenView(APIView):
+    """Your own API token: GET shows it, POST replaces it (the old one stops working)."""
+
+    @extend_schema(request=None, responses=TokenSerializer)
+    def get(self, request: Request) -> Response:
+        token = selectors.token_of(request.user)
+        return Response(TokenSerializer(token).data if token else {"key": None, "created": None})
+
+    @extend_schema(request=None, responses={201: TokenSerializer})
+    def post(self, request: Request) -> Response:
+        token = services.token_regenerate(user=request.user)
+        return Response(TokenSerializer(token).data, status=status.HTTP_201_CREATED)
