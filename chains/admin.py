@@ -94,16 +94,31 @@ class ChainScheduleInline(admin.StackedInline):
     extra = 0
     fields = [("name", "enabled"), ("kind", "timezone"), "every_seconds",
               ("minute", "hour", "day_of_month", "month_of_year", "day_of_week"), "run_at",
-              "inputs", "next_fire_times", "last_runs"]
-    readonly_fields = ["next_fire_times", "last_runs"]
+              "inputs", ("owner", "disabled_reason"), "next_fire_times", "last_runs"]
+    readonly_fields = ["next_fire_times", "last_runs", "owner", "disabled_reason"]
     formfield_overrides = JSON_FIELD_OVERRIDES
+
+    # A schedule starts runs as its owner: adding or changing one needs the right to start
+    # runs as well as the permission on schedules.
+    def has_add_permission(self, request, obj=None) -> bool:
+        return super().has_add_permission(request, obj) and can_start_runs(request.user)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return super().has_change_permission(request, obj) and can_start_runs(request.user)
+
+    @admin.display(description="owner")
+    def owner(self, schedule: ChainSchedule) -> str:
+        return str(schedule.created_by or "-")
 
     @admin.display(description="next fire times")
     def next_fire_times(self, schedule: ChainSchedule) -> str:
         if not schedule.pk or schedule_errors(schedule):
             return "-"
         last = schedule.periodic_task.last_run_at if schedule.periodic_task else None
-        times = next_fire_times(schedule, after=timezone.now(), last_run_at=last)
+        try:
+            times = next_fire_times(schedule, after=timezone.now(), last_run_at=last)
+        except (OverflowError, ValueError, TypeError):  # a row no check ever saw
+            return "-"
         return format_html_join(", ", "{}", ((t.strftime("%Y-%m-%d %H:%M:%S %Z"),)
                                              for t in times)) or "none"
 
@@ -167,6 +182,13 @@ class ChainAdmin(admin.ModelAdmin):
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
+
+    def save_formset(self, request, form, formset, change) -> None:
+        for schedule_form in formset.forms:
+            instance = schedule_form.instance
+            if isinstance(instance, ChainSchedule) and instance.pk is None:
+                instance.created_by = request.user
+        super().save_formset(request, form, formset, change)
 
     @admin.action(description="Run selected chains", permissions=["run"])
     def run_selected_chains(self, request: HttpRequest, queryset: QuerySet[Chain]) -> None:

@@ -8,3 +8,11 @@ class ChainError(Exception):
         super().__init__(message)
         self.message = message
         self.errors = errors or {"non_field_errors": [message]}
+
+
+class NotAllowed(ChainError):
+    """The user may not do this (the API answers 403)."""
+
+
+class LimitReached(ChainError):
+    """A per-user limit is reached (the API answers 429)."""

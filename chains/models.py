@@ -262,6 +262,16 @@ class ChainSchedule(models.Model):
     inputs = models.JSONField(null=True, blank=True,
                               help_text="Empty means the chain's default inputs.")
     enabled = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+        related_name="chain_schedules", editable=False,
+        help_text="The owner: its runs are theirs, and each firing checks their right to start "
+        "runs. Empty for schedules an operator imported: their runs belong to nobody.",
+    )
+    disabled_reason = models.CharField(
+        max_length=255, blank=True, editable=False,
+        help_text="Why the schedule stopped by itself (its owner lost the right to start runs).",
+    )
     periodic_task = models.OneToOneField(
         "django_celery_beat.PeriodicTask", null=True, blank=True, editable=False,
         on_delete=models.SET_NULL, related_name="chain_schedule",

@@ -24,3 +24,16 @@ def can_change_run(user, run: Run) -> bool:
 
 def can_delete_run(user, run: Run) -> bool:
     return _can(user, run, "chains.delete_run")
+
+
+def can_edit_chain(user, chain, *, delete: bool = False) -> bool:
+    """Staff as their Django permissions on chains allow; everyone else their own chains."""
+    if user.is_staff:
+        return user.has_perm("chains.delete_chain" if delete else "chains.change_chain")
+    return chain.created_by_id == user.id
+
+
+def can_schedule_chain(user, chain) -> bool:
+    """A schedule starts runs as its owner: its owner must be allowed to edit the chain and to
+    start runs."""
+    return can_edit_chain(user, chain) and can_start_runs(user)

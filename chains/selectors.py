@@ -2,13 +2,13 @@
 import math
 from datetime import datetime, timedelta
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 from rest_framework.authtoken.models import Token
 
-from chains.models import Chain, Run, RunStatus, StepRun
+from chains.models import Chain, ChainSchedule, Run, RunStatus, StepRun
 
 
 def runs_visible_to(user) -> QuerySet[Run]:
@@ -56,6 +56,15 @@ def step_runs_with_results(run: Run) -> list[StepRun]:
     for step_run in step_runs:
         step_run.task_result = results.get(step_run.task_id)
     return step_runs
+
+
+def schedules_visible_to(user) -> QuerySet[ChainSchedule]:
+    """Staff see every schedule; everyone else theirs and those of their chains (a schedule's
+    inputs may hold what only its owner should read)."""
+    schedules = ChainSchedule.objects.select_related("chain", "periodic_task", "created_by")
+    if user.is_staff:
+        return schedules
+    return schedules.filter(Q(created_by=user) | Q(chain__created_by=user))
 
 
 def token_of(user) -> Token | None:

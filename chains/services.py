@@ -21,7 +21,7 @@ from rest_framework.authtoken.models import Token
 
 from chains.bounds import check_inputs, check_text, json_problem
 from chains.canvas import build_run_signature, hard_time_limit
-from chains.errors import ChainError
+from chains.errors import ChainError, LimitReached, NotAllowed
 from chains.models import (
     FINAL_STATUSES,
     Chain,
@@ -34,6 +34,7 @@ from chains.models import (
     Step,
     StepRun,
 )
+from chains.permissions import can_schedule_chain, can_start_runs
 from chains.presets import PRESETS, Preset, StepSpec, build_preset
 from chains.queues import queue_problem
 from chains.steps import STEP_TYPES, ParamsInvalid, StepContext, StepFailed
@@ -704,27 +705,115 @@ def schedule_unsync(*, periodic_task_id: int | None) -> None:
         PeriodicTask.objects.filter(id=periodic_task_id).delete()
 
 
+SCHEDULE_FIELDS = ["name", "kind", "every_seconds", "minute", "hour", "day_of_month",
+                   "month_of_year", "day_of_week", "run_at", "timezone", "inputs", "enabled"]
+SCHEDULE_TEXT_LIMITS = {"name": 100, "minute": 64, "hour": 64, "day_of_month": 64,
+                        "month_of_year": 64, "day_of_week": 64, "timezone": 64}
+
+
+@transaction.atomic
+def schedule_save(
+    *, schedule: ChainSchedule | None = None, chain: Chain, user, fields: dict[str, Any],
+    past_run_at_allowed: bool = False,
+) -> ChainSchedule:
+    """Create or change a schedule of `chain` (with its beat entry), all or nothing. Its runs
+    are started as its owner, so `user` must be allowed to edit the chain and start runs;
+    users who are not staff keep to CHAINS_MIN_INTERVAL_SECONDS and
+    CHAINS_MAX_SCHEDULES_PER_USER. `user` None is an operator (imports): no owner. A one-off
+    time that is set must lie ahead, unless `past_run_at_allowed` (an import of a schedule
+    that has fired)."""
+    from chains.schedules import schedule_errors
+
+    if user is not None and not can_schedule_chain(user, chain):
+        raise NotAllowed("not allowed", errors={
+            "chain": ["you may not schedule this chain: scheduling needs the right to edit "
+                      "it and to start runs"]})
+    unknown = set(fields) - set(SCHEDULE_FIELDS)
+    if unknown:
+        raise ChainError("unknown fields", errors={key: ["unknown field"] for key in unknown})
+    previous_run_at = schedule.run_at if schedule else None
+    schedule = schedule or ChainSchedule(created_by=user)
+    schedule.chain = chain
+    for name, value in fields.items():
+        setattr(schedule, name, value)
+    errors: dict[str, list[str]] = {}
+    for name, limit in SCHEDULE_TEXT_LIMITS.items():
+        check_text(errors, name, getattr(schedule, name), limit)
+    if not errors:
+        check_ahead = schedule.run_at != previous_run_at and not past_run_at_allowed
+        errors.update(schedule_errors(schedule, now=timezone.now() if check_ahead else None))
+    if user is not None and not user.is_staff:
+        _check_schedule_limits(schedule, user, errors)
+    try:
+        check_inputs(schedule.inputs, field="inputs")
+    except ChainError as exc:
+        errors.update(exc.errors)
+    if errors:
+        raise ChainError("invalid schedule", errors=errors)
+    if schedule.enabled:
+        schedule.disabled_reason = ""
+    schedule.save()  # chains.signals keeps its beat entry in step, in this transaction
+    return schedule
+
+
+def _check_schedule_limits(schedule: ChainSchedule, user, errors: dict) -> None:
+    minimum = settings.CHAINS_MIN_INTERVAL_SECONDS
+    if (schedule.kind == ScheduleKind.INTERVAL and "every_seconds" not in errors
+            and schedule.every_seconds < minimum):
+        errors["every_seconds"] = [f"must be at least {minimum} s (CHAINS_MIN_INTERVAL_SECONDS)"]
+    owned = ChainSchedule.objects.filter(created_by=user).exclude(pk=schedule.pk).count()
+    if schedule.pk is None and owned >= settings.CHAINS_MAX_SCHEDULES_PER_USER:
+        raise LimitReached("too many schedules", errors={"non_field_errors": [
+            f"you have {owned} schedules; the limit is {settings.CHAINS_MAX_SCHEDULES_PER_USER} "
+            "(CHAINS_MAX_SCHEDULES_PER_USER)"]})
+
+
+def _schedule_owner_problem(schedule: ChainSchedule) -> str | None:
+    """Why the schedule's owner may no longer start its runs, or None."""
+    owner = schedule.created_by
+    if owner is None:  # an operator's (imported) schedule
+        return None
+    if not owner.is_active:
+        return f"its owner {owner} is no longer active"
+    if not can_start_runs(owner):
+        return f"its owner {owner} may no longer start runs"
+    return None
+
+
 def run_start_scheduled(*, schedule_id: int, now=None) -> Run | None:
     """A firing of a schedule: at most one run per schedule and time slot (the database's
-    unique constraint decides between two beats or a message delivered twice)."""
+    unique constraint decides between two beats or a message delivered twice), started as the
+    schedule's owner. An owner who lost the right to start runs stops the schedule, with the
+    reason recorded on it."""
     from chains.schedules import slot_for
 
-    schedule = ChainSchedule.objects.select_related("chain").filter(id=schedule_id).first()
+    schedule = (ChainSchedule.objects.select_related("chain", "created_by")
+                .filter(id=schedule_id).first())
     if schedule is None or not schedule.enabled or not schedule.chain.enabled:
         logger.info("schedule %s fired but is gone or disabled: no run", schedule_id)
+        return None
+    if problem := _schedule_owner_problem(schedule):
+        schedule_disable(schedule=schedule, reason=f"stopped: {problem}")
         return None
     slot = slot_for(schedule, now or timezone.now())
     try:
         with transaction.atomic():
             return run_start(chain=schedule.chain, inputs=schedule.inputs,
                              trigger=RunTrigger.SCHEDULE, schedule=schedule,
-                             scheduled_for=slot, user=schedule.chain.created_by)
+                             scheduled_for=slot, user=schedule.created_by)
     except IntegrityError:
         logger.info("schedule %s slot %s already has its run", schedule_id, slot)
         return None
     except ChainError as exc:
         logger.error("schedule %s could not start a run: %s", schedule_id, exc.errors)
         return None
+
+
+@transaction.atomic
+def schedule_disable(*, schedule: ChainSchedule, reason: str) -> None:
+    logger.warning("schedule %s %s", schedule.id, reason)
+    schedule.enabled, schedule.disabled_reason = False, reason[:255]
+    schedule.save(update_fields=["enabled", "disabled_reason"])  # the signal syncs beat
 
 
 # --- Import -----------------------------------------------------------------------------------
@@ -734,10 +823,6 @@ def run_start_scheduled(*, schedule_id: int, now=None) -> Run | None:
 def chains_import(*, data: Any, user=None) -> list[Chain]:
     """Create or replace (by name) the chains in an export, with their steps and schedules.
     Everything is validated first; one error and nothing is written."""
-    from django.utils.dateparse import parse_datetime
-
-    from chains.schedules import schedule_errors
-
     if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(
         data.get("chains"), list
     ):
@@ -746,7 +831,11 @@ def chains_import(*, data: Any, user=None) -> list[Chain]:
     for index, item in enumerate(data["chains"]):
         prefix = f"chains.{index}"
         try:
-            steps = [StepSpec(**step) for step in item["steps"]]
+            _refuse_unknown_keys(item, CHAIN_IMPORT_FIELDS)
+            steps = []
+            for n, step in enumerate(item["steps"]):
+                _refuse_unknown_keys(step, STEP_IMPORT_FIELDS, prefix=f"steps.{n}.")
+                steps.append(StepSpec(**step))
             chain = Chain.objects.filter(name=item["name"]).first()
             chain = chain_save(chain=chain, name=item["name"],
                                description=item.get("description", ""),
@@ -760,21 +849,46 @@ def chains_import(*, data: Any, user=None) -> list[Chain]:
             raise ChainError("invalid", errors={prefix: [f"malformed chain: {exc}"]}) from exc
         chain.schedules.all().delete()
         for n, raw in enumerate(item.get("schedules", [])):
-            fields = dict(raw)
-            run_at = fields.pop("run_at", None)
+            fields = dict(raw) if isinstance(raw, dict) else {}
             try:
-                schedule = ChainSchedule(chain=chain, **fields,
-                                         run_at=parse_datetime(run_at) if run_at else None)
-            except TypeError as exc:
+                if not isinstance(raw, dict):
+                    raise ChainError("invalid", errors={"": ["must be an object"]})
+                if fields.get("run_at"):
+                    fields["run_at"] = _parse_time(fields["run_at"])
+                schedule_save(chain=chain, user=None, fields=fields, past_run_at_allowed=True)
+            except ChainError as exc:
                 raise ChainError("invalid", errors={
-                    f"{prefix}.schedules.{n}": [f"malformed schedule: {exc}"]}) from exc
-            problems = schedule_errors(schedule)
-            if problems:
-                raise ChainError("invalid", errors={f"{prefix}.schedules.{n}.{k}": v
-                                                    for k, v in problems.items()})
-            schedule.save()
+                    f"{prefix}.schedules.{n}.{k}".rstrip("."): v for k, v in exc.errors.items()
+                }) from exc
         imported.append(chain)
     return imported
+
+
+CHAIN_IMPORT_FIELDS = {"name", "description", "enabled", "default_inputs", "steps", "schedules"}
+STEP_IMPORT_FIELDS = {"stage", "name", "step_type", "params", "max_retries", "time_limit",
+                      "queue"}
+
+
+def _refuse_unknown_keys(item: Any, allowed: set[str], *, prefix: str = "") -> None:
+    """Imports take the documented fields only: never ids, owners or links to other rows."""
+    if not isinstance(item, dict):
+        raise ChainError("invalid", errors={prefix.rstrip(".") or "chain": ["must be an object"]})
+    unknown = sorted(set(item) - allowed)
+    if unknown:
+        raise ChainError("invalid", errors={f"{prefix}{key}": ["unknown field"]
+                                            for key in unknown})
+
+
+def _parse_time(value: Any):
+    from django.utils.dateparse import parse_datetime
+
+    try:
+        parsed = parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise ChainError("invalid", errors={"run_at": ["not an ISO 8601 date and time"]})
+    return parsed
 
 
 def runs_purge(*, older_than, status: str | None = None, chunk: int = 10_000,

@@ -241,6 +241,11 @@ CHAINS_QUEUES = env_list("CHAINS_QUEUES", ["celery", "math", "data", "io"])
 CHAINS_MAX_JSON_DEPTH = env_int("CHAINS_MAX_JSON_DEPTH", 32)
 CHAINS_MAX_INPUT_BYTES = env_int("CHAINS_MAX_INPUT_BYTES", 64 * 1024)
 CHAINS_MAX_RESULT_BYTES = env_int("CHAINS_MAX_RESULT_BYTES", 1024 * 1024)
+# Per-user limits for users who are not staff: open runs (PENDING or RUNNING) at a time,
+# schedules owned, and the shortest interval of an interval schedule.
+CHAINS_MAX_ACTIVE_RUNS_PER_USER = env_int("CHAINS_MAX_ACTIVE_RUNS_PER_USER", 20)
+CHAINS_MAX_SCHEDULES_PER_USER = env_int("CHAINS_MAX_SCHEDULES_PER_USER", 10)
+CHAINS_MIN_INTERVAL_SECONDS = env_int("CHAINS_MIN_INTERVAL_SECONDS", 60)
 # Text fields (chain and run descriptions; names are bounded by their columns).
 CHAINS_MAX_DESCRIPTION_CHARS = env_int("CHAINS_MAX_DESCRIPTION_CHARS", 10_000)
 

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from chains import services
 from chains.bounds import DEPTH_REASON
 from chains.errors import ChainError
-from chains.models import Chain, Run, Step, StepRun
+from chains.models import Chain, ChainSchedule, Run, Step, StepRun
 from chains.presets import StepSpec
 from tests.conftest import make_user
 
@@ -188,3 +188,190 @@ def test_a_user_sees_and_regenerates_their_own_token(client, user):
     assert "no API token yet" in page and other not in page and new not in page
     client.post("/admin/token/")
     assert Token.objects.get(user=staff).key in client.get("/admin/token/").content.decode()
+
+
+# --- 4. schedules need the right to start runs; their runs are their owner's -----------------
+
+
+def staff_editor_without_add_run():
+    from django.contrib.auth.models import Permission
+
+    editor = make_user("editor", staff=True)
+    editor.user_permissions.set(Permission.objects.filter(
+        content_type__app_label="chains").exclude(codename="add_run"))
+    return editor
+
+
+def test_staff_without_add_run_cannot_schedule_runs(admin_user):
+    from django_celery_beat.models import PeriodicTask
+
+    chain = services.chain_save(name="c", steps=[StepSpec("math.add", {}, 0)],
+                                user=admin_user)
+    editor = staff_editor_without_add_run()
+    api = APIClient()
+    api.force_authenticate(editor)
+    assert api.post("/tasks/submit", {"task_type": "math_chain", "config": {
+        "operation": "add", "numbers": [1]}}, format="json").status_code == 403
+    response = api.post("/api/schedules/", {"chain": chain.id, "kind": "interval",
+                                            "every_seconds": 2}, format="json")
+    assert response.status_code == 403
+    assert "chain" in response.json()
+    assert not ChainSchedule.objects.exists() and not PeriodicTask.objects.filter(
+        task="chains.run_scheduled").exists()
+
+
+def test_the_admin_inline_is_read_only_without_add_run(client, admin_user):
+    chain = services.chain_save(name="c", steps=[StepSpec("math.add", {}, 0)],
+                                user=admin_user)
+    services.schedule_save(chain=chain, user=admin_user, fields={
+        "kind": "interval", "every_seconds": 3600})
+    client.force_login(staff_editor_without_add_run())
+    page = client.get(f"/admin/chains/chain/{chain.id}/change/").content.decode()
+    assert 'name="schedules-0-every_seconds"' not in page  # shown, not editable
+    assert "every 3600 s" in page or "3600" in page
+
+
+def test_a_scheduled_run_is_its_owners_and_a_revoked_right_stops_the_schedule(admin_user):
+    from django.contrib.auth.models import Permission
+
+    chain = services.chain_save(name="c", steps=[StepSpec("math.add", {}, 0)],
+                                user=admin_user)
+    owner = make_user("planner", staff=True)
+    owner.user_permissions.set(Permission.objects.filter(
+        codename__in=["add_run", "change_chain", "add_chainschedule"]))
+    schedule = services.schedule_save(chain=chain, user=owner, fields={
+        "kind": "interval", "every_seconds": 3600})
+    run = services.run_start_scheduled(schedule_id=schedule.id)
+    assert run.created_by == owner  # not the chain's author
+    owner.user_permissions.remove(Permission.objects.get(codename="add_run"))
+    from django.utils import timezone
+    later = timezone.now() + timezone.timedelta(hours=2)
+    assert services.run_start_scheduled(schedule_id=schedule.id, now=later) is None
+    schedule.refresh_from_db()
+    assert not schedule.enabled
+    assert schedule.disabled_reason == "stopped: its owner planner may no longer start runs"
+    assert not schedule.periodic_task.enabled
+    assert Run.objects.count() == 1
+
+
+# --- 6. numbers are bounded before saving; listing survives any row ---------------------------
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"kind": "interval", "every_seconds": 1099511627776}, "every_seconds"),
+    ({"kind": "interval", "every_seconds": 10 * 365 * 24 * 3600 + 1}, "every_seconds"),
+    ({"kind": "crontab", "minute": "0", "hour": "0", "day_of_month": "30",
+      "month_of_year": "2"}, "day_of_month"),
+    ({"kind": "once", "run_at": "2020-01-01T00:00:00Z"}, "run_at"),
+    ({"kind": "once", "run_at": "9999-01-01T00:00:00Z"}, "run_at"),
+    ({"kind": "interval", "every_seconds": 3600, "name": "n" * 101}, "name"),
+    ({"kind": "interval", "every_seconds": 3600, "periodic_task": 1}, "periodic_task"),
+])
+def test_a_refused_schedule_is_400_and_leaves_nothing_saved(api, user, fields, field):
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    chain = services.chain_save(name="c", steps=[StepSpec("math.add", {}, 0)], user=user)
+    response = api.post("/api/schedules/", {"chain": chain.id, **fields}, format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json(), response.json()
+    assert not ChainSchedule.objects.exists()
+    assert not PeriodicTask.objects.filter(task="chains.run_scheduled").exists()
+    assert not IntervalSchedule.objects.filter(every__gt=10**9).exists()
+    assert api.get("/api/schedules/").status_code == 200
+
+
+def test_a_row_no_check_saw_does_not_break_the_list_or_the_chain_page(
+        api, admin_client, user):
+    chain = services.chain_save(name="c", steps=[StepSpec("math.add", {}, 0)], user=user)
+    ChainSchedule.objects.bulk_create([ChainSchedule(  # written around every check
+        chain=chain, kind="interval", every_seconds=2**31 - 1, created_by=user)])
+    listed = api.get("/api/schedules/")
+    assert listed.status_code == 200 and listed.json()["results"][0]["next_fire_times"]
+    assert admin_client.get(f"/admin/chains/chain/{chain.id}/change/").status_code == 200
+
+
+def test_users_who_are_not_staff_keep_to_the_interval_and_count_limits(api, user, settings):
+    settings.CHAINS_MAX_SCHEDULES_PER_USER = 2
+    chain = services.chain_save(name="c", steps=[StepSpec("math.add", {}, 0)], user=user)
+    body = {"chain": chain.id, "kind": "interval", "every_seconds": 1}
+    fast = api.post("/api/schedules/", body, format="json")
+    assert fast.status_code == 400
+    assert "CHAINS_MIN_INTERVAL_SECONDS" in fast.json()["every_seconds"][0]
+    for _ in range(2):
+        assert api.post("/api/schedules/", {**body, "every_seconds": 60},
+                        format="json").status_code == 201
+    third = api.post("/api/schedules/", {**body, "every_seconds": 60}, format="json")
+    assert third.status_code == 429
+    assert "CHAINS_MAX_SCHEDULES_PER_USER" in third.json()["non_field_errors"][0]
+    assert ChainSchedule.objects.count() == 2
+
+
+def test_users_see_only_their_own_schedules(api, other_api, user):
+    chain = services.chain_save(name="c", steps=[StepSpec("math.add", {}, 0)], user=user)
+    services.schedule_save(chain=chain, user=user, fields={
+        "kind": "interval", "every_seconds": 3600, "inputs": {"apikey": "s3cr3t"}})
+    assert api.get("/api/schedules/").json()["count"] == 1
+    assert other_api.get("/api/schedules/").json()["count"] == 0
+    assert "s3cr3t" not in other_api.get("/api/chains/").content.decode()
+
+
+# --- 9. imports take the documented fields only ------------------------------------------------
+
+
+def test_an_import_cannot_take_over_another_chains_schedule(admin_user, tmp_path):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    chain = services.chain_save(name="admin's", steps=[StepSpec("math.add", {}, 0)],
+                                user=admin_user)
+    theirs = services.schedule_save(chain=chain, user=admin_user, fields={
+        "kind": "interval", "every_seconds": 3600})
+    for extra in ({"id": theirs.id, "created_at": "2026-01-01T00:00:00Z",
+                   "periodic_task_id": theirs.periodic_task_id}, {"id": theirs.id}):
+        export = {"version": 1, "chains": [{
+            "name": "mine", "steps": [{"step_type": "math.add", "params": {}, "stage": 0}],
+            "schedules": [{"kind": "interval", "every_seconds": 60, **extra}]}]}
+        path = tmp_path / "export.json"
+        path.write_text(json.dumps(export))
+        with pytest.raises(CommandError, match="chains.0.schedules.0.id: unknown field"):
+            call_command("import_chains", str(path))
+    theirs.refresh_from_db()
+    assert theirs.chain == chain and theirs.periodic_task.kwargs == (
+        f'{{"schedule_id": {theirs.id}}}')
+    assert list(Chain.objects.values_list("name", flat=True)) == ["admin's"]
+
+
+@pytest.mark.parametrize(("item", "field"), [
+    ({"id": 5}, "chains.0.id"),
+    ({"created_by": 1}, "chains.0.created_by"),
+    ({"steps": [{"step_type": "math.add", "params": {}, "stage": 0, "id": 3}]},
+     "chains.0.steps.0.id"),
+])
+def test_an_import_refuses_ids_and_unknown_keys(item, field):
+    export = {"version": 1, "chains": [{
+        "name": "x", "steps": [{"step_type": "math.add", "params": {}, "stage": 0}], **item}]}
+    with pytest.raises(ChainError) as info:
+        services.chains_import(data=export)
+    assert field in info.value.errors
+    assert not Chain.objects.exists()
+
+
+# --- unknown keys, absurd stages ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({**CHAIN, "owner": 1}, "owner"),
+    ({**CHAIN, "steps": [{**CHAIN["steps"][0], "max_retrys": 3}]}, "steps.0.max_retrys"),
+    ({**CHAIN, "steps": [{**CHAIN["steps"][0], "stage": 99999999999}]}, "steps.0.stage"),
+])
+def test_unknown_keys_and_absurd_stages_are_400(api, body, field):
+    response = api.post("/api/chains/", body, format="json")
+    assert response.status_code == 400
+    assert field in response.json(), response.json()
+    assert not Chain.objects.exists()
+
+
+def test_a_chain_read_back_can_be_sent_again(api):
+    created = api.post("/api/chains/", CHAIN, format="json").json()
+    again = api.put(f"/api/chains/{created['id']}/", created, format="json")
+    assert again.status_code == 200, again.content

@@ -1,14 +1,26 @@
 """API errors: ChainError -> 400 with the field paths and reasons; DRF's own validation
 errors flattened to the same field paths; values out of the database's range -> 400."""
 from django.db import DataError
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from chains.errors import ChainError
+from chains.errors import ChainError, LimitReached, NotAllowed
 
 
-def as_validation_error(error: ChainError) -> ValidationError:
+class LimitExceeded(APIException):
+    status_code = 429
+    default_detail = "a limit is reached"
+    default_code = "limit_reached"
+
+
+def as_api_error(error: ChainError) -> APIException:
+    """A refusal of the domain as the API answers it: 403 for what the user may not do, 429
+    for a per-user limit, otherwise 400; each with the field paths and reasons."""
+    if isinstance(error, NotAllowed):
+        return PermissionDenied(error.errors)
+    if isinstance(error, LimitReached):
+        return LimitExceeded(error.errors)
     return ValidationError(error.errors)
 
 

@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chains import selectors, services
-from chains.api.errors import as_validation_error
+from chains.api.errors import as_api_error
 from chains.api.serializers import (
     TaskListQuerySerializer,
     TaskStatisticsSerializer,
@@ -36,7 +36,7 @@ class TaskSubmitView(APIView):
             run = services.run_submit_task(**serializer.validated_data, user=request.user,
                                            trigger=RunTrigger.API)
         except ChainError as exc:
-            raise as_validation_error(exc) from exc
+            raise as_api_error(exc) from exc
         return Response(TaskStatusSerializer.represent(run), status=status.HTTP_201_CREATED)
 
 

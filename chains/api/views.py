@@ -2,14 +2,14 @@
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chains import selectors, services
-from chains.api.errors import as_validation_error
+from chains.api.errors import as_api_error
 from chains.api.serializers import (
     ChainScheduleSerializer,
     ChainSerializer,
@@ -25,7 +25,7 @@ from chains.api.serializers import (
 from chains.cluster import cluster_state
 from chains.errors import ChainError
 from chains.models import ChainSchedule, Run, RunTrigger
-from chains.permissions import can_change_run, can_delete_run, can_start_runs
+from chains.permissions import can_change_run, can_delete_run, can_edit_chain, can_start_runs
 from chains.steps import STEP_TYPES
 
 
@@ -45,12 +45,6 @@ class IsOwnerOrStaffForWrites(permissions.BasePermission):
         if request.method in permissions.SAFE_METHODS:
             return True
         return can_edit_chain(request.user, obj, delete=request.method == "DELETE")
-
-
-def can_edit_chain(user, chain, *, delete: bool = False) -> bool:
-    if user.is_staff:
-        return user.has_perm("chains.delete_chain" if delete else "chains.change_chain")
-    return chain.created_by_id == user.id
 
 
 class RunPermission(permissions.BasePermission):
@@ -83,7 +77,7 @@ class ChainViewSet(viewsets.ModelViewSet):
                 steps=serializer.step_specs(), user=self.request.user,
             )
         except ChainError as exc:
-            raise as_validation_error(exc) from exc
+            raise as_api_error(exc) from exc
         return ChainSerializer(selectors.chains_visible_to(self.request.user).get(pk=chain.pk))
 
     def create(self, request: Request, *args, **kwargs) -> Response:
@@ -111,7 +105,7 @@ class ChainViewSet(viewsets.ModelViewSet):
             run = services.run_start(chain=chain, inputs=serializer.validated_data.get("inputs"),
                                      trigger=RunTrigger.API, user=request.user)
         except ChainError as exc:
-            raise as_validation_error(exc) from exc
+            raise as_api_error(exc) from exc
         return Response(RunDetailSerializer(run).data, status=status.HTTP_201_CREATED)
 
 
@@ -160,7 +154,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destro
         try:
             run = services.run_cancel(run=self.get_object())
         except ChainError as exc:
-            raise as_validation_error(exc) from exc
+            raise as_api_error(exc) from exc
         return Response(RunDetailSerializer(run).data)
 
     @extend_schema(request=None, responses=RunDetailSerializer)
@@ -170,7 +164,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destro
         try:
             run = services.run_retry(run=self.get_object())
         except ChainError as exc:
-            raise as_validation_error(exc) from exc
+            raise as_api_error(exc) from exc
         return Response(RunDetailSerializer(run).data)
 
 
@@ -199,28 +193,36 @@ class StepTypeViewSet(viewsets.ViewSet):
 
 class ChainScheduleViewSet(viewsets.ModelViewSet):
     """Schedules of chains; each keeps its beat entry in step. Staff or the chain's author
-    edit them."""
+    edit them, if they may also start runs: a schedule's runs are its owner's. Users who are
+    not staff see their own schedules and those of their chains."""
 
     serializer_class = ChainScheduleSerializer
     lookup_value_regex = r"\d{1,18}"
     permission_classes = [permissions.IsAuthenticated, IsOwnerOrStaffForWrites]
-    queryset = ChainSchedule.objects.select_related("chain", "periodic_task")
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return ChainSchedule.objects.none()
+        return selectors.schedules_visible_to(self.request.user)
 
     def check_object_permissions(self, request, obj) -> None:
         super().check_object_permissions(request, obj.chain)
 
     def perform_create(self, serializer) -> None:
-        self._check_chain(serializer.validated_data["chain"])
-        serializer.save()
+        fields = dict(serializer.validated_data)
+        serializer.instance = self._save(chain=fields.pop("chain"), fields=fields)
 
     def perform_update(self, serializer) -> None:
-        self._check_chain(serializer.validated_data.get("chain", serializer.instance.chain))
-        serializer.save()
+        fields = dict(serializer.validated_data)
+        chain = fields.pop("chain", serializer.instance.chain)
+        serializer.instance = self._save(schedule=serializer.instance, chain=chain,
+                                         fields=fields)
 
-    def _check_chain(self, chain) -> None:
-        """Scheduling a chain is editing it: its author, or staff allowed to change chains."""
-        if not can_edit_chain(self.request.user, chain):
-            raise PermissionDenied("you may not schedule this chain")
+    def _save(self, **kwargs) -> ChainSchedule:
+        try:
+            return services.schedule_save(user=self.request.user, **kwargs)
+        except ChainError as exc:
+            raise as_api_error(exc) from exc
 
 
 class WorkersView(APIView):
