@@ -406,7 +406,8 @@ def step_execute(
             f"started {step_run.attempts} times without finishing (its worker died each time)"
         )
     _step_mark_running(step_run, run, worker=worker)
-    context = StepContext(run_id=str(run.id), step_index=step_run.index)
+    context = StepContext(run_id=str(run.id), step_index=step_run.index,
+                          may_read_run=partial(_may_read_run, run))
     result = STEP_TYPES[step_run.step_type].execute(step_run.params, previous, context)
     if problem := json_problem(result, max_bytes=settings.CHAINS_MAX_RESULT_BYTES):
         raise StepFailed(f"its result {problem}")
@@ -422,6 +423,21 @@ def step_execute(
                 steps_done=F("steps_done") + 1, last_progress_at=now
             )
     return result
+
+
+def _may_read_run(run: Run, other_run_id: str) -> bool:
+    """A run reads another run's output folder if both belong to the same user, or if its own
+    owner is staff or an operator (no owner). Asked only when a step reads such a folder."""
+    if run.created_by_id is None:
+        return True
+    try:
+        other = uuid.UUID(other_run_id)
+    except ValueError:
+        other = None
+    user_model = Run._meta.get_field("created_by").related_model
+    return (user_model.objects.filter(id=run.created_by_id, is_staff=True).exists()
+            or (other is not None and Run.objects.filter(
+                id=other, created_by_id=run.created_by_id).exists()))
 
 
 def _step_mark_running(step_run: StepRun, run: Run, *, worker: str) -> None:

@@ -223,8 +223,13 @@ CHAINS_STALL_SECONDS = env_int("CHAINS_STALL_SECONDS", 600)
 CHAINS_MAX_RESUMES = env_int("CHAINS_MAX_RESUMES", 3)
 CHAINS_PUBLISH_GRACE_SECONDS = env_int("CHAINS_PUBLISH_GRACE_SECONDS", 10)
 CHAINS_MAX_DELIVERIES = env_int("CHAINS_MAX_DELIVERIES", 3)
-# Every file a step reads or writes is resolved inside this directory.
+# Every file a step reads or writes is resolved inside this directory. A run writes into its
+# own folder runs/<run id>/ there, and into the CHAINS_WRITABLE_DIRS (paths relative to the
+# data directory) when an operator allows them; at most CHAINS_MAX_RUN_WRITE_BYTES per run.
+# Reading another user's runs/<run id>/ is refused (staff and operators may).
 CHAINS_DATA_DIR = env_path("CHAINS_DATA_DIR", VAR_DIR / "data")
+CHAINS_WRITABLE_DIRS = env_list("CHAINS_WRITABLE_DIRS", [])
+CHAINS_MAX_RUN_WRITE_BYTES = env_int("CHAINS_MAX_RUN_WRITE_BYTES", 512 * 1024 * 1024)
 CHAINS_MAX_NUMBERS = env_int("CHAINS_MAX_NUMBERS", 1000)
 CHAINS_MAX_ABS_NUMBER = 1e15
 CHAINS_MAX_ITERATIONS = env_int("CHAINS_MAX_ITERATIONS", 100)

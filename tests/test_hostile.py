@@ -375,3 +375,75 @@ def test_a_chain_read_back_can_be_sent_again(api):
     created = api.post("/api/chains/", CHAIN, format="json").json()
     again = api.put(f"/api/chains/{created['id']}/", created, format="json")
     assert again.status_code == 200, again.content
+
+
+# --- 5. runs write only into their own folder; other users' outputs are not readable ----------
+
+
+def start(user, *specs: StepSpec, inputs=0) -> Run:
+    return services._run_create(preset=services.Preset(specs=list(specs), inputs=inputs),
+                                trigger="api", user=user)
+
+
+def execute(run: Run, index: int = 0, previous=None):
+    step = run.step_runs.get(index=index)
+    return services.step_execute(step_run_id=step.id, previous=previous)
+
+
+@pytest.mark.parametrize("destination", ["scores.csv", "runs/3f1c0a4e/step2-clean.csv",
+                                         "runs/x.csv"])
+def test_a_copy_over_shared_or_other_files_is_400(api, data_dir, destination):
+    (data_dir / "scores.csv").write_text("name,score\na,1\n")
+    steps = [{"step_type": "io.copy", "params": {"path": "scores.csv",
+                                                 "destination": destination}}]
+    response = api.post("/api/chains/", {"name": "cp", "steps": steps}, format="json")
+    assert response.status_code == 400
+    assert "CHAINS_WRITABLE_DIRS" in response.json()["steps.0.params.destination"][0]
+    assert (data_dir / "scores.csv").read_text() == "name,score\na,1\n"
+
+
+def test_a_writable_area_takes_copies_but_not_through_a_symlink(user, data_dir, settings):
+    import os
+
+    settings.CHAINS_WRITABLE_DIRS = ["shared"]
+    (data_dir / "scores.csv").write_text("name,score\na,1\n")
+    (data_dir / "shared").mkdir()
+    os.symlink(data_dir / "scores.csv", data_dir / "shared" / "sneaky.csv")
+    run = start(user, StepSpec("io.copy", {"path": "scores.csv", "destination": "shared/ok.csv"},
+                               0),
+                StepSpec("io.copy", {"path": "scores.csv", "destination": "shared/sneaky.csv"},
+                         1))
+    assert execute(run, 0)["copy"] == "shared/ok.csv"
+    with pytest.raises(services.StepFailed, match="outside this run's output folder"):
+        execute(run, 1)
+    assert (data_dir / "scores.csv").read_text() == "name,score\na,1\n"
+
+
+def test_reading_another_users_run_output_fails_the_step(user, other_user, data_dir):
+    theirs = start(other_user, StepSpec("math.add", {}, 0))
+    folder = data_dir / "runs" / str(theirs.id)
+    folder.mkdir(parents=True)
+    (folder / "step2-clean.csv").write_text("name,score\nsecret,1\n")
+    path = f"runs/{theirs.id}/step2-clean.csv"
+    mine = start(user, StepSpec("io.read", {"path": path}, 0),
+                 StepSpec("data.clean", {}, 1), inputs={"file": path})
+    with pytest.raises(services.StepFailed, match="a run that is not yours"):
+        execute(mine, 0)
+    with pytest.raises(services.StepFailed, match="a run that is not yours"):
+        execute(mine, 1, previous={"file": path})
+    their_own = start(other_user, StepSpec("io.read", {"path": path}, 0))
+    assert "secret" in execute(their_own)["content"]
+    operator = start(None, StepSpec("io.read", {"path": path}, 0))
+    assert "secret" in execute(operator)["content"]
+
+
+def test_a_run_writes_at_most_its_byte_budget(user, data_dir, settings):
+    settings.CHAINS_MAX_RUN_WRITE_BYTES = 10_000
+    (data_dir / "big.bin").write_bytes(b"x" * 6_000)
+    run = start(user, StepSpec("io.copy", {"path": "big.bin"}, 0),
+                StepSpec("io.copy", {"path": "big.bin"}, 1))
+    execute(run, 0)
+    with pytest.raises(services.StepFailed, match="CHAINS_MAX_RUN_WRITE_BYTES"):
+        execute(run, 1)
+    written = list((data_dir / "runs" / str(run.id)).iterdir())
+    assert [p.name for p in written] == ["step1-big.bin"]  # the refused copy is removed

@@ -237,7 +237,8 @@ def test_data_step_without_a_file_fails():
 # --- io and paths --------------------------------------------------------------------------
 
 
-def test_io_steps(data_dir):
+def test_io_steps(data_dir, settings):
+    settings.CHAINS_WRITABLE_DIRS = ["out"]
     (data_dir / "f.txt").write_text("abc" * 10)
     assert run_step("io.stat", {"path": "f.txt"})["size"] == 30
     read = run_step("io.read", {"path": "f.txt", "max_bytes": 4})
@@ -269,15 +270,19 @@ def test_paths_outside_the_data_directory_are_refused(data_dir, path, reason):
         STEP_TYPES["io.stat"].validate_params({"path": path})
 
 
-def test_symlink_out_of_the_data_directory_is_refused(data_dir, tmp_path):
+def test_symlink_out_of_the_data_directory_is_refused(data_dir, tmp_path, settings):
+    settings.CHAINS_WRITABLE_DIRS = ["out"]
     secret = tmp_path / "secret.txt"
     secret.write_text("top secret")
     (data_dir / "f.txt").write_text("inside")
+    (data_dir / "out").mkdir()
     os.symlink(secret, data_dir / "link.txt")
+    os.symlink(secret, data_dir / "out" / "link.txt")
     with pytest.raises(StepFailed, match="outside the data directory"):
         run_step("io.read", {"path": "link.txt"})
     with pytest.raises(StepFailed, match="outside the data directory"):
-        run_step("io.copy", {"path": "f.txt", "destination": "link.txt"})
+        run_step("io.copy", {"path": "f.txt", "destination": "out/link.txt"})
+    assert secret.read_text() == "top secret"
 
 
 def test_missing_file_fails_the_step(data_dir):

@@ -1,7 +1,7 @@
 """What a step type is: a key, a params schema, a function, and the family that queues it."""
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -72,16 +72,23 @@ class StepContext:
 
     run_id: str
     step_index: int
+    # Whether this run may read the output folder of the run with this id (its owner's runs,
+    # or any run when this run's owner is staff or an operator): see chains.steps.files.
+    may_read_run: Callable[[str], bool] = field(default=lambda run_id: False, compare=False)
 
     @property
     def data_dir(self) -> Path:
         return Path(settings.CHAINS_DATA_DIR).resolve()
 
+    @property
+    def output_dir(self) -> Path:
+        """runs/<run id>/ in the data directory: where this run's steps write."""
+        return self.data_dir / "runs" / self.run_id
+
     def output_path(self, filename: str) -> Path:
         """A fresh file under runs/<run id>/ in the data directory for this step's output."""
-        out_dir = self.data_dir / "runs" / self.run_id
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return out_dir / f"step{self.step_index + 1}-{filename}"
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        return self.output_dir / f"step{self.step_index + 1}-{filename}"
 
     def relative(self, path: Path) -> str:
         return str(path.relative_to(self.data_dir))

@@ -12,6 +12,7 @@ from django.conf import settings
 from pydantic import Field
 
 from chains.steps.base import Params, StepContext, StepFailed, StepType
+from chains.steps.files import open_output, readable
 from chains.steps.paths import DataPath, data_file_for_step
 
 FORMULA_PREFIXES = ("=", "+", "-", "@")
@@ -54,12 +55,17 @@ def format_cell(value: Any) -> str:
     return text
 
 
-def _input_file(params: FileRefParams, previous: Any) -> str:
+def _input_file(params: FileRefParams, previous: Any, context: StepContext) -> str:
+    """The file to read (the `path` param, or the file the previous step produced), once this
+    run is known to be allowed to read it."""
     if params.path:
-        return params.path
-    if isinstance(previous, dict) and isinstance(previous.get("file"), str):
-        return previous["file"]
-    raise StepFailed("needs a 'path' param or a previous step that produced a file")
+        relative = params.path
+    elif isinstance(previous, dict) and isinstance(previous.get("file"), str):
+        relative = previous["file"]
+    else:
+        raise StepFailed("needs a 'path' param or a previous step that produced a file")
+    readable(context, relative)
+    return relative
 
 
 def _failure(relative: str, handle: TextIO, reader: Any, exc: Exception) -> StepFailed:
@@ -115,9 +121,10 @@ def read_rows(relative: str) -> tuple[list[str], Iterator[list[str]]]:
     return header, rows()
 
 
-def _write(path: Path, header: list[str], rows: Iterator[list[Any]]) -> int:
+def _write(context: StepContext, path: Path, header: list[str],
+           rows: Iterator[list[Any]]) -> int:
     count = 0
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with io.TextIOWrapper(open_output(context, path), encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow([format_cell(cell) for cell in header])
         for row in rows:
@@ -131,6 +138,7 @@ def _file_ref(context: StepContext, path: Path, header: list[str], rows: int) ->
 
 
 def load_csv(params: LoadParams, previous: Any, context: StepContext) -> dict:
+    readable(context, params.path)
     header, rows = read_rows(params.path)
     count = sum(1 for _ in rows)
     return {"file": params.path, "rows": count, "columns": header}
@@ -138,7 +146,7 @@ def load_csv(params: LoadParams, previous: Any, context: StepContext) -> dict:
 
 def clean_csv(params: FileRefParams, previous: Any, context: StepContext) -> dict:
     """Strip cells, drop blank and duplicate rows, write numbers as numbers."""
-    header, rows = read_rows(_input_file(params, previous))
+    header, rows = read_rows(_input_file(params, previous, context))
     seen: set[bytes] = set()
 
     def cleaned() -> Iterator[list[Any]]:
@@ -153,7 +161,7 @@ def clean_csv(params: FileRefParams, previous: Any, context: StepContext) -> dic
             yield [number if (number := parse_number(c)) is not None else c for c in cells]
 
     out = context.output_path("clean.csv")
-    return _file_ref(context, out, header, _write(out, header, cleaned()))
+    return _file_ref(context, out, header, _write(context, out, header, cleaned()))
 
 
 def _numeric_ranges(relative: str) -> tuple[list[str], dict[int, tuple[float, float]]]:
@@ -179,7 +187,7 @@ def _numeric_ranges(relative: str) -> tuple[list[str], dict[int, tuple[float, fl
 
 def transform_csv(params: FileRefParams, previous: Any, context: StepContext) -> dict:
     """Min-max scale every numeric column to [0, 1] (a constant column becomes 0)."""
-    source = _input_file(params, previous)
+    source = _input_file(params, previous, context)
     header, ranges = _numeric_ranges(source)
     _, rows = read_rows(source)
 
@@ -193,7 +201,7 @@ def transform_csv(params: FileRefParams, previous: Any, context: StepContext) ->
             yield out
 
     out = context.output_path("transform.csv")
-    ref = _file_ref(context, out, header, _write(out, header, scaled()))
+    ref = _file_ref(context, out, header, _write(context, out, header, scaled()))
     ref["scaled_columns"] = [header[i] for i in sorted(ranges)]
     return ref
 
@@ -354,7 +362,7 @@ def _analyze_rows(relative: str) -> tuple[list[str], int, list[_Column]]:
 
 def analyze_csv(params: FileRefParams, previous: Any, context: StepContext) -> dict:
     """Per numeric column: count, mean, min, max and sample standard deviation."""
-    source = _input_file(params, previous)
+    source = _input_file(params, previous, context)
     try:
         header, count, columns = _analyze_blocks(source)
     except _Irregular:

@@ -3,13 +3,14 @@ import gzip
 import hashlib
 import shutil
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from django.conf import settings
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from chains.steps.base import Params, StepContext, StepFailed, StepType
-from chains.steps.paths import DataPath, data_file_for_step
+from chains.steps.files import destination_problem, open_output, readable, writable
+from chains.steps.paths import DataPath
 
 CHUNK = 64 * 1024
 
@@ -26,14 +27,21 @@ class ChecksumParams(FileParams):
     algorithm: Literal["sha256", "sha1", "md5"] = "sha256"
 
 
+def _in_writable_area(value: str | None) -> str | None:
+    if value is not None and (problem := destination_problem(value)):
+        raise ValueError(problem)
+    return value
+
+
 class CopyParams(FileParams):
-    destination: DataPath | None = Field(
-        None, description="Where to copy to; by default a file under runs/<run id>/."
+    destination: Annotated[DataPath | None, AfterValidator(_in_writable_area)] = Field(
+        None, description="Where to copy to, inside a writable area (CHAINS_WRITABLE_DIRS); "
+        "by default a file under runs/<run id>/."
     )
 
 
-def _source(path: str):
-    source = data_file_for_step(path)
+def _source(path: str, context: StepContext):
+    source = readable(context, path)
     size = source.stat().st_size
     if size > settings.CHAINS_MAX_FILE_BYTES:
         raise StepFailed(f"file {path!r} is {size} bytes, over the limit")
@@ -41,13 +49,13 @@ def _source(path: str):
 
 
 def stat_file(params: FileParams, previous: Any, context: StepContext) -> dict:
-    info = data_file_for_step(params.path).stat()
+    info = readable(context, params.path).stat()
     modified = datetime.fromtimestamp(info.st_mtime, tz=UTC).isoformat()
     return {"operation": "stat", "file": params.path, "size": info.st_size, "modified": modified}
 
 
 def read_file(params: ReadParams, previous: Any, context: StepContext) -> dict:
-    with _source(params.path).open("rb") as handle:
+    with _source(params.path, context).open("rb") as handle:
         data = handle.read(params.max_bytes + 1)
     return {
         "operation": "read",
@@ -59,7 +67,7 @@ def read_file(params: ReadParams, previous: Any, context: StepContext) -> dict:
 
 def checksum_file(params: ChecksumParams, previous: Any, context: StepContext) -> dict:
     digest = hashlib.new(params.algorithm)
-    with _source(params.path).open("rb") as handle:
+    with _source(params.path, context).open("rb") as handle:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
     return {
@@ -71,20 +79,21 @@ def checksum_file(params: ChecksumParams, previous: Any, context: StepContext) -
 
 
 def copy_file(params: CopyParams, previous: Any, context: StepContext) -> dict:
-    source = _source(params.path)
+    source = _source(params.path, context)
     if params.destination:
-        target = data_file_for_step(params.destination, must_exist=False)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = writable(context, params.destination)
     else:
         target = context.output_path(source.name)
-    shutil.copyfile(source, target)
+    with source.open("rb") as src, open_output(context, target) as dst:
+        shutil.copyfileobj(src, dst, CHUNK)
     return {"operation": "copy", "file": params.path, "copy": context.relative(target)}
 
 
 def compress_file(params: FileParams, previous: Any, context: StepContext) -> dict:
-    source = _source(params.path)
+    source = _source(params.path, context)
     target = context.output_path(source.name + ".gz")
-    with source.open("rb") as src, gzip.open(target, "wb") as dst:
+    with (source.open("rb") as src, open_output(context, target) as raw,
+          gzip.GzipFile(fileobj=raw, mode="wb") as dst):
         shutil.copyfileobj(src, dst, CHUNK)
     return {
         "operation": "compress",
