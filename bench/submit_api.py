@@ -92,6 +92,8 @@ def _environment(workdir: Path, redis_port: int) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "bench.settings", "TASK_CHAIN_VAR_DIR": str(workdir),
         "REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url, "DJANGO_DEBUG": "0",
         "DJANGO_LOG_LEVEL": "WARNING", "CHAINS_API_RATE_USER": "1000000/min",
+        # No worker runs here, so every submitted run stays open: no per-user cap on them.
+        "CHAINS_MAX_ACTIVE_RUNS_PER_USER": "0",
         "PYTHONPATH": str(ROOT),
     }
 

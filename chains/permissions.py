@@ -37,3 +37,9 @@ def can_schedule_chain(user, chain) -> bool:
     """A schedule starts runs as its owner: its owner must be allowed to edit the chain and to
     start runs."""
     return can_edit_chain(user, chain) and can_start_runs(user)
+
+
+def can_read_chain_inputs(user, chain) -> bool:
+    """A chain's default inputs may hold what only its author should read (a key, a path):
+    its author and staff read them; every other user sees the chain without them."""
+    return user.is_staff or chain.created_by_id == user.id

@@ -274,10 +274,23 @@ def _run_create(
     ]
     # Rows are built before the transaction: on SQLite it holds the write lock from BEGIN.
     with transaction.atomic():
+        _check_active_runs(run.created_by)
         run.save(force_insert=True)
         # Kept on the instance: the publish after commit (chains.signals) needs no read back.
         run.created_step_runs = StepRun.objects.bulk_create(step_runs)
     return run
+
+
+def _check_active_runs(user) -> None:
+    """Users who are not staff have at most CHAINS_MAX_ACTIVE_RUNS_PER_USER runs open."""
+    limit = settings.CHAINS_MAX_ACTIVE_RUNS_PER_USER
+    if user is None or user.is_staff or not limit:
+        return
+    open_runs = Run.objects.filter(created_by=user, status__in=OPEN_STATUSES)[:limit].count()
+    if open_runs >= limit:
+        raise LimitReached("too many open runs", errors={"non_field_errors": [
+            f"you have {open_runs} runs PENDING or RUNNING; the limit is {limit} "
+            "(CHAINS_MAX_ACTIVE_RUNS_PER_USER): wait for some to finish"]})
 
 
 def run_publish(*, run_id, created: Run | None = None) -> bool:
@@ -357,6 +370,7 @@ def run_retry(*, run: Run) -> Run:
     results of the steps before it. Unfinished steps take their chain's current params when
     the chain still has the same steps."""
     now = timezone.now()
+    _check_active_runs(run.created_by)
     claimed = Run.objects.filter(
         id=run.id, status__in=(RunStatus.FAILED, RunStatus.CANCELLED)
     ).update(status=RunStatus.PENDING, error="", result=None, started_at=None, finished_at=None,

@@ -127,7 +127,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "chains.api.pagination.BoundedPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_CLASSES": [
         "rest_framework.throttling.AnonRateThrottle",
@@ -246,11 +246,13 @@ CHAINS_QUEUES = env_list("CHAINS_QUEUES", ["celery", "math", "data", "io"])
 CHAINS_MAX_JSON_DEPTH = env_int("CHAINS_MAX_JSON_DEPTH", 32)
 CHAINS_MAX_INPUT_BYTES = env_int("CHAINS_MAX_INPUT_BYTES", 64 * 1024)
 CHAINS_MAX_RESULT_BYTES = env_int("CHAINS_MAX_RESULT_BYTES", 1024 * 1024)
-# Per-user limits for users who are not staff: open runs (PENDING or RUNNING) at a time,
-# schedules owned, and the shortest interval of an interval schedule.
+# Per-user limits for users who are not staff: open runs (PENDING or RUNNING) at a time (0:
+# no limit), schedules owned, and the shortest interval of an interval schedule.
 CHAINS_MAX_ACTIVE_RUNS_PER_USER = env_int("CHAINS_MAX_ACTIVE_RUNS_PER_USER", 20)
 CHAINS_MAX_SCHEDULES_PER_USER = env_int("CHAINS_MAX_SCHEDULES_PER_USER", 10)
 CHAINS_MIN_INTERVAL_SECONDS = env_int("CHAINS_MIN_INTERVAL_SECONDS", 60)
+# The most rows one page of /api/... gives (`limit` above it is capped).
+CHAINS_MAX_PAGE_SIZE = env_int("CHAINS_MAX_PAGE_SIZE", 200)
 # Text fields (chain and run descriptions; names are bounded by their columns).
 CHAINS_MAX_DESCRIPTION_CHARS = env_int("CHAINS_MAX_DESCRIPTION_CHARS", 10_000)
 

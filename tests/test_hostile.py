@@ -447,3 +447,39 @@ def test_a_run_writes_at_most_its_byte_budget(user, data_dir, settings):
         execute(run, 1)
     written = list((data_dir / "runs" / str(run.id)).iterdir())
     assert [p.name for p in written] == ["step1-big.bin"]  # the refused copy is removed
+
+
+# --- low: formulas behind blanks, chain inputs of others ---------------------------------------
+
+
+@pytest.mark.parametrize("cell", [" =HYPERLINK(\"x\")", "\t=1+1", "  @SUM(A1)", "\r+1+1"])
+def test_a_formula_behind_blanks_is_escaped_by_transform_alone(user, data_dir, cell):
+    from chains.steps.data import format_cell
+
+    assert format_cell(cell) == "'" + cell
+    import csv
+
+    with (data_dir / "in.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([["v", "t"], [1, cell], [2, "x"]])
+    run = start(user, StepSpec("data.transform", {"path": "in.csv"}, 0))
+    out = execute(run)
+    with (data_dir / out["file"]).open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[1] == ["0", "'" + cell]
+
+
+@pytest.mark.parametrize("cell", ["-5", " -5", "+3.5", "text"])
+def test_numbers_and_text_are_not_escaped(cell):
+    from chains.steps.data import format_cell
+
+    assert format_cell(cell) == cell
+
+
+def test_only_the_author_and_staff_read_a_chains_default_inputs(api, other_api, admin_api):
+    created = api.post("/api/chains/", {**CHAIN, "default_inputs": {"apikey": "s3cr3t"}},
+                       format="json").json()
+    url = f"/api/chains/{created['id']}/"
+    assert api.get(url).json()["default_inputs"] == {"apikey": "s3cr3t"}
+    assert admin_api.get(url).json()["default_inputs"] == {"apikey": "s3cr3t"}
+    assert other_api.get(url).json()["default_inputs"] is None
+    assert "s3cr3t" not in other_api.get("/api/chains/").content.decode()

@@ -130,6 +130,15 @@ class ChainSerializer(BoundedModelSerializer):
         # Uniqueness is checked by the service, inside the same transaction as the write.
         extra_kwargs = {"name": {"validators": []}}
 
+    def to_representation(self, chain: Chain) -> dict:
+        from chains.permissions import can_read_chain_inputs
+
+        data = super().to_representation(chain)
+        request = self.context.get("request")
+        if request is not None and not can_read_chain_inputs(request.user, chain):
+            data["default_inputs"] = None
+        return data
+
     def step_specs(self) -> list[StepSpec]:
         step_serializer = StepSerializer()
         return [step_serializer.to_spec(step) for step in self.validated_data["steps"]]

@@ -3,13 +3,13 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chains import selectors, services
 from chains.api.errors import as_api_error
+from chains.api.pagination import RunPagination
 from chains.api.serializers import (
     ChainScheduleSerializer,
     ChainSerializer,
@@ -109,18 +109,6 @@ class ChainViewSet(viewsets.ModelViewSet):
         return Response(RunDetailSerializer(run).data, status=status.HTTP_201_CREATED)
 
 
-class RunPagination(LimitOffsetPagination):
-    """Counts at most COUNT_CAP runs past the requested offset (a LIMIT inside the COUNT), as
-    the admin's run list does, rather than the whole run table on every page: `count` is
-    exact below that and a lower bound above it; `next` is there whenever more runs are."""
-
-    COUNT_CAP = 10_000
-
-    def get_count(self, queryset) -> int:
-        offset = self.get_offset(self.request)
-        return queryset.order_by()[: offset + self.COUNT_CAP].count()
-
-
 class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
                  viewsets.GenericViewSet):
     """Runs: filter by status, trigger, chain or task_type; cancel; retry; delete."""
@@ -178,12 +166,13 @@ class StepTypeViewSet(viewsets.ViewSet):
         return {"key": key, "family": step_type.family, "description": step_type.description,
                 "params_schema": step_type.params_schema()}
 
+    # **kwargs: the router's format suffix routes (/api/step-types.json) pass `format`.
     @extend_schema(responses=StepTypeSerializer(many=True))
-    def list(self, request: Request) -> Response:
+    def list(self, request: Request, **kwargs) -> Response:
         return Response([self._row(key) for key in STEP_TYPES])
 
     @extend_schema(responses=StepTypeSerializer)
-    def retrieve(self, request: Request, pk: str) -> Response:
+    def retrieve(self, request: Request, pk: str, **kwargs) -> Response:
         if pk not in STEP_TYPES:
             raise NotFound(f"unknown step type {pk!r}")
         return Response(self._row(pk))

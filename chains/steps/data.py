@@ -15,7 +15,7 @@ from chains.steps.base import Params, StepContext, StepFailed, StepType
 from chains.steps.files import open_output, readable
 from chains.steps.paths import DataPath, data_file_for_step
 
-FORMULA_PREFIXES = ("=", "+", "-", "@")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 MAX_NUMBER_CHARS = 64
 # analyze reads this much text at a time, so its memory is bounded by this, not by the file;
 # larger blocks were slower (their cells no longer fit in the CPU caches). Its fallback on
@@ -50,7 +50,10 @@ def format_cell(value: Any) -> str:
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
     text = str(value)
-    if text.startswith(FORMULA_PREFIXES) and parse_number(text) is None:
+    # A spreadsheet skips leading blanks before a formula, so they do not hide one; a tab or
+    # carriage return is itself a formula prefix in some.
+    stripped = text.lstrip(" ")
+    if stripped.startswith(FORMULA_PREFIXES) and parse_number(stripped.strip()) is None:
         return "'" + text
     return text
 
