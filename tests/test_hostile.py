@@ -483,3 +483,15 @@ def test_only_the_author_and_staff_read_a_chains_default_inputs(api, other_api, 
     assert admin_api.get(url).json()["default_inputs"] == {"apikey": "s3cr3t"}
     assert other_api.get(url).json()["default_inputs"] is None
     assert "s3cr3t" not in other_api.get("/api/chains/").content.decode()
+
+
+def test_clean_keeps_its_duplicate_check_in_bounded_memory(user, data_dir, monkeypatch):
+    from chains.steps.data import SeenRows
+
+    monkeypatch.setattr(SeenRows, "MEMORY_ROWS", 100)  # past 100 rows, the check is on disk
+    lines = [f"{n % 700},{n % 700}" for n in range(2_000)]  # 700 distinct rows
+    (data_dir / "in.csv").write_text("a,b\n" + "\n".join(lines) + "\n")
+    out = execute(start(user, StepSpec("data.clean", {"path": "in.csv"}, 0)))
+    assert out["rows"] == 700
+    kept = (data_dir / out["file"]).read_text().splitlines()[1:]
+    assert kept == [f"{n},{n}" for n in range(700)]
