@@ -18,7 +18,7 @@ from rest_framework.authtoken.admin import TokenAdmin
 from rest_framework.authtoken.models import TokenProxy
 
 from chains import admin_views, selectors, services
-from chains.admin_forms import JSON_FIELD_OVERRIDES, StepInlineForm
+from chains.admin_forms import JSON_FIELD_OVERRIDES, LockAwareAdminLoginForm, StepInlineForm
 from chains.compatibility import stages_of
 from chains.errors import ChainError
 from chains.models import ApiToken, Chain, ChainSchedule, Run, RunStatus, RunTrigger, Step
@@ -346,3 +346,5 @@ class TokenRevokeAdmin(TokenAdmin):
 
 admin.site.unregister(TokenProxy)
 admin.site.register(ApiToken, TokenRevokeAdmin)
+
+admin.site.login_form = LockAwareAdminLoginForm

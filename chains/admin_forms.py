@@ -1,9 +1,11 @@
 """Admin forms: a step's params edited through a form generated from its step type's schema."""
 from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.db import models
 from django_jsonform.widgets import JSONFormWidget
 
 from chains.bounds import parse_json
+from chains.login_guard import is_locked, locked_message
 from chains.models import Step
 from chains.steps import STEP_TYPES, StepType
 
@@ -79,3 +81,13 @@ class StepInlineForm(forms.ModelForm):
         if not isinstance(value, dict):
             raise forms.ValidationError("params must be an object of named values")
         return value
+
+
+class LockAwareAdminLoginForm(AdminAuthenticationForm):
+    """The admin's sign-in form, saying so when the name or address is locked after too many
+    failures (rather than "wrong password")."""
+
+    def clean(self):
+        if is_locked(self.cleaned_data.get("username"), self.request):
+            raise forms.ValidationError(locked_message(), code="locked")
+        return super().clean()

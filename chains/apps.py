@@ -8,4 +8,4 @@ class ChainsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from chains import signals  # noqa: F401
+        from chains import login_guard, signals  # noqa: F401

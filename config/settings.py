@@ -95,6 +95,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Sign-in refuses a user name after CHAINS_LOGIN_FAILURES failures, and an address after
+# CHAINS_LOGIN_FAILURES_PER_ADDRESS, until CHAINS_LOGIN_LOCK_SECONDS have passed (counted in
+# Django's cache: per process unless CACHES points at a shared cache).
+AUTHENTICATION_BACKENDS = ["chains.login_guard.LockingModelBackend"]
+CHAINS_LOGIN_FAILURES = env_int("CHAINS_LOGIN_FAILURES", 5)
+CHAINS_LOGIN_FAILURES_PER_ADDRESS = env_int("CHAINS_LOGIN_FAILURES_PER_ADDRESS", 20)
+CHAINS_LOGIN_LOCK_SECONDS = env_int("CHAINS_LOGIN_LOCK_SECONDS", 900)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -116,10 +124,10 @@ LOGIN_URL = "admin:login"
 # --- API ------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "chains.api.throttles.ThrottledTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["chains.api.throttles.Authenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "chains.api.errors.exception_handler",
     "DEFAULT_PARSER_CLASSES": [
@@ -143,7 +151,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Define chains of steps, run them on Celery workers and read their results.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SERVE_PERMISSIONS": ["chains.api.throttles.Authenticated"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

@@ -37,6 +37,14 @@ def pytest_unconfigure(config) -> None:
     shutil.rmtree(DATA_DIR, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Throttles and sign-in counters live in the cache: each test starts without them."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def data_dir() -> Path:
     """The data directory shared with the worker, emptied after each test."""

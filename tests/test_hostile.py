@@ -495,3 +495,44 @@ def test_clean_keeps_its_duplicate_check_in_bounded_memory(user, data_dir, monke
     assert out["rows"] == 700
     kept = (data_dir / out["file"]).read_text().splitlines()[1:]
     assert kept == [f"{n},{n}" for n in range(700)]
+
+
+# --- low: sign-in lockout, anonymous and wrong-token throttling -------------------------------
+
+
+def test_failed_admin_sign_ins_lock_the_name_even_for_the_right_password(client, admin_user,
+                                                                         settings):
+    settings.CHAINS_LOGIN_FAILURES = 3
+    for _ in range(3):
+        page = client.post("/admin/login/", {"username": "root", "password": "wrong"})
+        assert "correct username and password" in page.content.decode()
+    locked = client.post("/admin/login/", {"username": "root", "password": "pw-root"})
+    assert locked.status_code == 200 and "Too many failed sign-ins" in locked.content.decode()
+    assert "_auth_user_id" not in client.session
+    api_login = client.post("/api-auth/login/", {"username": "root", "password": "pw-root"})
+    assert "_auth_user_id" not in client.session and api_login.status_code == 200
+
+
+def test_failed_sign_ins_from_one_address_lock_it_for_every_name(client, settings):
+    settings.CHAINS_LOGIN_FAILURES_PER_ADDRESS = 4
+    for n in range(4):
+        client.post("/admin/login/", {"username": f"guess{n}", "password": "x"})
+    make_user("erin", staff=True)
+    page = client.post("/admin/login/", {"username": "erin", "password": "pw-erin"})
+    assert "Too many failed sign-ins" in page.content.decode()
+
+
+def test_anonymous_requests_and_wrong_tokens_are_throttled(monkeypatch):
+    from chains.api.throttles import AddressThrottle
+
+    monkeypatch.setattr(AddressThrottle, "rate", "5/min", raising=False)
+    anonymous = APIClient()
+    codes = [anonymous.get("/tasks/statistics").status_code for _ in range(6)]
+    assert codes == [401] * 5 + [429]
+    from django.core.cache import cache
+
+    cache.clear()
+    guessing = APIClient()
+    guessing.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
+    codes = [guessing.get("/api/runs/").status_code for _ in range(6)]
+    assert codes == [401] * 5 + [429]

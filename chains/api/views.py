@@ -22,6 +22,7 @@ from chains.api.serializers import (
     TokenSerializer,
     WorkerSerializer,
 )
+from chains.api.throttles import Authenticated
 from chains.cluster import cluster_state
 from chains.errors import ChainError
 from chains.models import ChainSchedule, Run, RunTrigger
@@ -62,7 +63,7 @@ class RunPermission(permissions.BasePermission):
 class ChainViewSet(viewsets.ModelViewSet):
     serializer_class = ChainSerializer
     lookup_value_regex = r"\d{1,18}"
-    permission_classes = [permissions.IsAuthenticated, IsOwnerOrStaffForWrites]
+    permission_classes = [Authenticated, IsOwnerOrStaffForWrites]
 
     def get_queryset(self):
         return selectors.chains_visible_to(self.request.user)
@@ -113,7 +114,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destro
                  viewsets.GenericViewSet):
     """Runs: filter by status, trigger, chain or task_type; cancel; retry; delete."""
 
-    permission_classes = [permissions.IsAuthenticated, RunPermission]
+    permission_classes = [Authenticated, RunPermission]
     pagination_class = RunPagination
 
     def get_serializer_class(self):
@@ -187,7 +188,7 @@ class ChainScheduleViewSet(viewsets.ModelViewSet):
 
     serializer_class = ChainScheduleSerializer
     lookup_value_regex = r"\d{1,18}"
-    permission_classes = [permissions.IsAuthenticated, IsOwnerOrStaffForWrites]
+    permission_classes = [Authenticated, IsOwnerOrStaffForWrites]
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -217,7 +218,7 @@ class ChainScheduleViewSet(viewsets.ModelViewSet):
 class WorkersView(APIView):
     """Workers online and the queues they consume (staff only)."""
 
-    permission_classes = [permissions.IsAdminUser]
+    permission_classes = [Authenticated, permissions.IsAdminUser]
 
     @extend_schema(responses=WorkerSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -231,7 +232,7 @@ class WorkersView(APIView):
 class QueuesView(APIView):
     """Messages waiting in each queue and how many workers consume it (staff only)."""
 
-    permission_classes = [permissions.IsAdminUser]
+    permission_classes = [Authenticated, permissions.IsAdminUser]
 
     @extend_schema(responses=QueueSerializer(many=True))
     def get(self, request: Request) -> Response:
