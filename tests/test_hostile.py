@@ -536,3 +536,24 @@ def test_anonymous_requests_and_wrong_tokens_are_throttled(monkeypatch):
     guessing.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
     codes = [guessing.get("/api/runs/").status_code for _ in range(6)]
     assert codes == [401] * 5 + [429]
+
+
+# --- low: the embedded Redis keeps queued messages across a restart ---------------------------
+
+
+def test_the_embedded_redis_keeps_queued_messages_across_a_restart():
+    import shutil
+
+    import redis
+
+    from tests.services import EmbeddedRedis
+
+    server = EmbeddedRedis(persist=True)
+    try:
+        redis.Redis(port=server.port).lpush("math", *[f"message {n}" for n in range(88)])
+        server.stop()
+        server.start()
+        assert redis.Redis(port=server.port).llen("math") == 88
+    finally:
+        server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
