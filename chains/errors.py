@@ -16,3 +16,7 @@ class NotAllowed(ChainError):
 
 class LimitReached(ChainError):
     """A per-user limit is reached (the API answers 429)."""
+
+
+class Conflict(ChainError):
+    """The request conflicts with an earlier one (the API answers 409)."""

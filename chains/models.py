@@ -310,6 +310,30 @@ class ChainSchedule(models.Model):
             raise ValidationError(errors)
 
 
+class IdempotencyKey(models.Model):
+    """A client's Idempotency-Key on a request that started a run: the same key and body
+    within CHAINS_IDEMPOTENCY_SECONDS give that run again instead of a new one."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="+")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the request.")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_per_user"),
+        ]
+        indexes = [
+            # The reconciler deletes expired keys by age.
+            models.Index(fields=["created_at"], name="idempotency_key_created"),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
 class ApiToken(TokenProxy):
     """An API token as the admin lists it: its user and a prefix of the key, never the key."""
 

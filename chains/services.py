@@ -4,6 +4,7 @@ import json
 import logging
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import timedelta
 from functools import partial
@@ -21,11 +22,12 @@ from rest_framework.authtoken.models import Token
 
 from chains.bounds import check_inputs, check_text, json_problem
 from chains.canvas import build_run_signature, hard_time_limit
-from chains.errors import ChainError, LimitReached, NotAllowed
+from chains.errors import ChainError, Conflict, LimitReached, NotAllowed
 from chains.models import (
     FINAL_STATUSES,
     Chain,
     ChainSchedule,
+    IdempotencyKey,
     ResultMode,
     Run,
     RunStatus,
@@ -205,6 +207,38 @@ def run_start(
         preset=Preset(specs=specs, inputs=inputs), chain=chain, trigger=trigger, user=user,
         description=chain.description, schedule=schedule, scheduled_for=scheduled_for,
     )
+
+
+def run_start_once(
+    *, user, key: str | None, fingerprint: str, start: Callable[[], Run],
+) -> tuple[Run, bool]:
+    """`start()`, remembered under the user's Idempotency-Key `key`: a repeat of the same
+    request (same `fingerprint`) within CHAINS_IDEMPOTENCY_SECONDS gives the run it started
+    (and False), so a client whose answer was lost may send it again; another request under
+    the same key is a Conflict. Without a key, simply `start()`."""
+    if not key:
+        return start(), True
+    if len(key) > 255:
+        raise ChainError("key", errors={"Idempotency-Key": ["must be at most 255 characters"]})
+    fresh = timezone.now() - timedelta(seconds=settings.CHAINS_IDEMPOTENCY_SECONDS)
+    for _ in range(2):  # a second look when a request with the same key won the race
+        earlier = (IdempotencyKey.objects.select_related("run")
+                   .filter(user=user, key=key, created_at__gte=fresh).first())
+        if earlier is not None:
+            if earlier.fingerprint != fingerprint:
+                raise Conflict("key reused", errors={"Idempotency-Key": [
+                    "was used for a different request; use a new key for a new request"]})
+            return earlier.run, False
+        try:
+            with transaction.atomic():
+                IdempotencyKey.objects.filter(user=user, key=key).delete()  # an expired one
+                run = start()
+                IdempotencyKey.objects.create(user=user, key=key, fingerprint=fingerprint,
+                                              run=run)
+            return run, True
+        except IntegrityError:
+            continue
+    raise Conflict("key busy", errors={"Idempotency-Key": ["is in use; send it again"]})
 
 
 def run_submit_task(
@@ -622,6 +656,8 @@ def reconcile_runs(*, now=None) -> dict[str, int]:
     completed step, and fail those that stalled CHAINS_MAX_RESUMES times."""
     now = now or timezone.now()
     report = {"published": 0, "resumed": 0, "failed": 0}
+    IdempotencyKey.objects.filter(
+        created_at__lt=now - timedelta(seconds=settings.CHAINS_IDEMPOTENCY_SECONDS)).delete()
     grace = now - timedelta(seconds=settings.CHAINS_PUBLISH_GRACE_SECONDS)
     unpublished = Run.objects.filter(
         status=RunStatus.PENDING, published_at__isnull=True, created_at__lt=grace,

@@ -259,6 +259,9 @@ CHAINS_MAX_RESULT_BYTES = env_int("CHAINS_MAX_RESULT_BYTES", 1024 * 1024)
 CHAINS_MAX_ACTIVE_RUNS_PER_USER = env_int("CHAINS_MAX_ACTIVE_RUNS_PER_USER", 20)
 CHAINS_MAX_SCHEDULES_PER_USER = env_int("CHAINS_MAX_SCHEDULES_PER_USER", 10)
 CHAINS_MIN_INTERVAL_SECONDS = env_int("CHAINS_MIN_INTERVAL_SECONDS", 60)
+# A run-starting request with an Idempotency-Key header gives the same run again when the
+# same user sends the same key and body within this many seconds.
+CHAINS_IDEMPOTENCY_SECONDS = env_int("CHAINS_IDEMPOTENCY_SECONDS", 24 * 3600)
 # The most rows one page of /api/... gives (`limit` above it is capped).
 CHAINS_MAX_PAGE_SIZE = env_int("CHAINS_MAX_PAGE_SIZE", 200)
 # Text fields (chain and run descriptions; names are bounded by their columns).

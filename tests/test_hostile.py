@@ -557,3 +557,45 @@ def test_the_embedded_redis_keeps_queued_messages_across_a_restart():
     finally:
         server.stop()
         shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+# --- low: a lost answer can be retried safely ----------------------------------------------------
+
+
+def test_the_same_idempotency_key_and_body_give_the_same_run(api, user):
+    body = {"task_type": "math_chain", "config": {"operation": "add", "numbers": [1, 2]}}
+    first = api.post("/tasks/submit", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    again = api.post("/tasks/submit", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["task_id"] == again.json()["task_id"]
+    other = api.post("/tasks/submit", {**body, "description": "else"}, format="json",
+                     HTTP_IDEMPOTENCY_KEY="k-1")
+    assert other.status_code == 409 and "Idempotency-Key" in other.json()
+    assert Run.objects.count() == 1
+    assert api.post("/tasks/submit", body, format="json").status_code == 201  # no key: new
+    assert Run.objects.count() == 2
+
+
+def test_idempotency_keys_are_per_user_and_per_endpoint(api, other_api, user):
+    chain = services.chain_save(name="c", steps=[StepSpec("math.add", {}, 0)], user=user)
+    url = f"/api/chains/{chain.id}/run/"
+    mine = api.post(url, {"inputs": 1}, format="json", HTTP_IDEMPOTENCY_KEY="same")
+    theirs = other_api.post(url, {"inputs": 1}, format="json", HTTP_IDEMPOTENCY_KEY="same")
+    assert (mine.status_code, theirs.status_code) == (201, 201)
+    assert mine.json()["id"] != theirs.json()["id"]
+    assert api.post(url, {"inputs": 1}, format="json",
+                    HTTP_IDEMPOTENCY_KEY="same").json()["id"] == mine.json()["id"]
+
+
+def test_an_expired_key_starts_a_new_run(api, user, settings):
+    from chains.models import IdempotencyKey
+
+    body = {"task_type": "math_chain", "config": {"operation": "add", "numbers": [1]}}
+    first = api.post("/tasks/submit", body, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    IdempotencyKey.objects.update(created_at="2020-01-01T00:00:00Z")
+    again = api.post("/tasks/submit", body, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    assert again.status_code == 201 and again.json()["task_id"] != first.json()["task_id"]
+    assert IdempotencyKey.objects.count() == 1  # the expired one was replaced
+    IdempotencyKey.objects.update(created_at="2020-01-01T00:00:00Z")
+    services.reconcile_runs()  # and the reconciler removes expired keys
+    assert not IdempotencyKey.objects.exists()

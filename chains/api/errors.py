@@ -5,7 +5,7 @@ from rest_framework.exceptions import APIException, PermissionDenied, Validation
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from chains.errors import ChainError, LimitReached, NotAllowed
+from chains.errors import ChainError, Conflict, LimitReached, NotAllowed
 
 
 class LimitExceeded(APIException):
@@ -14,13 +14,22 @@ class LimitExceeded(APIException):
     default_code = "limit_reached"
 
 
+class ConflictError(APIException):
+    status_code = 409
+    default_detail = "the request conflicts with an earlier one"
+    default_code = "conflict"
+
+
 def as_api_error(error: ChainError) -> APIException:
     """A refusal of the domain as the API answers it: 403 for what the user may not do, 429
-    for a per-user limit, otherwise 400; each with the field paths and reasons."""
+    for a per-user limit, 409 for a conflict, otherwise 400; each with the field paths and
+    reasons."""
     if isinstance(error, NotAllowed):
         return PermissionDenied(error.errors)
     if isinstance(error, LimitReached):
         return LimitExceeded(error.errors)
+    if isinstance(error, Conflict):
+        return ConflictError(error.errors)
     return ValidationError(error.errors)
 
 

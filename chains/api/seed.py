@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from chains import selectors, services
 from chains.api.errors import as_api_error
+from chains.api.idempotency import IDEMPOTENCY_HEADER, idempotency_key, request_fingerprint
 from chains.api.serializers import (
     TaskListQuerySerializer,
     TaskStatisticsSerializer,
@@ -25,7 +26,8 @@ def _visible_run(request: Request, task_id) -> Run:
 
 
 class TaskSubmitView(APIView):
-    @extend_schema(request=TaskSubmitSerializer, responses={201: TaskStatusSerializer},
+    @extend_schema(request=TaskSubmitSerializer, parameters=[IDEMPOTENCY_HEADER],
+                   responses={201: TaskStatusSerializer, 200: TaskStatusSerializer},
                    tags=["tasks (seed contract)"])
     def post(self, request: Request) -> Response:
         if not can_start_runs(request.user):
@@ -33,11 +35,15 @@ class TaskSubmitView(APIView):
         serializer = TaskSubmitSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            run = services.run_submit_task(**serializer.validated_data, user=request.user,
-                                           trigger=RunTrigger.API)
+            run, created = services.run_start_once(
+                user=request.user, key=idempotency_key(request),
+                fingerprint=request_fingerprint(request),
+                start=lambda: services.run_submit_task(
+                    **serializer.validated_data, user=request.user, trigger=RunTrigger.API))
         except ChainError as exc:
             raise as_api_error(exc) from exc
-        return Response(TaskStatusSerializer.represent(run), status=status.HTTP_201_CREATED)
+        return Response(TaskStatusSerializer.represent(run),
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
 class TaskStatusView(APIView):

@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from chains import selectors, services
 from chains.api.errors import as_api_error
+from chains.api.idempotency import IDEMPOTENCY_HEADER, idempotency_key, request_fingerprint
 from chains.api.pagination import RunPagination
 from chains.api.serializers import (
     ChainScheduleSerializer,
@@ -95,7 +96,8 @@ class ChainViewSet(viewsets.ModelViewSet):
             serializer = self.get_serializer(chain, data=merged)
         return Response(self._save(serializer, chain=chain).data)
 
-    @extend_schema(request=RunStartSerializer, responses={201: RunDetailSerializer})
+    @extend_schema(request=RunStartSerializer, parameters=[IDEMPOTENCY_HEADER],
+                   responses={201: RunDetailSerializer, 200: RunDetailSerializer})
     @action(detail=True, methods=["post"])
     def run(self, request: Request, pk=None) -> Response:
         """Start a run of this chain with `inputs` (default: the chain's inputs)."""
@@ -103,11 +105,16 @@ class ChainViewSet(viewsets.ModelViewSet):
         serializer = RunStartSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            run = services.run_start(chain=chain, inputs=serializer.validated_data.get("inputs"),
-                                     trigger=RunTrigger.API, user=request.user)
+            run, created = services.run_start_once(
+                user=request.user, key=idempotency_key(request),
+                fingerprint=request_fingerprint(request),
+                start=lambda: services.run_start(
+                    chain=chain, inputs=serializer.validated_data.get("inputs"),
+                    trigger=RunTrigger.API, user=request.user))
         except ChainError as exc:
             raise as_api_error(exc) from exc
-        return Response(RunDetailSerializer(run).data, status=status.HTTP_201_CREATED)
+        return Response(RunDetailSerializer(run).data,
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
 class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
