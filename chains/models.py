@@ -214,6 +214,8 @@ class StepRun(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     worker = models.CharField(max_length=255, blank=True,
                               help_text="Host name of the worker that last started the step.")
+    worker_pid = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Process id of that worker (its main process).")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -308,6 +310,25 @@ class ChainSchedule(models.Model):
         errors = schedule_errors(self)
         if errors:
             raise ValidationError(errors)
+
+
+class WorkerHeartbeat(models.Model):
+    """A worker process that is alive: written when it starts and every
+    CHAINS_HEARTBEAT_SECONDS. A step RUNNING on a worker without a recent heartbeat, or on one
+    that started after the step did, lost its worker."""
+
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    booted_at = models.DateTimeField()
+    seen_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hostname", "pid"], name="worker_heartbeat_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hostname} ({self.pid})"
 
 
 class IdempotencyKey(models.Model):

@@ -21,6 +21,7 @@ from django_celery_results.models import TaskResult
 from rest_framework.authtoken.models import Token
 
 from chains.bounds import check_inputs, check_text, json_problem
+from chains.broker import Holdings, holdings
 from chains.canvas import build_run_signature, hard_time_limit
 from chains.errors import ChainError, Conflict, LimitReached, NotAllowed
 from chains.models import (
@@ -35,6 +36,7 @@ from chains.models import (
     ScheduleKind,
     Step,
     StepRun,
+    WorkerHeartbeat,
 )
 from chains.permissions import can_schedule_chain, can_start_runs
 from chains.presets import PRESETS, Preset, StepSpec, build_preset
@@ -430,7 +432,7 @@ def run_retry(*, run: Run) -> Run:
 
 def step_execute(
     *, step_run_id: int, previous: Any, task_id: str | None = None, finish_run: bool = False,
-    worker: str = "",
+    worker: str = "", worker_pid: int | None = None,
 ) -> Any:
     """Run one step. A step already COMPLETED (a redelivered message) returns its stored
     result without doing its work again. A step started more often than its retries allow
@@ -453,7 +455,7 @@ def step_execute(
         raise StepFailed(
             f"started {step_run.attempts} times without finishing (its worker died each time)"
         )
-    _step_mark_running(step_run, run, worker=worker)
+    _step_mark_running(step_run, run, worker=worker, worker_pid=worker_pid)
     context = StepContext(run_id=str(run.id), step_index=step_run.index,
                           may_read_run=partial(_may_read_run, run))
     result = STEP_TYPES[step_run.step_type].execute(step_run.params, previous, context)
@@ -488,7 +490,8 @@ def _may_read_run(run: Run, other_run_id: str) -> bool:
                 id=other, created_by_id=run.created_by_id).exists()))
 
 
-def _step_mark_running(step_run: StepRun, run: Run, *, worker: str) -> None:
+def _step_mark_running(step_run: StepRun, run: Run, *, worker: str = "",
+                       worker_pid: int | None = None) -> None:
     """The step is RUNNING on `worker` (its start counted towards the delivery limit); the
     run becomes RUNNING with its first step. The step's own start time is the run's progress
     while it runs (see `_is_stalled`), so later steps write nothing to the run row here."""
@@ -496,7 +499,7 @@ def _step_mark_running(step_run: StepRun, run: Run, *, worker: str) -> None:
     started = StepRun.objects.filter(
         id=step_run.id, task_id=step_run.task_id, status__in=OPEN_STATUSES
     ).update(status=RunStatus.RUNNING, started_at=now, attempts=F("attempts") + 1,
-             worker=worker[:255])
+             worker=worker[:255], worker_pid=worker_pid)
     if not started:
         raise StepSkipped(f"step run {step_run.id} was cancelled or retried meanwhile")
     if run.status == RunStatus.PENDING:
@@ -658,6 +661,7 @@ def reconcile_runs(*, now=None) -> dict[str, int]:
     report = {"published": 0, "resumed": 0, "failed": 0}
     IdempotencyKey.objects.filter(
         created_at__lt=now - timedelta(seconds=settings.CHAINS_IDEMPOTENCY_SECONDS)).delete()
+    report["recovered"] = recover_orphans(now=now)
     grace = now - timedelta(seconds=settings.CHAINS_PUBLISH_GRACE_SECONDS)
     unpublished = Run.objects.filter(
         status=RunStatus.PENDING, published_at__isnull=True, created_at__lt=grace,
@@ -681,6 +685,80 @@ def reconcile_runs(*, now=None) -> dict[str, int]:
             else:  # the broker is still away: this attempt does not count
                 Run.objects.filter(id=run.id).update(resumes=F("resumes") - 1)
     return report
+
+
+def recover_orphans(*, now=None) -> int:
+    """Runs quiet for CHAINS_ORPHAN_SECONDS whose current stage no live worker holds: its
+    steps RUNNING on a worker whose heartbeat stopped (or that restarted since), or PENDING
+    with a message the broker no longer has or gave to a consumer that never started it.
+    Each is published again from its last completed stage under fresh task ids, at once:
+    a killed worker or an emptied broker costs seconds, not the stall deadline. Fresh ids are
+    taken only while the steps are as they were read, so a late delivery of the old message
+    is skipped and no step runs twice. Returns how many runs were published again."""
+    now = now or timezone.now()
+    quiet = now - timedelta(seconds=settings.CHAINS_ORPHAN_SECONDS)
+    run_ids = list(Run.objects.filter(
+        status__in=OPEN_STATUSES, published_at__isnull=False, last_progress_at__lt=quiet,
+    ).order_by("last_progress_at").values_list("id", flat=True)[:ORPHAN_BATCH])
+    if not run_ids:
+        return 0
+    unfinished = list(StepRun.objects.filter(run_id__in=run_ids).exclude(
+        status=RunStatus.COMPLETED).order_by("run_id", "stage", "index"))
+    alive = _live_workers(now)
+    broker = None
+    if any(step.status == RunStatus.PENDING for step in unfinished):
+        broker = holdings({step.queue for step in unfinished})
+    recovered = 0
+    for run_id in set(run_ids) - {step.run_id for step in unfinished}:
+        # Every step is done and only the finaliser after a parallel last stage is missing.
+        recovered += _reconcile_one(run_publish, run_id=run_id)
+    for run_id, steps in groupby(unfinished, key=lambda step: step.run_id):
+        steps = list(steps)
+        current = [step for step in steps if step.stage == steps[0].stage]
+        if any(_still_held(step, alive, broker) for step in current):
+            continue
+        if _reconcile_one(_republish_orphan, run_id=run_id, steps=steps):
+            recovered += 1
+    return recovered
+
+
+ORPHAN_BATCH = 1000
+
+
+def _live_workers(now) -> dict[tuple[str, int], Any]:
+    """(host name, pid) -> boot time of each worker with a recent heartbeat."""
+    recent = now - timedelta(seconds=3 * settings.CHAINS_HEARTBEAT_SECONDS)
+    return {(hostname, pid): booted for hostname, pid, booted in WorkerHeartbeat.objects
+            .filter(seen_at__gte=recent).values_list("hostname", "pid", "booted_at")}
+
+
+def _still_held(step: StepRun, alive: dict, broker: Holdings | None) -> bool:
+    """Whether something still has this step in hand: a live worker running it (the same
+    incarnation that started it), or a queue it waits in. Unknown counts as held."""
+    if step.status == RunStatus.RUNNING:
+        if step.worker_pid is None:  # started before workers said who they are
+            return True
+        booted = alive.get((step.worker, step.worker_pid))
+        return booted is not None and booted <= step.started_at
+    if broker is None:
+        return True
+    return step.task_id in broker.waiting
+
+
+@transaction.atomic
+def _republish_orphan(*, run_id, steps: list[StepRun]) -> bool:
+    """Fresh task ids (and PENDING) for the run's unfinished steps, each only if it is as it
+    was read; then the run is published from its last completed stage once this commits."""
+    for step in steps:
+        renewed = StepRun.objects.filter(
+            id=step.id, task_id=step.task_id, status=step.status, attempts=step.attempts,
+        ).update(task_id=str(uuid.uuid4()), status=RunStatus.PENDING)
+        if not renewed:  # it moved meanwhile: leave the run alone this time
+            transaction.set_rollback(True)
+            return False
+    logger.warning("run %s lost its worker or its message: published again", run_id)
+    transaction.on_commit(partial(run_publish, run_id=run_id))
+    return True
 
 
 def _reconcile_one(function, **kwargs) -> bool:

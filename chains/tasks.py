@@ -6,7 +6,7 @@ from celery import Task, shared_task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from django.db import InterfaceError, OperationalError
 
-from chains import services
+from chains import heartbeats, services
 from chains.canvas import FINISH_TASK
 from chains.steps import STEP_TYPES, StepFailed, StepType
 
@@ -26,7 +26,8 @@ class StepTask(Task):
         try:
             return services.step_execute(step_run_id=step_run_id, previous=previous,
                                          task_id=task_id, finish_run=finish_run,
-                                         worker=self.request.hostname or "")
+                                         worker=self.request.hostname or "",
+                                         worker_pid=heartbeats.worker_main_pid())
         except services.StepSkipped as exc:
             raise Ignore(str(exc)) from exc
         except StepFailed as exc:

@@ -206,3 +206,57 @@ def test_a_thousand_concurrent_submissions(start_worker, live_server, user, sett
     assert {t["task_id"] for t in listed} == set(task_ids)
 
 
+
+
+# --- Recovery within a minute, with the production visibility timeout ---------------------------
+
+# The broker would give a dead worker's messages back only after this (the shipped default):
+# what brings the runs back sooner is the ledger (heartbeats, the broker's holdings).
+PRODUCTION_TIMEOUTS = {"CHAINS_VISIBILITY_TIMEOUT": "600", "CHAINS_STALL_SECONDS": "600"}
+RECOVERY_DEADLINE = 60
+
+
+def sixteen_runs_in_flight() -> list[Run]:
+    runs = [start_run(wait(1, 0), add(1, 1), wait(1, 2), add(1, 3)) for _ in range(16)]
+    deadline = time.monotonic() + 30
+    while not StepRun.objects.filter(status=RunStatus.RUNNING).exists():
+        assert time.monotonic() < deadline, "no step started"
+        time.sleep(0.05)
+    return runs
+
+
+def wait_for_all(runs: list[Run], *, since: float) -> float:
+    """Seconds from `since` until the last run finished; fails past RECOVERY_DEADLINE."""
+    for run in runs:
+        left = RECOVERY_DEADLINE - (time.monotonic() - since)
+        finished = wait_for_run(run.id, timeout=max(left, 0.1))
+        assert (finished.status, finished.result) == (RunStatus.COMPLETED, 2), finished.error
+    return time.monotonic() - since
+
+
+def test_runs_of_a_killed_worker_complete_within_a_minute_of_a_new_worker(
+        start_worker, start_beat):
+    first = start_worker("first", **PRODUCTION_TIMEOUTS)
+    start_beat(**PRODUCTION_TIMEOUTS)
+    runs = sixteen_runs_in_flight()
+    first.kill_all()
+    start_worker("second", **PRODUCTION_TIMEOUTS)
+    back_at = time.monotonic()
+    seconds = wait_for_all(runs, since=back_at)
+    print(f"recovery after a killed worker: {seconds:.1f} s")
+    for run in runs:
+        assert_each_step_once(Run.objects.get(id=run.id))
+
+
+def test_runs_in_flight_complete_within_a_minute_of_redis_coming_back_empty(
+        start_worker, start_beat, embedded_redis):
+    start_worker(**PRODUCTION_TIMEOUTS)
+    start_beat(**PRODUCTION_TIMEOUTS)
+    runs = sixteen_runs_in_flight()
+    embedded_redis.stop()  # it keeps nothing on disk: every queued message is lost
+    embedded_redis.start()
+    back_at = time.monotonic()
+    seconds = wait_for_all(runs, since=back_at)
+    print(f"recovery after Redis came back empty: {seconds:.1f} s")
+    for run in runs:
+        assert_each_step_once(Run.objects.get(id=run.id))

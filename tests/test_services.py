@@ -198,9 +198,12 @@ class _Published:
 
 
 @pytest.fixture
-def published(monkeypatch) -> _Published:
+def published(monkeypatch, settings) -> _Published:
+    """Canvases recorded instead of sent. The stall tests jump far ahead in time, where every
+    open run would look orphaned too: orphan recovery (tested on its own) stays out of them."""
     recorder = _Published()
     monkeypatch.setattr(services, "build_run_signature", recorder)
+    settings.CHAINS_ORPHAN_SECONDS = 10**9
     return recorder
 
 
@@ -210,7 +213,8 @@ def test_reconcile_publishes_runs_the_broker_never_got(user, published, settings
     from django.utils import timezone
 
     run = submit_math(user)
-    assert services.reconcile_runs() == {"published": 0, "resumed": 0, "failed": 0}
+    assert services.reconcile_runs() == {"published": 0, "resumed": 0, "failed": 0,
+                                         "recovered": 0}
     later = timezone.now() + timedelta(seconds=settings.CHAINS_PUBLISH_GRACE_SECONDS + 1)
     assert services.reconcile_runs(now=later)["published"] == 1
     assert published.calls == [(str(run.id), [0, 1], {})]
@@ -231,7 +235,8 @@ def test_reconcile_resumes_a_stalled_run_from_its_last_completed_stage(
     services.step_execute(step_run_id=first.id, previous={})  # 6, then the message is lost
     old_ids = set(run.step_runs.exclude(index=0).values_list("task_id", flat=True))
     stalled = timezone.now() + timedelta(seconds=settings.CHAINS_STALL_SECONDS + 1)
-    assert services.reconcile_runs(now=stalled) == {"published": 0, "resumed": 1, "failed": 0}
+    assert services.reconcile_runs(now=stalled) == {"published": 0, "resumed": 1, "failed": 0,
+                                                       "recovered": 0}
     assert published.calls[-1] == (str(run.id), [1, 2], 6)  # from step 2, with step 1's result
     run.refresh_from_db()
     assert run.resumes == 1
