@@ -15,6 +15,8 @@ from tests.services import CeleryBeat, CeleryWorker, EmbeddedRedis, database_url
 
 _redis: EmbeddedRedis | None = None
 DATA_DIR = Path(tempfile.mkdtemp(prefix="taskchain-data-"))
+# The writable area of the test workers, for tests that copy into one (settings must agree).
+WRITABLE_DIRS = ["shared"]
 
 
 def pytest_configure(config) -> None:
@@ -58,7 +60,8 @@ def data_dir() -> Path:
 
 def worker_env(**extra: str) -> dict[str, str]:
     """Environment for worker and beat processes: the test database, Redis and data dir.
-    Redis redelivers an unacknowledged message after 10 s (steps in tests take less)."""
+    Redis redelivers an unacknowledged message after 10 s (steps in tests take less); the
+    workers may write into the WRITABLE_DIRS."""
     from django.db import connection
 
     return {
@@ -67,6 +70,7 @@ def worker_env(**extra: str) -> dict[str, str]:
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "CHAINS_DATA_DIR": str(DATA_DIR),
         "CHAINS_VISIBILITY_TIMEOUT": "10",
+        "CHAINS_WRITABLE_DIRS": ",".join(WRITABLE_DIRS),
         **extra,
     }
 

@@ -272,11 +272,14 @@ def test_step_over_its_time_limit_fails_the_run(api, data_dir):
     assert StepRun.objects.get(run=run, index=1).status == RunStatus.CANCELLED
 
 
-def test_unexpected_errors_are_retried_then_fail_the_run(api, data_dir):
+def test_unexpected_errors_are_retried_then_fail_the_run(api, data_dir, settings):
+    from tests.conftest import WRITABLE_DIRS
+
+    settings.CHAINS_WRITABLE_DIRS = WRITABLE_DIRS
     (data_dir / "a.txt").write_text("a")
-    (data_dir / "taken").mkdir()
+    (data_dir / "shared" / "taken").mkdir(parents=True)
     chain = api.post("/api/chains/", {"name": "retry", "steps": [
-        {"step_type": "io.copy", "params": {"path": "a.txt", "destination": "taken"},
+        {"step_type": "io.copy", "params": {"path": "a.txt", "destination": "shared/taken"},
          "max_retries": 1},
     ]}, format="json").json()
     run_id = api.post(f"/api/chains/{chain['id']}/run/", {}, format="json").json()["id"]
