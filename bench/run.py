@@ -1,7 +1,7 @@
 """`make bench`: every benchmark, each measured against its reference in the same run, printed
 as one table of medians and ratios and written as JSON.
 
-    python -m bench.run [--only chains,submit,reads,purge,data] [--quick] [--repeat 3]
+    python -m bench.run [--only chains,submit,reads,purge,data,recovery] [--quick] [--repeat 3]
 """
 import argparse
 import json
@@ -44,8 +44,15 @@ def _data(args) -> list[dict]:
     return data_analyze.measure(quick=args.quick)
 
 
+def _recovery(args) -> list[dict]:
+    from bench import recovery
+
+    return recovery.measure()
+
+
 SUITES: dict[str, Callable] = {
     "chains": _chains, "submit": _submit, "reads": _reads, "purge": _purge, "data": _data,
+    "recovery": _recovery,
 }
 
 

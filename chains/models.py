@@ -36,6 +36,11 @@ class Chain(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        limit = settings.CHAINS_MAX_DESCRIPTION_CHARS
+        if len(self.description) > limit:
+            raise ValidationError({"description": f"at most {limit} characters"})
+
 
 class Step(models.Model):
     """One step of a chain. Steps sharing a stage run in parallel as a Celery group."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
@@ -484,8 +485,7 @@ def _may_read_run(run: Run, other_run_id: str) -> bool:
         other = uuid.UUID(other_run_id)
     except ValueError:
         other = None
-    user_model = Run._meta.get_field("created_by").related_model
-    return (user_model.objects.filter(id=run.created_by_id, is_staff=True).exists()
+    return (get_user_model().objects.filter(id=run.created_by_id, is_staff=True).exists()
             or (other is not None and Run.objects.filter(
                 id=other, created_by_id=run.created_by_id).exists()))
 
