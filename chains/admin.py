@@ -114,6 +114,8 @@ class ChainScheduleInline(admin.StackedInline):
     def next_fire_times(self, schedule: ChainSchedule) -> str:
         if not schedule.pk or schedule_errors(schedule):
             return "-"
+        if not schedule.enabled:
+            return "none: the schedule is disabled"
         last = schedule.periodic_task.last_run_at if schedule.periodic_task else None
         try:
             times = next_fire_times(schedule, after=timezone.now(), last_run_at=last)

@@ -599,3 +599,22 @@ def test_an_expired_key_starts_a_new_run(api, user, settings):
     IdempotencyKey.objects.update(created_at="2020-01-01T00:00:00Z")
     services.reconcile_runs()  # and the reconciler removes expired keys
     assert not IdempotencyKey.objects.exists()
+
+
+def test_a_stopped_schedule_lists_no_fire_times(api, admin_client, user):
+    chain = services.chain_save(name="c", steps=[StepSpec("math.add", {}, 0)], user=user)
+    schedule = services.schedule_save(chain=chain, user=user, fields={
+        "kind": "interval", "every_seconds": 3600})
+    services.schedule_disable(schedule=schedule, reason="stopped: a test")
+    listed = api.get("/api/schedules/").json()["results"][0]
+    assert (listed["enabled"], listed["disabled_reason"], listed["next_fire_times"]) == (
+        False, "stopped: a test", [])
+    page = admin_client.get(f"/admin/chains/chain/{chain.id}/change/").content.decode()
+    assert "none: the schedule is disabled" in page and "stopped: a test" in page
+
+
+def test_pages_hold_at_most_the_page_size(api, user, settings):
+    settings.CHAINS_MAX_PAGE_SIZE = 3
+    for n in range(5):
+        services.chain_save(name=f"c{n}", steps=[StepSpec("math.add", {}, 0)], user=user)
+    assert len(api.get("/api/chains/?limit=1000").json()["results"]) == 3

@@ -227,6 +227,8 @@ class ChainScheduleSerializer(BoundedModelSerializer):
 
         from chains.schedules import next_fire_times
 
+        if not schedule.enabled:
+            return []
         last = schedule.periodic_task.last_run_at if schedule.periodic_task else None
         try:
             times = next_fire_times(schedule, after=timezone.now(), last_run_at=last)
