@@ -1,4 +1,4 @@
-"""App configuration: connects the signal receivers."""
+"""App configuration: connects the signal receivers; API tokens print as a key prefix."""
 from django.apps import AppConfig
 
 
@@ -8,4 +8,10 @@ class ChainsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from rest_framework.authtoken.models import Token
+
         from chains import login_guard, signals  # noqa: F401
+
+        # DRF's Token prints its whole key; Django's pages print related objects (deleting a
+        # user lists their token), so a key would show to whoever may delete users.
+        Token.__str__ = lambda token: f"{token.key[:4]}…"

@@ -16,14 +16,20 @@ def _task_id(payload: dict) -> str | None:
     return headers.get("id") or (payload.get("properties") or {}).get("correlation_id")
 
 
+# Past this many waiting messages a pass of the reconciler would read too much: it then
+# recovers only steps whose worker died, and lost messages wait for the stall deadline.
+MAX_SCANNED_MESSAGES = 20_000
+
+
 @dataclass(frozen=True)
 class Holdings:
     waiting: set[str]  # in a queue, for any consumer
-    taken: set[str]  # handed to a consumer, not acknowledged yet
+    taken: dict[str, float]  # handed to a consumer and not acknowledged: seconds since
 
 
 def holdings(queues: Iterable[str]) -> Holdings | None:
-    """The task ids waiting in `queues` (every priority level) and those taken."""
+    """The task ids waiting in `queues` (every priority level), and those taken, with how
+    long ago (by the broker's clock)."""
     try:
         with app.connection_for_read() as connection:
             if connection.transport.driver_type != "redis":
@@ -32,11 +38,19 @@ def holdings(queues: Iterable[str]) -> Holdings | None:
             client = channel.client
             keys = [queue if not step else f"{queue}{channel.sep}{step}"
                     for queue in sorted(set(queues)) for step in channel.priority_steps]
+            if sum(client.llen(key) for key in keys) > MAX_SCANNED_MESSAGES:
+                logger.info("over %d messages waiting: lost messages are not looked for",
+                            MAX_SCANNED_MESSAGES)
+                return None
             waiting = {_task_id(json.loads(raw))
                        for key in keys for raw in client.lrange(key, 0, -1)}
-            taken = {_task_id(json.loads(raw)[0])
-                     for raw in client.hvals(channel.unacked_key)}
-            return Holdings(waiting=waiting - {None}, taken=taken - {None})
+            seconds, micros = client.time()
+            now = seconds + micros / 1e6
+            since = dict(client.zrange(channel.unacked_index_key, 0, -1, withscores=True))
+            taken = {_task_id(json.loads(raw)[0]): now - since.get(tag, now)
+                     for tag, raw in client.hgetall(channel.unacked_key).items()}
+            taken.pop(None, None)
+            return Holdings(waiting=waiting - {None}, taken=taken)
     except Exception:  # the broker is away or holds something unexpected: recover nothing
         logger.warning("could not read the broker's queues", exc_info=True)
         return None

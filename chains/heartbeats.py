@@ -8,6 +8,7 @@ import threading
 from celery import signals
 from django.conf import settings
 from django.db import close_old_connections, connection
+from django.db.models.functions import Now
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,8 @@ def worker_main_pid() -> int:
 @signals.worker_process_init.connect(dispatch_uid="chains.heartbeats.pool_child")
 def _in_pool_child(**kwargs) -> None:
     global _main_pid
-    _main_pid = os.getppid()
+    if os.getpid() != _main_pid:  # a forked pool child (the solo pool sends this too, in
+        _main_pid = os.getppid()  # the main process itself)
 
 
 class Heartbeat(threading.Thread):
@@ -41,7 +43,10 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            self.beat()
+            try:
+                self.beat()
+            except Exception:  # the database is away: the next beat tries again
+                logger.warning("worker heartbeat not written", exc_info=True)
             self.stopped.wait(settings.CHAINS_HEARTBEAT_SECONDS)
 
     def beat(self) -> None:
@@ -49,12 +54,11 @@ class Heartbeat(threading.Thread):
 
         try:
             # booted_at is written each time: a worker that restarted with the same host name
-            # and pid (pid 1 in a container) replaces its dead predecessor's row.
+            # and pid (pid 1 in a container) replaces its dead predecessor's row. seen_at is
+            # the database's clock, which the reconciler compares it with.
             WorkerHeartbeat.objects.update_or_create(
                 hostname=self.hostname, pid=self.pid,
-                defaults={"booted_at": self.booted_at, "seen_at": timezone.now()})
-        except Exception:  # the database is away: the next beat tries again
-            logger.warning("worker heartbeat not written", exc_info=True)
+                defaults={"booted_at": self.booted_at, "seen_at": Now()})
         finally:
             # No connection stays open in this thread: the pool forks children from this
             # process, and a child must not inherit a socket that is in use here.

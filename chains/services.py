@@ -6,7 +6,7 @@ import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import timedelta
+from datetime import UTC, timedelta
 from functools import partial
 from itertools import groupby
 from pathlib import Path
@@ -16,7 +16,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Value
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 from rest_framework.authtoken.models import Token
@@ -39,7 +39,7 @@ from chains.models import (
     StepRun,
     WorkerHeartbeat,
 )
-from chains.permissions import can_schedule_chain, can_start_runs
+from chains.permissions import can_read_chain_inputs, can_schedule_chain
 from chains.presets import PRESETS, Preset, StepSpec, build_preset
 from chains.queues import queue_problem
 from chains.steps import STEP_TYPES, ParamsInvalid, StepContext, StepFailed
@@ -203,6 +203,10 @@ def run_start(
     """Start a run of `chain`: snapshot its steps now, publish once the transaction commits."""
     if not chain.enabled:
         raise ChainError("disabled", errors={"chain": [f"chain {chain.name!r} is disabled"]})
+    if (inputs is None and chain.default_inputs and user is not None
+            and not can_read_chain_inputs(user, chain)):
+        raise ChainError("inputs", errors={"inputs": [
+            "required: this chain's default inputs are its author's"]})
     inputs = chain.default_inputs if inputs is None else inputs
     check_inputs(inputs, field="inputs")
     specs = validate_step_specs(chain_step_specs(chain))
@@ -234,7 +238,8 @@ def run_start_once(
             return earlier.run, False
         try:
             with transaction.atomic():
-                IdempotencyKey.objects.filter(user=user, key=key).delete()  # an expired one
+                IdempotencyKey.objects.filter(user=user, key=key,
+                                              created_at__lt=fresh).delete()  # expired
                 run = start()
                 IdempotencyKey.objects.create(user=user, key=key, fingerprint=fingerprint,
                                               run=run)
@@ -477,17 +482,23 @@ def step_execute(
 
 
 def _may_read_run(run: Run, other_run_id: str) -> bool:
-    """A run reads another run's output folder if both belong to the same user, or if its own
-    owner is staff or an operator (no owner). Asked only when a step reads such a folder."""
-    if run.created_by_id is None:
+    """Whether `run` may read another run's output folder: only if both the run's owner and
+    its chain's author may (a user: their own runs; staff or an operator: any), so that
+    neither whoever starts a chain nor whoever wrote it reads more through the other. Asked
+    only when a step reads such a folder."""
+    readers = {run.created_by_id, run.chain.created_by_id if run.chain_id else None} - {None}
+    staff = set(get_user_model().objects.filter(id__in=readers, is_staff=True)
+                .values_list("id", flat=True))
+    users = readers - staff
+    if not users:
         return True
+    if len(users) > 1:
+        return False
     try:
         other = uuid.UUID(other_run_id)
     except ValueError:
-        other = None
-    return (get_user_model().objects.filter(id=run.created_by_id, is_staff=True).exists()
-            or (other is not None and Run.objects.filter(
-                id=other, created_by_id=run.created_by_id).exists()))
+        return False
+    return Run.objects.filter(id=other, created_by_id=users.pop()).exists()
 
 
 def _step_mark_running(step_run: StepRun, run: Run, *, worker: str = "",
@@ -704,7 +715,7 @@ def recover_orphans(*, now=None) -> int:
         return 0
     unfinished = list(StepRun.objects.filter(run_id__in=run_ids).exclude(
         status=RunStatus.COMPLETED).order_by("run_id", "stage", "index"))
-    alive = _live_workers(now)
+    alive = _live_workers()
     broker = None
     if any(step.status == RunStatus.PENDING for step in unfinished):
         broker = holdings({step.queue for step in unfinished})
@@ -725,9 +736,10 @@ def recover_orphans(*, now=None) -> int:
 ORPHAN_BATCH = 1000
 
 
-def _live_workers(now) -> dict[tuple[str, int], Any]:
-    """(host name, pid) -> boot time of each worker with a recent heartbeat."""
-    recent = now - timedelta(seconds=3 * settings.CHAINS_HEARTBEAT_SECONDS)
+def _live_workers() -> dict[tuple[str, int], Any]:
+    """(host name, pid) -> boot time of each worker whose heartbeat is recent by the
+    database's clock (the one heartbeats are written with)."""
+    recent = Now() - timedelta(seconds=settings.CHAINS_WORKER_DEAD_SECONDS)
     return {(hostname, pid): booted for hostname, pid, booted in WorkerHeartbeat.objects
             .filter(seen_at__gte=recent).values_list("hostname", "pid", "booted_at")}
 
@@ -742,7 +754,10 @@ def _still_held(step: StepRun, alive: dict, broker: Holdings | None) -> bool:
         return booted is not None and booted <= step.started_at
     if broker is None:
         return True
-    return step.task_id in broker.waiting
+    # Taken a moment ago: a worker is about to start it (or retries it after a countdown).
+    taken_for = broker.taken.get(step.task_id)
+    return step.task_id in broker.waiting or (
+        taken_for is not None and taken_for < settings.CHAINS_ORPHAN_SECONDS)
 
 
 @transaction.atomic
@@ -876,7 +891,10 @@ def schedule_save(
     if unknown:
         raise ChainError("unknown fields", errors={key: ["unknown field"] for key in unknown})
     previous_run_at = schedule.run_at if schedule else None
-    schedule = schedule or ChainSchedule(created_by=user)
+    schedule = schedule or ChainSchedule()
+    # Whoever saves a schedule owns it from then on: its runs are theirs, on their rights. An
+    # operator's import gives it to the chain's author.
+    schedule.created_by = user if user is not None else chain.created_by
     schedule.chain = chain
     for name, value in fields.items():
         setattr(schedule, name, value)
@@ -915,12 +933,12 @@ def _check_schedule_limits(schedule: ChainSchedule, user, errors: dict) -> None:
 def _schedule_owner_problem(schedule: ChainSchedule) -> str | None:
     """Why the schedule's owner may no longer start its runs, or None."""
     owner = schedule.created_by
-    if owner is None:  # an operator's (imported) schedule
+    if owner is None:  # a schedule of an operator's chain, imported
         return None
     if not owner.is_active:
         return f"its owner {owner} is no longer active"
-    if not can_start_runs(owner):
-        return f"its owner {owner} may no longer start runs"
+    if not can_schedule_chain(owner, schedule.chain):
+        return f"its owner {owner} may no longer start runs of this chain"
     return None
 
 
@@ -1032,7 +1050,7 @@ def _parse_time(value: Any):
         parsed = None
     if parsed is None:
         raise ChainError("invalid", errors={"run_at": ["not an ISO 8601 date and time"]})
-    return parsed
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
 
 
 def runs_purge(*, older_than, status: str | None = None, chunk: int = 10_000,

@@ -249,7 +249,8 @@ def test_a_scheduled_run_is_its_owners_and_a_revoked_right_stops_the_schedule(ad
     assert services.run_start_scheduled(schedule_id=schedule.id, now=later) is None
     schedule.refresh_from_db()
     assert not schedule.enabled
-    assert schedule.disabled_reason == "stopped: its owner planner may no longer start runs"
+    assert schedule.disabled_reason == (
+        "stopped: its owner planner may no longer start runs of this chain")
     assert not schedule.periodic_task.enabled
     assert Run.objects.count() == 1
 
@@ -445,8 +446,22 @@ def test_a_run_writes_at_most_its_byte_budget(user, data_dir, settings):
     execute(run, 0)
     with pytest.raises(services.StepFailed, match="CHAINS_MAX_RUN_WRITE_BYTES"):
         execute(run, 1)
-    written = list((data_dir / "runs" / str(run.id)).iterdir())
-    assert [p.name for p in written] == ["step1-big.bin"]  # the refused copy is removed
+    folder = data_dir / "runs" / str(run.id)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".bytes-written", "step1-big.bin"]  # the refused copy is removed
+    assert (folder / ".bytes-written").read_text() == "6000"  # and its bytes given back
+
+
+def test_the_write_budget_counts_writable_areas_and_every_step(user, data_dir, settings):
+    settings.CHAINS_MAX_RUN_WRITE_BYTES = 10_000
+    settings.CHAINS_WRITABLE_DIRS = ["shared"]
+    (data_dir / "big.bin").write_bytes(b"x" * 6_000)
+    run = start(user, StepSpec("io.copy", {"path": "big.bin", "destination": "shared/a.bin"}, 0),
+                StepSpec("io.copy", {"path": "big.bin", "destination": "shared/b.bin"}, 0))
+    execute(run, 0)
+    with pytest.raises(services.StepFailed, match="CHAINS_MAX_RUN_WRITE_BYTES"):
+        execute(run, 1)
+    assert not (data_dir / "shared" / "b.bin").exists()
 
 
 # --- low: formulas behind blanks, chain inputs of others ---------------------------------------
@@ -618,3 +633,57 @@ def test_pages_hold_at_most_the_page_size(api, user, settings):
     for n in range(5):
         services.chain_save(name=f"c{n}", steps=[StepSpec("math.add", {}, 0)], user=user)
     assert len(api.get("/api/chains/?limit=1000").json()["results"]) == 3
+
+
+def test_deleting_a_user_does_not_show_their_token(admin_client, user):
+    key = Token.objects.create(user=user).key
+    page = admin_client.get(f"/admin/auth/user/{user.pk}/delete/").content.decode()
+    assert f"{key[:4]}…" in page and key not in page
+
+
+def test_whoever_saves_a_schedule_owns_it_and_imports_give_it_to_the_chains_author(
+        user, admin_user):
+    chain = services.chain_save(name="c", steps=[StepSpec("math.add", {}, 0)], user=user)
+    schedule = services.schedule_save(chain=chain, user=user, fields={
+        "kind": "interval", "every_seconds": 3600})
+    services.schedule_save(schedule=schedule, chain=chain, user=admin_user,
+                           fields={"every_seconds": 7200})
+    assert ChainSchedule.objects.get().created_by == admin_user
+    services.chains_import(data={"version": 1, "chains": [{
+        "name": "c", "steps": [{"step_type": "math.add", "params": {}, "stage": 0}],
+        "schedules": [{"kind": "once", "run_at": "2020-01-01T00:00:00"}]}]})
+    imported = ChainSchedule.objects.get()
+    assert imported.created_by == user  # the chain's author, whose rights each firing checks
+    assert imported.run_at.tzinfo is not None  # a time without a zone is UTC
+
+
+def test_a_staff_run_of_a_users_chain_reads_no_more_than_the_user(
+        user, other_user, admin_user, data_dir):
+    theirs = start(other_user, StepSpec("math.add", {}, 0))
+    folder = data_dir / "runs" / str(theirs.id)
+    folder.mkdir(parents=True)
+    (folder / "out.csv").write_text("secret\n")
+    path = f"runs/{theirs.id}/out.csv"
+    chain = services.chain_save(name="users", steps=[StepSpec("io.read", {"path": path}, 0)],
+                                user=user)
+    run = services.run_start(chain=chain, inputs=0, user=admin_user)  # e.g. by a schedule
+    with pytest.raises(services.StepFailed, match="not yours"):
+        execute(run)
+
+
+def test_another_users_chain_with_default_inputs_needs_inputs(api, other_api, user):
+    chain = services.chain_save(name="c", steps=[StepSpec("flow.wait", {"seconds": 0}, 0)],
+                                default_inputs={"apikey": "s3cr3t"}, user=user)
+    refused = other_api.post(f"/api/chains/{chain.id}/run/", {}, format="json")
+    assert refused.status_code == 400 and "inputs" in refused.json()
+    assert other_api.post(f"/api/chains/{chain.id}/run/", {"inputs": 1},
+                          format="json").status_code == 201
+    assert api.post(f"/api/chains/{chain.id}/run/", {}, format="json").status_code == 201
+    assert not Run.objects.filter(inputs={"apikey": "s3cr3t"}).exclude(created_by=user).exists()
+
+
+def test_seed_config_is_bounded_like_any_json(api):
+    body = {"task_type": "math_chain", "config": {"operation": "add", "numbers": nested(33)}}
+    response = api.post("/tasks/submit", body, format="json")
+    assert response.status_code == 400 and "config" in response.json()
+    assert not Run.objects.exists()

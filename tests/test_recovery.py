@@ -26,12 +26,12 @@ def broker(monkeypatch):
 
     class Fake:
         waiting: set = set()
-        taken: set = set()
+        taken: dict = {}
         readable = True
 
     fake = Fake()
     monkeypatch.setattr(services, "holdings", lambda queues: Holdings(
-        waiting=set(fake.waiting), taken=set(fake.taken)) if fake.readable else None)
+        waiting=set(fake.waiting), taken=dict(fake.taken)) if fake.readable else None)
     return fake
 
 
@@ -87,16 +87,19 @@ def test_a_worker_that_restarted_under_the_same_name_and_pid_does_not_vouch_for_
 
 
 @pytest.mark.parametrize(("where", "recovered"), [
-    ("waiting", 0),   # in a queue: a worker will take it
-    ("taken", 1),     # handed to a consumer that never started it in 15 s: it died
-    ("nowhere", 1),   # the broker lost it
+    ("waiting", 0),       # in a queue: a worker will take it
+    ("taken just now", 0),  # a worker is about to start it (or retries it after a countdown)
+    ("taken long ago", 1),  # handed to a consumer that never started it: it died
+    ("nowhere", 1),       # the broker lost it
 ])
-def test_a_pending_step_is_recovered_unless_its_message_waits_in_a_queue(
+def test_a_pending_step_is_recovered_unless_a_queue_or_a_live_consumer_has_it(
         user, published, broker, django_capture_on_commit_callbacks, where, recovered):
     run = quiet_run(user, status=RunStatus.PENDING, worker="", pid=None)
     task_id = run.step_runs.get(index=0).task_id
-    if where != "nowhere":
-        getattr(broker, where).add(task_id)
+    if where == "waiting":
+        broker.waiting.add(task_id)
+    elif where.startswith("taken"):
+        broker.taken[task_id] = 1.0 if where == "taken just now" else 60.0
     assert recover(django_capture_on_commit_callbacks) == recovered
 
 
@@ -140,3 +143,27 @@ def test_a_run_whose_steps_are_all_done_is_finished(
     assert recover(django_capture_on_commit_callbacks) == 1
     run.refresh_from_db()
     assert (run.status, run.result) == (RunStatus.COMPLETED, 6)
+
+
+def test_holdings_reads_what_redis_keeps_waiting_and_taken():
+    """Pins the Redis transport's layout the reconciler reads (queues, the unacknowledged
+    hash and its index): a kombu upgrade that changes it fails here."""
+    import uuid
+
+    from chains.broker import holdings
+    from config.celery import app
+
+    queue = f"probe-{uuid.uuid4().hex[:8]}"
+    task_id = str(uuid.uuid4())
+    app.send_task("chains.probe", task_id=task_id, queue=queue)
+    seen = holdings([queue])
+    assert task_id in seen.waiting and task_id not in seen.taken
+    with app.connection_for_read() as connection:
+        consumer_queue = connection.SimpleQueue(queue, no_ack=False)
+        message = consumer_queue.get(timeout=5)
+        taken = holdings([queue])
+        assert task_id not in taken.waiting
+        assert 0 <= taken.taken[task_id] < 5
+        message.ack()
+        consumer_queue.close()
+    assert task_id not in holdings([queue]).taken

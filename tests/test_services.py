@@ -150,7 +150,7 @@ def test_chain_save_replaces_steps_and_keeps_names_unique(user):
 
 def test_run_start_snapshots_steps(user, django_capture_on_commit_callbacks):
     chain = services.chain_save(name="c", steps=[spec(), spec("io.stat", {"path": "x"}, 1)],
-                                default_inputs={"v": 1})
+                                default_inputs={"v": 1}, user=user)
     with django_capture_on_commit_callbacks() as callbacks:
         run = services.run_start(chain=chain, trigger=RunTrigger.ADMIN, user=user)
     assert len(callbacks) == 1

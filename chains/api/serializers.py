@@ -53,6 +53,11 @@ class TaskSubmitSerializer(serializers.Serializer):
                                         max_length=10_000)
     config = serializers.DictField()
 
+    def validate_config(self, config: dict) -> dict:
+        if problem := json_problem(config):
+            raise serializers.ValidationError(problem)
+        return config
+
 
 class TaskStatusSerializer(serializers.ModelSerializer):
     task_id = serializers.UUIDField(source="id")

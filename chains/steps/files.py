@@ -1,7 +1,8 @@
 """What a running step may read and write in the data directory. Reads: anything, except the
 output folders of other users' runs (runs/<run id>/). Writes: the run's own output folder, or
 a writable area an operator configured (CHAINS_WRITABLE_DIRS); each run writes at most
-CHAINS_MAX_RUN_WRITE_BYTES."""
+CHAINS_MAX_RUN_WRITE_BYTES, wherever it writes."""
+import fcntl
 import io
 from pathlib import Path
 from typing import BinaryIO
@@ -62,44 +63,83 @@ def destination_problem(value: str) -> str | None:
     return None
 
 
-def _bytes_in(folder: Path) -> int:
-    if not folder.is_dir():
-        return 0
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+class RunWriteBudget:
+    """What a run has written, counted in runs/<run id>/.bytes-written under a file lock: every
+    step of the run (parallel ones too) and every destination count against one
+    CHAINS_MAX_RUN_WRITE_BYTES. Steps reserve a block at a time and give back what they did
+    not use."""
+
+    FILE = ".bytes-written"
+    BLOCK = 1 << 20
+
+    def __init__(self, context: StepContext):
+        context.output_dir.mkdir(parents=True, exist_ok=True)
+        self.path = context.output_dir / self.FILE
+
+    def _change(self, decide) -> int:
+        with self.path.open("a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            used = int(handle.read() or 0)
+            delta = decide(used)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(max(0, used + delta)).encode())
+            return delta
+
+    def reserve(self, needed: int) -> int:
+        """A block of at least `needed` bytes (0 when the run may not write that much)."""
+        limit = settings.CHAINS_MAX_RUN_WRITE_BYTES
+        return self._change(
+            lambda used: min(max(needed, self.BLOCK), limit - used)
+            if limit - used >= needed else 0)
+
+    def release(self, unused: int) -> None:
+        if unused:
+            self._change(lambda used: -unused)
 
 
 class _Budgeted(io.RawIOBase):
-    """A file opened for writing that fails the step once the run has written its limit."""
+    """A file opened for writing that fails the step once its run has written its limit."""
 
-    def __init__(self, path: Path, allowance: int):
+    def __init__(self, path: Path, budget: RunWriteBudget):
         self._file = path.open("wb")
         self._path = path
-        self._left = allowance
+        self._budget = budget
+        self._allowance = 0
+        self._written = 0
 
     def writable(self) -> bool:
         return True
 
     def write(self, data) -> int:
         size = len(data)
-        if size > self._left:
-            self._file.close()
-            self._path.unlink(missing_ok=True)
-            raise StepFailed(
-                f"the run would write more than {settings.CHAINS_MAX_RUN_WRITE_BYTES} bytes "
-                "(CHAINS_MAX_RUN_WRITE_BYTES)")
-        self._left -= size
+        if size > self._allowance:
+            granted = self._budget.reserve(size - self._allowance)
+            if not granted:
+                self._fail()
+            self._allowance += granted
+        self._allowance -= size
+        self._written += size
         return self._file.write(data)
+
+    def _fail(self) -> None:
+        self._file.close()
+        self._path.unlink(missing_ok=True)  # what it wrote is gone, and given back
+        self._budget.release(self._written + self._allowance)
+        self._written = self._allowance = 0
+        raise StepFailed(
+            f"the run would write more than {settings.CHAINS_MAX_RUN_WRITE_BYTES} bytes "
+            "(CHAINS_MAX_RUN_WRITE_BYTES)")
 
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()
+            self._budget.release(self._allowance)
+            self._allowance = 0
         super().close()
 
 
 def open_output(context: StepContext, path: Path) -> BinaryIO:
-    """`path` opened for writing in binary; what the run wrote before counts against its
-    CHAINS_MAX_RUN_WRITE_BYTES."""
-    used = _bytes_in(context.output_dir)
-    if path.is_relative_to(context.output_dir) and path.exists():
-        used -= path.stat().st_size  # rewritten, not added to
-    return io.BufferedWriter(_Budgeted(path, settings.CHAINS_MAX_RUN_WRITE_BYTES - used))
+    """`path` opened for writing in binary, counted against its run's write budget."""
+    return io.BufferedWriter(_Budgeted(path, RunWriteBudget(context)))
