@@ -231,13 +231,12 @@ CHAINS_STALL_SECONDS = env_int("CHAINS_STALL_SECONDS", 600)
 CHAINS_MAX_RESUMES = env_int("CHAINS_MAX_RESUMES", 3)
 CHAINS_PUBLISH_GRACE_SECONDS = env_int("CHAINS_PUBLISH_GRACE_SECONDS", 10)
 CHAINS_MAX_DELIVERIES = env_int("CHAINS_MAX_DELIVERIES", 3)
-# Recovery within a minute: each worker writes a heartbeat every CHAINS_HEARTBEAT_SECONDS; a
-# worker silent for CHAINS_WORKER_DEAD_SECONDS (by the database's clock) is dead: longer than a
-# heartbeat may wait for SQLite's write lock in practice. A run with no progress for
-# CHAINS_ORPHAN_SECONDS whose
-# next steps no live worker holds (RUNNING on a dead worker, or a message the broker no longer
-# has, or one it gave to a consumer that never started it) is published again at once from
-# its last completed stage, rather than after CHAINS_STALL_SECONDS.
+# Recovery within a minute: each worker writes a heartbeat every CHAINS_HEARTBEAT_SECONDS; one
+# silent for CHAINS_WORKER_DEAD_SECONDS (by the database's clock; longer than a heartbeat waits
+# for SQLite's write lock in practice) is dead. A run with no progress for CHAINS_ORPHAN_SECONDS
+# whose next steps no live worker holds (RUNNING on a dead worker, or a message the broker no
+# longer has, or one it gave to a consumer that has not started it for CHAINS_ORPHAN_SECONDS)
+# is published again at once from its last completed stage, not after CHAINS_STALL_SECONDS.
 CHAINS_HEARTBEAT_SECONDS = env_int("CHAINS_HEARTBEAT_SECONDS", 5)
 CHAINS_WORKER_DEAD_SECONDS = env_int("CHAINS_WORKER_DEAD_SECONDS", 20)
 CHAINS_ORPHAN_SECONDS = env_int("CHAINS_ORPHAN_SECONDS", 15)
