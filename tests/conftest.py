@@ -123,10 +123,13 @@ def start_beat(django_db_setup, tmp_path):
 
 @pytest.fixture
 def embedded_redis() -> EmbeddedRedis:
-    """The test run's own Redis, for tests that stop and restart it."""
+    """The test run's own Redis, for tests that stop and restart it. Afterwards this process
+    drops its pooled broker connections, which the restart left dead, so later tests start
+    on fresh ones."""
     if _redis is None:
         pytest.skip("REDIS_URL points at a Redis these tests did not start")
-    return _redis
+    yield _redis
+    celery_app.pool.force_close_all()
 
 
 def make_user(username: str, *, staff: bool = False, superuser: bool = False):

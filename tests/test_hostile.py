@@ -88,10 +88,11 @@ def test_inputs_at_the_depth_limit_are_accepted(api, user):
         depth=f"more than {limit}", limit=limit)]
 
 
-@pytest.mark.parametrize("url", ["/tasks/submit", "/api/chains/1/run/", "/api/schedules/",
+@pytest.mark.parametrize("url", ["/tasks/submit", "/api/chains/{id}/run/", "/api/schedules/",
                                  "/api/chains/"])
 def test_a_body_nested_100000_deep_is_400_not_500(api, user, url):
-    services.chain_save(name="c", steps=[StepSpec("math.add", {}, 0)], user=user)
+    chain = services.chain_save(name="c", steps=[StepSpec("math.add", {}, 0)], user=user)
+    url = url.format(id=chain.id)
     body = '{"inputs": ' + deep_body(100_000) + "}"
     response = api.post(url, body, content_type="application/json")
     assert response.status_code == 400, response.content[:300]
