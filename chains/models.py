@@ -7,6 +7,8 @@ from django.db import models
 from django.db.models import F, Q
 from rest_framework.authtoken.models import TokenProxy
 
+from chains import states
+from chains.states import RunStatus
 from chains.steps import STEP_TYPES, ParamsInvalid
 
 
@@ -92,17 +94,6 @@ class Step(models.Model):
                 f"{field}: {reason}" for field, reasons in exc.messages().items()
                 for reason in reasons
             ]}) from exc
-
-
-class RunStatus(models.TextChoices):
-    PENDING = "PENDING", "Pending"
-    RUNNING = "RUNNING", "Running"
-    COMPLETED = "COMPLETED", "Completed"
-    FAILED = "FAILED", "Failed"
-    CANCELLED = "CANCELLED", "Cancelled"
-
-
-FINAL_STATUSES = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
 class RunTrigger(models.TextChoices):
@@ -196,7 +187,7 @@ class Run(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.status in FINAL_STATUSES
+        return self.status in states.FINAL
 
 
 class StepRun(models.Model):

@@ -21,12 +21,12 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 from rest_framework.authtoken.models import Token
 
+from chains import states
 from chains.bounds import check_inputs, check_text, json_problem
 from chains.broker import Holdings, holdings
 from chains.canvas import build_run_signature, hard_time_limit
 from chains.errors import ChainError, Conflict, LimitReached, NotAllowed
 from chains.models import (
-    FINAL_STATUSES,
     Chain,
     ChainSchedule,
     IdempotencyKey,
@@ -47,7 +47,6 @@ from config.celery import app
 
 logger = logging.getLogger(__name__)
 
-OPEN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
 MAX_STAGE = 10_000
 MAX_STEP_NAME = 100
 MAX_CHAIN_NAME = 200
@@ -328,7 +327,7 @@ def _check_active_runs(user) -> None:
     limit = settings.CHAINS_MAX_ACTIVE_RUNS_PER_USER
     if user is None or user.is_staff or not limit:
         return
-    open_runs = Run.objects.filter(created_by=user, status__in=OPEN_STATUSES)[:limit].count()
+    open_runs = Run.objects.filter(created_by=user, status__in=states.OPEN)[:limit].count()
     if open_runs >= limit:
         raise LimitReached("too many open runs", errors={"non_field_errors": [
             f"you have {open_runs} runs PENDING or RUNNING; the limit is {limit} "
@@ -344,7 +343,7 @@ def run_publish(*, run_id, created: Run | None = None) -> bool:
     if step_runs and all(step_run.pk is not None for step_run in step_runs):
         run, remaining, first_input = created, step_runs, created.inputs
     else:
-        run = Run.objects.filter(id=run_id, status__in=OPEN_STATUSES).first()
+        run = Run.objects.filter(id=run_id, status__in=states.OPEN).first()
         if run is None:
             return False
         remaining, first_input = _resume_point(run)
@@ -413,19 +412,16 @@ def run_retry(*, run: Run) -> Run:
     the chain still has the same steps."""
     now = timezone.now()
     _check_active_runs(run.created_by)
-    claimed = Run.objects.filter(
-        id=run.id, status__in=(RunStatus.FAILED, RunStatus.CANCELLED)
-    ).update(status=RunStatus.PENDING, error="", result=None, started_at=None, finished_at=None,
-             published_at=None, last_progress_at=now, resumes=0)
+    claimed = states.move(  # from FAILED or CANCELLED
+        Run.objects.filter(id=run.id), RunStatus.PENDING, error="", result=None,
+        started_at=None, finished_at=None, published_at=None, last_progress_at=now, resumes=0)
     if not claimed:  # the update is the check: two retries at once make one
         run.refresh_from_db()
         raise ChainError("not retryable", errors={
             "status": [f"only FAILED or CANCELLED runs can be retried; this one is {run.status}"]
         })
-    run.step_runs.exclude(status=RunStatus.COMPLETED).update(
-        status=RunStatus.PENDING, error="", attempts=0, started_at=None, finished_at=None,
-        result=None,
-    )
+    states.move(run.step_runs.all(), RunStatus.PENDING, error="", attempts=0,
+                started_at=None, finished_at=None, result=None)
     _take_fixed_params(run)
     _renew_task_ids(run)
     transaction.on_commit(partial(run_publish, run_id=run.id))
@@ -454,7 +450,7 @@ def step_execute(
     if step_run.status == RunStatus.COMPLETED:
         return step_run.result
     run = step_run.run
-    if run.status in FINAL_STATUSES or step_run.status not in OPEN_STATUSES:
+    if run.status in states.FINAL or step_run.status not in states.OPEN:
         raise StepSkipped(f"run {run.id} is {run.status}")
     starts_allowed = step_run.max_retries + settings.CHAINS_MAX_DELIVERIES
     if step_run.attempts >= starts_allowed:
@@ -469,9 +465,8 @@ def step_execute(
         raise StepFailed(f"its result {problem}")
     now = timezone.now()
     with transaction.atomic():
-        done = StepRun.objects.filter(
-            id=step_run.id, task_id=step_run.task_id, status__in=OPEN_STATUSES
-        ).update(status=RunStatus.COMPLETED, result=result, error="", finished_at=now)
+        done = states.move(StepRun.objects.filter(id=step_run.id, task_id=step_run.task_id),
+                           RunStatus.COMPLETED, result=result, error="", finished_at=now)
         if done and finish_run:
             _run_complete(run, result=result, now=now, steps_done=F("steps_done") + 1)
         elif done:
@@ -507,17 +502,14 @@ def _step_mark_running(step_run: StepRun, run: Run, *, worker: str = "",
     run becomes RUNNING with its first step. The step's own start time is the run's progress
     while it runs (see `_is_stalled`), so later steps write nothing to the run row here."""
     now = timezone.now()
-    started = StepRun.objects.filter(
-        id=step_run.id, task_id=step_run.task_id, status__in=OPEN_STATUSES
-    ).update(status=RunStatus.RUNNING, started_at=now, attempts=F("attempts") + 1,
-             worker=worker[:255], worker_pid=worker_pid)
+    started = states.move(
+        StepRun.objects.filter(id=step_run.id, task_id=step_run.task_id), RunStatus.RUNNING,
+        started_at=now, attempts=F("attempts") + 1, worker=worker[:255], worker_pid=worker_pid)
     if not started:
         raise StepSkipped(f"step run {step_run.id} was cancelled or retried meanwhile")
     if run.status == RunStatus.PENDING:
-        Run.objects.filter(id=run.id, status=RunStatus.PENDING).update(
-            status=RunStatus.RUNNING, started_at=Coalesce(F("started_at"), Value(now)),
-            last_progress_at=now,
-        )
+        states.move(Run.objects.filter(id=run.id), RunStatus.RUNNING,
+                    started_at=Coalesce(F("started_at"), Value(now)), last_progress_at=now)
 
 
 def step_max_retries(*, step_run_id: int) -> int:
@@ -534,12 +526,10 @@ def step_fail(*, step_run_id: int, error: str, task_id: str | None = None) -> No
     now = timezone.now()
     run_error = f"step {step_run.index + 1} ({step_run.step_type}): {error}"
     with transaction.atomic():
-        StepRun.objects.filter(id=step_run.id, status__in=OPEN_STATUSES).update(
-            status=RunStatus.FAILED, error=error, finished_at=now
-        )
-        failed = Run.objects.filter(id=step_run.run_id, status__in=OPEN_STATUSES).update(
-            status=RunStatus.FAILED, error=run_error, finished_at=now
-        )
+        states.move(StepRun.objects.filter(id=step_run.id), RunStatus.FAILED, error=error,
+                    finished_at=now)
+        failed = states.move(Run.objects.filter(id=step_run.run_id), RunStatus.FAILED,
+                             error=run_error, finished_at=now)
         if failed:
             _cancel_outstanding_steps(step_run.run_id)
 
@@ -548,7 +538,7 @@ def step_fail_by_task_id(*, task_id: str) -> None:
     """Error callback path: the worker recorded a failure (time limit, lost process) that the
     step itself could not report."""
     step_run = StepRun.objects.filter(task_id=task_id).only("id", "status").first()
-    if step_run is None or step_run.status not in OPEN_STATUSES:
+    if step_run is None or step_run.status not in states.OPEN:
         return
     task_result = TaskResult.objects.filter(task_id=task_id, status="FAILURE").first()
     if task_result is None:  # not a recorded failure (a retry, or a lost write): the
@@ -580,10 +570,8 @@ def _run_complete(run: Run, *, result: Any, now, **fields: Any) -> None:
     """An open run becomes COMPLETED with its result: the last stage's, or every step's."""
     if run.result_mode == ResultMode.ALL_STEPS:
         result = list(run.step_runs.order_by("index").values_list("result", flat=True))
-    Run.objects.filter(id=run.id, status__in=OPEN_STATUSES).update(
-        status=RunStatus.COMPLETED, result=result, finished_at=now, last_progress_at=now,
-        **fields,
-    )
+    states.move(Run.objects.filter(id=run.id), RunStatus.COMPLETED, result=result,
+                finished_at=now, last_progress_at=now, **fields)
 
 
 # --- Cancelling and deleting ----------------------------------------------------------------
@@ -591,9 +579,9 @@ def _run_complete(run: Run, *, result: Any, now, **fields: Any) -> None:
 
 def _cancel_outstanding_steps(run_id) -> list[str]:
     """Mark the run's open steps CANCELLED and revoke their tasks once this commits."""
-    outstanding = StepRun.objects.filter(run_id=run_id, status__in=OPEN_STATUSES)
+    outstanding = StepRun.objects.filter(run_id=run_id, status__in=states.OPEN)
     task_ids = list(outstanding.values_list("task_id", flat=True))
-    outstanding.update(status=RunStatus.CANCELLED, finished_at=timezone.now())
+    states.move(outstanding, RunStatus.CANCELLED, finished_at=timezone.now())
     if task_ids:
         transaction.on_commit(lambda: _revoke(task_ids))
     return task_ids
@@ -611,9 +599,8 @@ def _revoke(task_ids: list[str]) -> None:
 def run_cancel(*, run: Run, reason: str = "cancelled") -> Run:
     """Cancel an unfinished run: every outstanding task is revoked; a step already running
     finishes, but nothing after it runs."""
-    cancelled = Run.objects.filter(id=run.id, status__in=OPEN_STATUSES).update(
-        status=RunStatus.CANCELLED, error=reason, finished_at=timezone.now()
-    )
+    cancelled = states.move(Run.objects.filter(id=run.id), RunStatus.CANCELLED, error=reason,
+                            finished_at=timezone.now())
     if not cancelled:
         run.refresh_from_db()
         raise ChainError("finished", errors={"status": [f"run is already {run.status}"]})
@@ -625,7 +612,7 @@ def run_cancel(*, run: Run, reason: str = "cancelled") -> Run:
 @transaction.atomic
 def run_delete(*, run: Run) -> None:
     """Delete a run with its steps, their TaskResult rows and the files its steps wrote."""
-    if run.status in OPEN_STATUSES:
+    if run.status in states.OPEN:
         try:
             run_cancel(run=run, reason="deleted")
         except ChainError:
@@ -681,7 +668,7 @@ def reconcile_runs(*, now=None) -> dict[str, int]:
     for run_id in list(unpublished):
         report["published"] += _reconcile_one(run_publish, run_id=run_id)
     stalled = Run.objects.filter(
-        status__in=OPEN_STATUSES, published_at__isnull=False,
+        status__in=states.OPEN, published_at__isnull=False,
         last_progress_at__lt=now - timedelta(seconds=settings.CHAINS_STALL_SECONDS),
     )
     for run in list(stalled):
@@ -709,7 +696,7 @@ def recover_orphans(*, now=None) -> int:
     now = now or timezone.now()
     quiet = now - timedelta(seconds=settings.CHAINS_ORPHAN_SECONDS)
     run_ids = list(Run.objects.filter(
-        status__in=OPEN_STATUSES, published_at__isnull=False, last_progress_at__lt=quiet,
+        status__in=states.OPEN, published_at__isnull=False, last_progress_at__lt=quiet,
     ).order_by("last_progress_at").values_list("id", flat=True)[:ORPHAN_BATCH])
     if not run_ids:
         return 0
@@ -765,9 +752,12 @@ def _republish_orphan(*, run_id, steps: list[StepRun]) -> bool:
     """Fresh task ids (and PENDING) for the run's unfinished steps, each only if it is as it
     was read; then the run is published from its last completed stage once this commits."""
     for step in steps:
-        renewed = StepRun.objects.filter(
-            id=step.id, task_id=step.task_id, status=step.status, attempts=step.attempts,
-        ).update(task_id=str(uuid.uuid4()), status=RunStatus.PENDING)
+        as_read = StepRun.objects.filter(id=step.id, task_id=step.task_id, status=step.status,
+                                         attempts=step.attempts)
+        if step.status == RunStatus.PENDING:
+            renewed = as_read.update(task_id=str(uuid.uuid4()))
+        else:
+            renewed = states.move(as_read, RunStatus.PENDING, task_id=str(uuid.uuid4()))
         if not renewed:  # it moved meanwhile: leave the run alone this time
             transaction.set_rollback(True)
             return False
@@ -787,15 +777,15 @@ def _reconcile_one(function, **kwargs) -> bool:
 
 def _claim_resume(run: Run) -> bool:
     """Only one reconciler resumes a run for a given stall: the update is the claim."""
-    return bool(Run.objects.filter(id=run.id, resumes=run.resumes, status__in=OPEN_STATUSES)
+    return bool(Run.objects.filter(id=run.id, resumes=run.resumes, status__in=states.OPEN)
                 .update(resumes=run.resumes + 1, last_progress_at=timezone.now()))
 
 
 @transaction.atomic
 def _fail_stalled(run: Run, now) -> int:
     seconds = int((now - run.last_progress_at).total_seconds())
-    failed = Run.objects.filter(id=run.id, status__in=OPEN_STATUSES).update(
-        status=RunStatus.FAILED, finished_at=now,
+    failed = states.move(
+        Run.objects.filter(id=run.id), RunStatus.FAILED, finished_at=now,
         error=f"no progress for {seconds}s after {run.resumes} resumes "
         "(lost messages, or workers that died or do not consume the step's queue)",
     )
@@ -1059,7 +1049,7 @@ def runs_purge(*, older_than, status: str | None = None, chunk: int = 10_000,
     files, `chunk` runs at a time (memory stays flat however many there are)."""
     from django.db.models.signals import post_delete, pre_delete
 
-    runs = Run.objects.filter(created_at__lt=older_than, status__in=FINAL_STATUSES)
+    runs = Run.objects.filter(created_at__lt=older_than, status__in=states.FINAL)
     if status:
         runs = runs.filter(status=status)
     # Once its steps are gone nothing points at a run, so the runs go in one DELETE rather
