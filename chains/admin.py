@@ -18,7 +18,13 @@ from rest_framework.authtoken.admin import TokenAdmin
 from rest_framework.authtoken.models import TokenProxy
 
 from chains import admin_views, selectors, services
-from chains.admin_forms import JSON_FIELD_OVERRIDES, LockAwareAdminLoginForm, StepInlineForm
+from chains.admin_forms import (
+    JSON_FIELD_OVERRIDES,
+    LockAwareAdminLoginForm,
+    ScheduleInlineFormSet,
+    StepInlineForm,
+    StepInlineFormSet,
+)
 from chains.compatibility import stages_of
 from chains.errors import ChainError
 from chains.models import ApiToken, Chain, ChainSchedule, Run, RunStatus, RunTrigger, Step
@@ -79,6 +85,7 @@ class StepInline(admin.TabularInline):
 
     model = Step
     form = StepInlineForm
+    formset = StepInlineFormSet
     extra = 0
     ordering = ["position"]
     fields = ["position", "stage", "name", "step_type", "params", "max_retries", "time_limit",
@@ -91,12 +98,18 @@ class ChainScheduleInline(admin.StackedInline):
     """Schedules on the chain page; each keeps a beat PeriodicTask in step (see signals)."""
 
     model = ChainSchedule
+    formset = ScheduleInlineFormSet
     extra = 0
     fields = [("name", "enabled"), ("kind", "timezone"), "every_seconds",
               ("minute", "hour", "day_of_month", "month_of_year", "day_of_week"), "run_at",
               "inputs", ("owner", "disabled_reason"), "next_fire_times", "last_runs"]
     readonly_fields = ["next_fire_times", "last_runs", "owner", "disabled_reason"]
     formfield_overrides = JSON_FIELD_OVERRIDES
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+        formset.user = request.user
+        return formset
 
     # A schedule starts runs as its owner: adding or changing one needs the right to start
     # runs as well as the permission on schedules.
@@ -180,17 +193,41 @@ class ChainAdmin(admin.ModelAdmin):
     def step_count(self, chain: Chain) -> int:
         return chain.steps.count()
 
+    # The chain, its steps and its schedules are written by the services, as the API writes
+    # them: the forms and formsets only check and carry the input.
     def save_model(self, request, obj, form, change) -> None:
         if not change:
             obj.created_by = request.user
-        super().save_model(request, obj, form, change)
 
-    def save_formset(self, request, form, formset, change) -> None:
-        for schedule_form in formset.forms:
+    def save_related(self, request, form, formsets, change) -> None:
+        by_model = {formset.model: formset for formset in formsets}
+        data = form.cleaned_data
+        chain = services.chain_save(
+            chain=form.instance, name=data["name"], description=data.get("description", ""),
+            enabled=data.get("enabled", False), default_inputs=data.get("default_inputs"),
+            steps=by_model[Step].specs, user=request.user)
+        schedules = by_model.get(ChainSchedule)
+        for schedule_form in schedules.forms if schedules else []:
             instance = schedule_form.instance
-            if isinstance(instance, ChainSchedule) and instance.pk is None:
-                instance.created_by = request.user
-        super().save_formset(request, form, formset, change)
+            if schedules._should_delete_form(schedule_form):
+                if instance.pk:
+                    services.schedule_delete(schedule=instance)
+            elif schedule_form.has_changed():
+                services.schedule_save(
+                    schedule=ChainSchedule.objects.filter(pk=instance.pk).first(), chain=chain,
+                    user=request.user, fields={
+                        name: value for name, value in schedule_form.cleaned_data.items()
+                        if name in services.SCHEDULE_FIELDS})
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        return super().construct_change_message(request, form, [], add)
+
+    def delete_model(self, request, obj: Chain) -> None:
+        services.chain_delete(chain=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for chain in queryset:
+            services.chain_delete(chain=chain)
 
     @admin.action(description="Run selected chains", permissions=["run"])
     def run_selected_chains(self, request: HttpRequest, queryset: QuerySet[Chain]) -> None:

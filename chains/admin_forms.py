@@ -4,9 +4,12 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.db import models
 from django_jsonform.widgets import JSONFormWidget
 
+from chains import services
 from chains.bounds import parse_json
+from chains.errors import ChainError
 from chains.login_guard import is_locked, locked_message
-from chains.models import Step
+from chains.models import ChainSchedule, Step
+from chains.presets import StepSpec
 from chains.steps import STEP_TYPES, StepType
 
 
@@ -91,3 +94,66 @@ class LockAwareAdminLoginForm(AdminAuthenticationForm):
         if is_locked(self.cleaned_data.get("username"), self.request):
             raise forms.ValidationError(locked_message(), code="locked")
         return super().clean()
+
+
+def _errors_onto_forms(error: ChainError, forms: list, prefix: str) -> list[str]:
+    """Puts a service's errors ("steps.1.params.numbers.0": [...]) on the rows they name, as
+    the API reports them; returns those that name no row."""
+    loose: list[str] = []
+    for key, reasons in error.errors.items():
+        parts = key.split(".")
+        if parts[0] == prefix and len(parts) >= 3 and parts[1].isdigit() and int(
+                parts[1]) < len(forms):
+            form, field, rest = forms[int(parts[1])], parts[2], ".".join(parts[3:])
+            messages = [f"{rest}: {reason}" if rest else reason for reason in reasons]
+            form.add_error(field if field in form.fields else None, messages)
+        else:
+            loose += [reason if parts[0] == prefix else f"{key}: {reason}" for reason in reasons]
+    return loose
+
+
+class StepInlineFormSet(forms.BaseInlineFormSet):
+    """The chain's steps, checked as a whole by the API's validator
+    (chains.services.validate_step_specs): its errors land on the rows they name and nothing
+    is saved. `specs` holds the checked steps for chains.services.chain_save."""
+
+    def clean(self) -> None:
+        super().clean()
+        if any(form.errors for form in self.forms):
+            return
+        kept = sorted((form for form in self.forms if form.cleaned_data
+                       and not self._should_delete_form(form)),
+                      key=lambda form: form.cleaned_data.get("position") or 0)
+        specs = [StepSpec(
+            step_type=data["step_type"], params=data.get("params") or {},
+            stage=data.get("stage") or 0, name=data.get("name") or "",
+            max_retries=data.get("max_retries") or 0, time_limit=data.get("time_limit"),
+            queue=data.get("queue") or "") for data in (form.cleaned_data for form in kept)]
+        try:
+            self.specs = services.validate_step_specs(specs)
+        except ChainError as exc:
+            loose = _errors_onto_forms(exc, kept, "steps")
+            if loose:
+                raise forms.ValidationError(loose) from exc
+
+
+class ScheduleInlineFormSet(forms.BaseInlineFormSet):
+    """The chain's schedules, checked by chains.services.schedule_check (the API's rules,
+    for the signed-in user) before anything is saved."""
+
+    user = None  # set per request by the inline
+
+    def clean(self) -> None:
+        super().clean()
+        for form in self.forms:
+            if form.errors or not form.has_changed() or self._should_delete_form(form):
+                continue
+            fields = {name: value for name, value in form.cleaned_data.items()
+                      if name in services.SCHEDULE_FIELDS}
+            current = ChainSchedule.objects.filter(pk=form.instance.pk).first()
+            try:
+                services.schedule_check(schedule=current, chain=self.instance, user=self.user,
+                                        fields=fields)
+            except ChainError as exc:
+                for key, reasons in exc.errors.items():
+                    form.add_error(key if key in form.fields else None, reasons)

@@ -9,7 +9,7 @@ from rest_framework.authtoken.models import TokenProxy
 
 from chains import states
 from chains.states import RunStatus
-from chains.steps import STEP_TYPES, ParamsInvalid
+from chains.steps import STEP_TYPES
 
 
 def _step_type_choices() -> list[tuple[str, str]]:
@@ -78,22 +78,6 @@ class Step(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chain}: {self.position}. {self.name or self.step_type}"
-
-    def clean(self) -> None:
-        from chains.queues import queue_problem
-
-        if problem := queue_problem(self.queue):
-            raise ValidationError({"queue": problem})
-        step_type = STEP_TYPES.get(self.step_type)
-        if step_type is None:
-            raise ValidationError({"step_type": f"Unknown step type {self.step_type!r}."})
-        try:
-            self.params = step_type.validate_params(self.params)
-        except ParamsInvalid as exc:
-            raise ValidationError({"params": [
-                f"{field}: {reason}" for field, reasons in exc.messages().items()
-                for reason in reasons
-            ]}) from exc
 
 
 class RunTrigger(models.TextChoices):

@@ -146,6 +146,15 @@ def chain_save(
     return chain
 
 
+@transaction.atomic
+def chain_delete(*, chain: Chain) -> None:
+    """The chain, its steps and its schedules with their beat entries; its runs stay, without
+    their chain."""
+    for schedule in chain.schedules.all():
+        schedule_delete(schedule=schedule)
+    chain.delete()
+
+
 def chain_problems(chain: Chain) -> list[str]:
     """What would stop the chain from running as meant, without running it: unknown step
     types, params that do not fit, time limits, stages whose input does not fit, and the
@@ -865,12 +874,26 @@ def schedule_save(
     *, schedule: ChainSchedule | None = None, chain: Chain, user, fields: dict[str, Any],
     past_run_at_allowed: bool = False,
 ) -> ChainSchedule:
-    """Create or change a schedule of `chain` (with its beat entry), all or nothing. Its runs
-    are started as its owner, so `user` must be allowed to edit the chain and start runs;
+    """Create or change a schedule of `chain` (with its beat entry), all or nothing, once
+    `schedule_check` accepts it."""
+    schedule = schedule_check(schedule=schedule, chain=chain, user=user, fields=fields,
+                              past_run_at_allowed=past_run_at_allowed)
+    if schedule.enabled:
+        schedule.disabled_reason = ""
+    schedule.save()  # chains.signals keeps its beat entry in step, in this transaction
+    return schedule
+
+
+def schedule_check(
+    *, schedule: ChainSchedule | None = None, chain: Chain, user, fields: dict[str, Any],
+    past_run_at_allowed: bool = False,
+) -> ChainSchedule:
+    """`schedule` (or a new one) with `fields`, unsaved, or ChainError saying why not. Its
+    runs are started as its owner, so `user` must be allowed to edit the chain and start runs;
     users who are not staff keep to CHAINS_MIN_INTERVAL_SECONDS and
-    CHAINS_MAX_SCHEDULES_PER_USER. `user` None is an operator (imports): no owner. A one-off
-    time that is set must lie ahead, unless `past_run_at_allowed` (an import of a schedule
-    that has fired)."""
+    CHAINS_MAX_SCHEDULES_PER_USER. `user` None is an operator (imports). A one-off time that
+    is set must lie ahead, unless `past_run_at_allowed` (an import of a schedule that has
+    fired)."""
     from chains.schedules import schedule_errors
 
     if user is not None and not can_schedule_chain(user, chain):
@@ -902,10 +925,13 @@ def schedule_save(
         errors.update(exc.errors)
     if errors:
         raise ChainError("invalid schedule", errors=errors)
-    if schedule.enabled:
-        schedule.disabled_reason = ""
-    schedule.save()  # chains.signals keeps its beat entry in step, in this transaction
     return schedule
+
+
+@transaction.atomic
+def schedule_delete(*, schedule: ChainSchedule) -> None:
+    """The schedule and its beat entry (chains.signals removes it)."""
+    schedule.delete()
 
 
 def _check_schedule_limits(schedule: ChainSchedule, user, errors: dict) -> None:

@@ -255,6 +255,10 @@ CHAINS_MAX_FILE_BYTES = env_int("CHAINS_MAX_FILE_BYTES", 100 * 1024 * 1024)
 CHAINS_MAX_READ_BYTES = env_int("CHAINS_MAX_READ_BYTES", 64 * 1024)
 CHAINS_MAX_CSV_FIELD_BYTES = env_int("CHAINS_MAX_CSV_FIELD_BYTES", 64 * 1024)
 CHAINS_MAX_CSV_COLUMNS = env_int("CHAINS_MAX_CSV_COLUMNS", 1000)
+# The chain builder posts about ten fields a step: one step more than CHAINS_MAX_STEPS must
+# still reach the validator, which says what the limit is (Django's default of 1,000 fields
+# would answer a bare 400 at 100 steps).
+DATA_UPLOAD_MAX_NUMBER_FIELDS = max(1000, 12 * (CHAINS_MAX_STEPS + 1) + 200)
 # The queues a step may name (besides those registered step types declare): a queue name
 # reaches the broker as a key, so it is never free text. Workers consume these by default.
 CHAINS_QUEUES = env_list("CHAINS_QUEUES", ["celery", "math", "data", "io"])

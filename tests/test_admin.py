@@ -1,4 +1,6 @@
 """Admin pages and actions, through the test client (no worker)."""
+import html
+
 import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
@@ -96,11 +98,11 @@ def test_step_inline_validates_params(admin_web, chain):
     data["steps-1-params"] = '{"numbers": ["x"]}'
     response = admin_web.post(url, data)
     assert response.status_code == 200
-    assert "must be a number" in response.content.decode()
-    assert Step.objects.get(pk=steps[1].pk).params == {"numbers": [3]}
+    assert "numbers.0: must be a number" in response.content.decode()
+    assert Step.objects.get(chain=chain, position=1).params == {"numbers": [3]}
     data["steps-1-params"] = '{"numbers": [5]}'
     assert admin_web.post(url, data).status_code == 302
-    assert Step.objects.get(pk=steps[1].pk).params == {"numbers": [5]}
+    assert Step.objects.get(chain=chain, position=1).params == {"numbers": [5]}
 
 
 def test_view_only_staff_cannot_run_or_cancel(client, chain):
@@ -229,3 +231,66 @@ def test_run_list_counts_with_a_cap(admin_web, chain, admin_user, monkeypatch):
     counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
     run_counts = [sql for sql in counts if "chains_run" in sql]
     assert run_counts and all("LIMIT" in sql.upper() for sql in run_counts)
+
+
+def chain_form(steps: list[dict], **fields) -> dict:
+    """The add form of the chain builder, as a browser posts it."""
+    data = {"name": "new", "description": "", "enabled": "on", "default_inputs": "{}",
+            "steps-TOTAL_FORMS": str(len(steps)), "steps-INITIAL_FORMS": "0",
+            "steps-MIN_NUM_FORMS": "0", "steps-MAX_NUM_FORMS": "1000",
+            "schedules-TOTAL_FORMS": "0", "schedules-INITIAL_FORMS": "0",
+            "schedules-MIN_NUM_FORMS": "0", "schedules-MAX_NUM_FORMS": "1000", **fields}
+    for i, step in enumerate(steps):
+        row = {"position": i, "stage": i, "name": "", "step_type": "math.add",
+               "params": "{}", "max_retries": "0", "time_limit": "", "queue": "", **step}
+        data.update({f"steps-{i}-{key}": value for key, value in row.items()})
+    return data
+
+
+@pytest.mark.parametrize(("steps", "message"), [
+    ([], "a chain needs at least one step"),
+    ([{}] * 201, "201 steps is over the limit of 200"),
+    ([{"time_limit": "100000"}], "must be at most"),
+    ([{"queue": "unacked"}], "unknown queue 'unacked'"),
+    ([{"params": '{"numbers": "x"}'}], "Input should be a valid list"),
+    ([{"stage": "20000"}], "must be between 0 and 10000"),
+])
+def test_the_admin_refuses_what_the_api_refuses_and_saves_nothing(admin_web, api, steps,
+                                                                  message):
+    response = admin_web.post(reverse("admin:chains_chain_add"), chain_form(steps))
+    assert response.status_code == 200
+    assert message in html.unescape(response.content.decode())
+    assert not Chain.objects.exists() and not Step.objects.exists()
+    body = {"name": "new", "steps": [
+        {"step_type": "math.add", "params": {}, "stage": i} for i in range(len(steps))]}
+    if steps and steps[0]:
+        key, value = next(iter(steps[0].items()))
+        body["steps"][0][key] = int(value) if value.isdigit() else (
+            {"numbers": "x"} if key == "params" else value)
+    refused = api.post("/api/chains/", body, format="json")
+    assert refused.status_code == 400
+    assert any(message in reason for reasons in refused.json().values() for reason in reasons)
+
+
+def test_the_admin_saves_a_chain_through_the_service(admin_web, admin_user):
+    response = admin_web.post(reverse("admin:chains_chain_add"), chain_form(
+        [{"params": '{"numbers": [1]}'}, {"step_type": "math.multiply",
+                                          "params": '{"numbers": [2]}'}]))
+    assert response.status_code == 302
+    chain = Chain.objects.get()
+    assert chain.created_by == admin_user
+    assert list(chain.steps.values_list("position", "step_type", "params")) == [
+        (0, "math.add", {"numbers": [1]}), (1, "math.multiply", {"numbers": [2]})]
+
+
+def test_the_admin_schedule_form_keeps_the_apis_rules(admin_web, chain):
+    data = chain_form([{"params": '{"numbers": [1]}'}], name="demo")
+    data.update({"schedules-TOTAL_FORMS": "1", "schedules-0-kind": "once",
+                 "schedules-0-timezone": "UTC", "schedules-0-enabled": "on",
+                 "schedules-0-run_at_0": "2020-01-01", "schedules-0-run_at_1": "00:00:00",
+                 "schedules-0-inputs": "null"})
+    url = reverse("admin:chains_chain_change", args=[chain.pk])
+    response = admin_web.post(url, data)
+    assert response.status_code == 200
+    assert "must be in the future" in response.content.decode()
+    assert not chain.schedules.exists()

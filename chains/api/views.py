@@ -82,6 +82,9 @@ class ChainViewSet(viewsets.ModelViewSet):
             raise as_api_error(exc) from exc
         return ChainSerializer(selectors.chains_visible_to(self.request.user).get(pk=chain.pk))
 
+    def perform_destroy(self, instance) -> None:
+        services.chain_delete(chain=instance)
+
     def create(self, request: Request, *args, **kwargs) -> Response:
         out = self._save(self.get_serializer(data=request.data))
         return Response(out.data, status=status.HTTP_201_CREATED)
@@ -214,6 +217,9 @@ class ChainScheduleViewSet(viewsets.ModelViewSet):
         chain = fields.pop("chain", serializer.instance.chain)
         serializer.instance = self._save(schedule=serializer.instance, chain=chain,
                                          fields=fields)
+
+    def perform_destroy(self, instance) -> None:
+        services.schedule_delete(schedule=instance)
 
     def _save(self, **kwargs) -> ChainSchedule:
         try:
