@@ -18,3 +18,16 @@ def wait_for_run(run_id, *, timeout: float = 30) -> Run:
 def write_csv(path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+
+
+def task_results(task_ids: list[str], *, timeout: float = 15):
+    """The TaskResult rows of `task_ids`, once there is one for each (or the deadline passed):
+    a run's last step completes the run before its worker stores the step's task result."""
+    from django_celery_results.models import TaskResult
+
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = TaskResult.objects.filter(task_id__in=task_ids)
+        if rows.count() >= len(set(task_ids)) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)

@@ -9,14 +9,13 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django_celery_results.models import TaskResult
 from rest_framework.authtoken.models import Token
 
 from chains import services
 from chains.models import Run, RunStatus, RunTrigger, StepRun
 from chains.presets import Preset, StepSpec
 from config.celery import app as celery_app
-from tests.helpers import wait_for_run
+from tests.helpers import task_results, wait_for_run
 
 pytestmark = [pytest.mark.fault, pytest.mark.django_db(transaction=True)]
 
@@ -59,7 +58,7 @@ def assert_each_step_once(run: Run) -> None:
     steps = list(run.step_runs.order_by("index"))
     assert all(s.status == RunStatus.COMPLETED for s in steps)
     assert run.steps_done == run.steps_total == len(steps)
-    rows = TaskResult.objects.filter(task_id__in=[s.task_id for s in steps])
+    rows = task_results([s.task_id for s in steps])
     assert sorted(r.status for r in rows) == ["SUCCESS"] * len(steps)
 
 

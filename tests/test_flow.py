@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django_celery_results.models import TaskResult
 
 from chains.models import Run, RunStatus, StepRun
-from tests.helpers import wait_for_run, write_csv
+from tests.helpers import task_results, wait_for_run, write_csv
 
 pytestmark = [pytest.mark.flow, pytest.mark.django_db(transaction=True)]
 
@@ -98,7 +98,7 @@ def test_step_task_ids_are_the_task_result_ids(api):
                                          "iterations": 3})
     assert finished_status(api, task_id)["status"] == "COMPLETED"
     steps = StepRun.objects.filter(run_id=task_id)
-    results = TaskResult.objects.filter(task_id__in=[s.task_id for s in steps])
+    results = task_results([s.task_id for s in steps])
     assert {r.task_name for r in results} == {"chains.step.math.multiply"}
     assert {r.status for r in results} == {"SUCCESS"}
     assert results.count() == 3
