@@ -3,10 +3,10 @@ many messages wait in each queue. Read from Celery's remote control and the brok
 import logging
 from dataclasses import dataclass, field
 
+from chains.queues import allowed_queues
 from config.celery import app
 
 logger = logging.getLogger(__name__)
-STEP_QUEUES = ("celery", "math", "data", "io")
 
 
 @dataclass
@@ -28,25 +28,28 @@ class ClusterState:
         return sorted(set(queues) - self.consumed_queues)
 
 
-def cluster_state(*, timeout: float = 1.0, queues=STEP_QUEUES) -> ClusterState:
-    """Ask the workers (waiting `timeout` seconds for answers) and the broker."""
+def cluster_state(*, timeout: float = 1.0, queues=None) -> ClusterState:
+    """Ask the workers (waiting `timeout` seconds for answers) and the broker, over a
+    connection of its own (a pooled one may have died with a broker restart). `queues`
+    default to those steps may name."""
     state = ClusterState()
-    try:
-        inspect = app.control.inspect(timeout=timeout)
-        for name, consumed in (inspect.active_queues() or {}).items():
-            state.workers[name] = sorted(q["name"] for q in consumed)
-        state.active = {name: len(tasks) for name, tasks in (inspect.active() or {}).items()}
-    except Exception as exc:
-        logger.warning("workers could not be asked: %s", exc)
-        state.error = f"the broker could not be reached: {exc}"
-        return state
-    try:
-        with app.connection_for_read() as connection:
+    with app.connection_for_read() as connection:
+        try:
+            inspect = app.control.inspect(timeout=timeout, connection=connection)
+            for name, consumed in (inspect.active_queues() or {}).items():
+                state.workers[name] = sorted(q["name"] for q in consumed)
+            state.active = {name: len(tasks)
+                            for name, tasks in (inspect.active() or {}).items()}
+        except Exception as exc:
+            logger.warning("workers could not be asked: %s", exc)
+            state.error = f"the broker could not be reached: {exc}"
+            return state
+        try:
             channel = connection.default_channel
-            for queue in sorted(set(queues) | state.consumed_queues):
+            for queue in sorted(set(queues or allowed_queues()) | state.consumed_queues):
                 state.queue_lengths[queue] = _queue_length(channel, queue)
-    except Exception as exc:
-        state.error = f"queue lengths could not be read: {exc}"
+        except Exception as exc:
+            state.error = f"queue lengths could not be read: {exc}"
     return state
 
 

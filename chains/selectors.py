@@ -1,9 +1,10 @@
 """Every read that admin, API and commands share."""
 import math
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
-from django.db.models import Count, Q, QuerySet
-from django.db.models.functions import TruncHour
+from django.db.models import Count, F, Q, QuerySet, Window
+from django.db.models.functions import RowNumber, TruncHour
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 from rest_framework.authtoken.models import Token
@@ -134,21 +135,28 @@ def runs_per_hour(*, user, hours: int = 24, now=None) -> list[tuple[datetime, di
 
 
 def chain_performance(*, user, recent: int = 200) -> list[dict]:
-    """Per chain, over its last `recent` finished runs: count, success rate, p50 and p95."""
-    rows = []
-    for chain in Chain.objects.order_by("name"):
-        finished = (runs_visible_to(user).filter(chain=chain, status__in=[
-            RunStatus.COMPLETED, RunStatus.FAILED]).order_by("-created_at")[:recent])
-        statuses = list(finished.values_list("status", flat=True))
-        if not statuses:
-            continue
-        durations = _durations(finished)
-        rows.append({
-            "chain": chain, "runs": len(statuses),
-            "success_rate": statuses.count(RunStatus.COMPLETED) / len(statuses),
+    """Per chain, over its last `recent` finished runs: count, success rate, p50 and p95. One
+    query: the runs are ranked per chain, newest first, by a window function."""
+    rows = (runs_visible_to(user).order_by()
+            .filter(chain__isnull=False, status__in=[RunStatus.COMPLETED, RunStatus.FAILED])
+            .annotate(rank=Window(RowNumber(), partition_by=F("chain_id"),
+                                  order_by=F("created_at").desc()))
+            .filter(rank__lte=recent)
+            .values_list("chain_id", "chain__name", "status", "started_at", "finished_at"))
+    by_chain: dict[tuple[int, str], list[tuple]] = {}
+    for chain_id, name, status, started, finished in rows:
+        by_chain.setdefault((chain_id, name), []).append((status, started, finished))
+    out = []
+    for (chain_id, name), runs in sorted(by_chain.items(), key=lambda item: item[0][1]):
+        durations = sorted((finished - started).total_seconds()
+                           for _, started, finished in runs if started and finished)
+        completed = sum(status == RunStatus.COMPLETED for status, _, _ in runs)
+        out.append({
+            "chain": SimpleNamespace(pk=chain_id, name=name), "runs": len(runs),
+            "success_rate": completed / len(runs),
             "p50": percentile(durations, 50), "p95": percentile(durations, 95),
         })
-    return rows
+    return out
 
 
 def recent_failures(*, user, limit: int = 10) -> QuerySet[Run]:
