@@ -5,7 +5,7 @@ from functools import partial
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.urls import path, reverse
 from django.utils import timezone
@@ -189,9 +189,12 @@ class ChainAdmin(admin.ModelAdmin):
             context["can_start"] = can_start_runs(request.user)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
-    @admin.display(description="steps")
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(step_total=Count("steps"))
+
+    @admin.display(description="steps", ordering="step_total")
     def step_count(self, chain: Chain) -> int:
-        return chain.steps.count()
+        return chain.step_total
 
     # The chain, its steps and its schedules are written by the services, as the API writes
     # them: the forms and formsets only check and carry the input.
@@ -271,6 +274,7 @@ class RunAdmin(admin.ModelAdmin):
         view = partial(site_view, self.admin_site)
         return [
             path("dashboard/", view(admin_views.dashboard), name="chains_dashboard"),
+            path("cluster/", view(admin_views.cluster_panel), name="chains_cluster_panel"),
             path("<uuid:run_id>/panel/", view(admin_views.run_panel), name="chains_run_panel"),
             *[path(f"<uuid:run_id>/{action}/", view(admin_views.run_action, action=action),
                    name=f"chains_run_{action}") for action in ("cancel", "retry", "again")],

@@ -1,6 +1,7 @@
 """The admin's own pages: run a chain, validate, duplicate, the live run panel, run actions,
 and the dashboard. Each calls the same services and selectors as the API."""
 import json
+from urllib.parse import urlencode
 
 import pygal
 from django.contrib import messages
@@ -21,6 +22,7 @@ from chains.errors import ChainError
 from chains.models import Chain, RunStatus, RunTrigger
 from chains.permissions import can_change_run, can_start_runs
 from chains.picture import chain_picture
+from chains.queues import allowed_queues
 from chains.steps import STEP_TYPES
 
 STATUS_COLOURS = {"PENDING": "#8a8f98", "RUNNING": "#2f6fdb", "COMPLETED": "#2e8540",
@@ -63,13 +65,25 @@ def chain_run(request: HttpRequest, admin_site, chain_id: int) -> HttpResponse:
                 return redirect(run_url(run))
     queues = sorted({step.queue or STEP_TYPES[step.step_type].default_queue
                      for step in chain.steps.all() if step.step_type in STEP_TYPES} | {"celery"})
-    cluster = cluster_state(timeout=0.5)
     context = {
         **admin_site.each_context(request), "title": f"Run {chain.name}", "chain": chain,
-        "opts": Chain._meta, "inputs": inputs_text, "error": error, "queues": queues,
-        "missing_queues": cluster.queues_without_workers(queues), "cluster": cluster,
+        "opts": Chain._meta, "inputs": inputs_text, "error": error,
+        "cluster_url": reverse("admin:chains_cluster_panel") + "?" + urlencode(
+            {"queue": queues}, doseq=True),
     }
     return render(request, "admin/chains/chain/run_form.html", context)
+
+
+def cluster_panel(request: HttpRequest, admin_site) -> HttpResponse:
+    """Workers and queues, asked after the page that shows them has rendered (a broker that
+    does not answer slows this fragment, never the page). With `queue`s: whether a live
+    worker consumes each (the Run now page)."""
+    needed = [queue for queue in request.GET.getlist("queue") if queue in allowed_queues()]
+    cluster = cluster_state(timeout=1.0)
+    return render(request, "admin/chains/_cluster.html", {
+        "cluster": cluster, "queues": needed,
+        "missing_queues": cluster.queues_without_workers(needed) if needed else [],
+    })
 
 
 @require_POST
@@ -187,7 +201,7 @@ def dashboard(request: HttpRequest, admin_site) -> HttpResponse:
         "total": counts["total"], "chart": _runs_per_hour_chart(request.user),
         "performance": selectors.chain_performance(user=request.user),
         "failures": selectors.recent_failures(user=request.user),
-        "cluster": cluster_state(timeout=1.0),
+        "cluster_url": reverse("admin:chains_cluster_panel"),
     }
     return render(request, "admin/chains/dashboard.html", context)
 

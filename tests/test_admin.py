@@ -125,10 +125,34 @@ def test_chain_page_has_tools_and_a_picture(admin_web, chain):
     assert "data-django-jsonform" in page  # params are a generated form, not a JSON box
 
 
-def test_run_now_form_warns_without_workers_and_starts_the_run(admin_web, chain):
+def test_pages_render_without_asking_the_broker(admin_web, chain, monkeypatch):
+    from chains import admin_views
+
+    def broker_never_answers(**kwargs):
+        raise AssertionError("a page waited on the broker")
+
+    monkeypatch.setattr(admin_views, "cluster_state", broker_never_answers)
+    for url in (reverse("admin:chains_dashboard"),
+                reverse("admin:chains_chain_run", args=[chain.pk])):
+        page = admin_web.get(url).content.decode()
+        assert 'class="tc-cluster"' in page and "Asking the workers" in page
+
+
+def test_the_cluster_panel_warns_about_queues_no_worker_consumes(admin_web, monkeypatch):
+    from chains import admin_views
+    from chains.cluster import ClusterState
+
+    state = ClusterState(workers={"w1@host": ["celery", "io"]})
+    monkeypatch.setattr(admin_views, "cluster_state", lambda **kwargs: state)
+    url = reverse("admin:chains_cluster_panel")
+    page = admin_web.get(url + "?queue=celery&queue=math&queue=nope").content.decode()
+    assert "No live worker consumes math: the run will wait until one does." in page
+    assert "w1@host" in admin_web.get(url).content.decode()
+
+
+def test_run_now_form_starts_the_run(admin_web, chain):
     url = reverse("admin:chains_chain_run", args=[chain.pk])
-    page = admin_web.get(url).content.decode()
-    assert "No live worker consumes" in page or "No worker could be asked" in page
+    assert admin_web.get(url).status_code == 200
     response = admin_web.post(url, {"inputs": "5"})
     run = Run.objects.get()
     assert response.status_code == 302
@@ -294,3 +318,21 @@ def test_the_admin_schedule_form_keeps_the_apis_rules(admin_web, chain):
     assert response.status_code == 200
     assert "must be in the future" in response.content.decode()
     assert not chain.schedules.exists()
+
+
+def test_the_chain_list_takes_the_same_queries_for_1_or_20_chains(admin_web):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert admin_web.get(reverse("admin:chains_chain_changelist")).status_code == 200
+        return len(captured)
+
+    services.chain_save(name="c0", steps=[StepSpec("math.add", {}, 0)])
+    one = queries()
+    for n in range(1, 20):
+        services.chain_save(name=f"c{n}", steps=[StepSpec("math.add", {}, 0)] * 2)
+    assert queries() == one
+    assert "<td class=\"field-step_count\">2</td>" in admin_web.get(
+        reverse("admin:chains_chain_changelist")).content.decode()
