@@ -7,13 +7,9 @@ from celery import chain, group
 from celery.canvas import Signature
 
 from config.celery import app
+from config.time_limits import hard_time_limit
 
 FINISH_TASK = "chains.run_finish"
-
-
-def hard_time_limit(soft: int) -> int:
-    """The limit at which a step that ignored its soft time limit is killed."""
-    return soft + max(5, soft // 10)
 
 
 def step_signature(

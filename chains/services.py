@@ -24,7 +24,7 @@ from rest_framework.authtoken.models import Token
 from chains import states
 from chains.bounds import check_inputs, check_text, json_problem
 from chains.broker import Holdings, holdings
-from chains.canvas import build_run_signature, hard_time_limit
+from chains.canvas import build_run_signature
 from chains.errors import ChainError, Conflict, LimitReached, NotAllowed
 from chains.models import (
     Chain,
@@ -44,6 +44,7 @@ from chains.presets import PRESETS, Preset, StepSpec, build_preset
 from chains.queues import queue_problem
 from chains.steps import STEP_TYPES, ParamsInvalid, StepContext, StepFailed
 from config.celery import app
+from config.time_limits import hard_time_limit
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,6 @@ class StepTask(Task):
     """Runs a registry step through services.step_execute and reports how it ended. The step's
     row records its start (status, time, worker), so no STARTED task result is written."""
 
-    track_started = False
-
     def execute_step(self, previous: Any, step_run_id: int, finish_run: bool) -> Any:
         task_id = self.request.id
         try:

