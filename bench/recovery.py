@@ -54,7 +54,7 @@ def project(stack: Stack) -> float:
     _wait_ready(stack, "project-first")
     specs = [StepSpec("flow.wait", {"seconds": 1}, 0), StepSpec("math.add", {"numbers": [1]}, 1),
              StepSpec("flow.wait", {"seconds": 1}, 2), StepSpec("math.add", {"numbers": [1]}, 3)]
-    ids = [services._run_create(preset=Preset(specs=specs, inputs=0), trigger="command").id
+    ids = [services.run_create(preset=Preset(specs=specs, inputs=0), trigger="command").id
            for _ in range(RUNS)]
     while not StepRun.objects.filter(status=RunStatus.RUNNING).exists():
         time.sleep(0.05)

@@ -6,6 +6,7 @@ from typing import Any
 from celery import chain, group
 from celery.canvas import Signature
 
+from chains.steps import STEP_TYPES
 from config.celery import app
 from config.time_limits import hard_time_limit
 
@@ -20,7 +21,6 @@ def step_signature(
     `finish_run` makes the step complete the run when it completes. A failure the step cannot
     report itself (a hard time limit, a lost process) fails the run from the result backend
     (`chains.results`), so no error callback rides along in every message."""
-    from chains.steps import STEP_TYPES
 
     soft = step_run.time_limit or time_limit_default
     return app.signature(

@@ -11,6 +11,8 @@ from django.db import close_old_connections, connection
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from chains.models import WorkerHeartbeat
+
 logger = logging.getLogger(__name__)
 
 # The pid of the worker's main process, as its steps record it: this process's own pid, or
@@ -50,7 +52,6 @@ class Heartbeat(threading.Thread):
             self.stopped.wait(settings.CHAINS_HEARTBEAT_SECONDS)
 
     def beat(self) -> None:
-        from chains.models import WorkerHeartbeat
 
         try:
             # booted_at is written each time: a worker that restarted with the same host name
@@ -65,7 +66,6 @@ class Heartbeat(threading.Thread):
             connection.close()
 
     def stop(self) -> None:
-        from chains.models import WorkerHeartbeat
 
         self.stopped.set()
         self.join(timeout=5)

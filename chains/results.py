@@ -12,6 +12,9 @@ from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend, trigger_callback
 from django_celery_results.models import ChordCounter, TaskResult
 
+from chains import services
+from chains.steps.base import TASK_NAME_PREFIX
+
 logger = logging.getLogger(__name__)
 
 # What a state write may change on an existing row (date_created stays the first write's).
@@ -51,10 +54,8 @@ class ResultBackend(DatabaseBackend):
         step task the run fails with it, in the process that recorded it (no error callback
         in every message, no task to queue)."""
         super().mark_as_failure(task_id, exc, *args, request=request, **kwargs)
-        from chains.steps.base import TASK_NAME_PREFIX
 
         if (getattr(request, "task", None) or "").startswith(TASK_NAME_PREFIX):
-            from chains import services
 
             try:
                 services.step_fail_by_task_id(task_id=task_id)

@@ -3,8 +3,8 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from chains import admin_views
 from chains.admin import site_view
+from chains.admin import views as admin_views
 from chains.api.urls import api_urlpatterns, seed_urlpatterns
 
 urlpatterns = [

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.fault, pytest.mark.django_db(transaction=True)]
 
 
 def start_run(*specs: StepSpec, inputs=0, **kwargs) -> Run:
-    return services._run_create(preset=Preset(specs=list(specs), inputs=inputs),
+    return services.run_create(preset=Preset(specs=list(specs), inputs=inputs),
                                 trigger=RunTrigger.API, **kwargs)
 
 

@@ -11,7 +11,8 @@ from chains import services
 from chains.bounds import DEPTH_REASON
 from chains.errors import ChainError
 from chains.models import Chain, ChainSchedule, Run, Step, StepRun
-from chains.presets import StepSpec
+from chains.presets import Preset, StepSpec
+from chains.steps import StepFailed
 from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db
@@ -126,11 +127,11 @@ def test_a_deep_import_fails_naming_the_field(user):
 
 
 def test_a_step_result_too_deep_fails_the_step(user):
-    run = services._run_create(
-        preset=services.Preset(specs=[StepSpec("flow.wait", {"seconds": 0}, 0)], inputs=1),
+    run = services.run_create(
+        preset=Preset(specs=[StepSpec("flow.wait", {"seconds": 0}, 0)], inputs=1),
         trigger="api", user=user)
     step = run.step_runs.get()
-    with pytest.raises(services.StepFailed, match="its result is nested"):
+    with pytest.raises(StepFailed, match="its result is nested"):
         services.step_execute(step_run_id=step.id, previous=nested(40))
     assert StepRun.objects.get(id=step.id).status != "COMPLETED"
 
@@ -383,7 +384,7 @@ def test_a_chain_read_back_can_be_sent_again(api):
 
 
 def start(user, *specs: StepSpec, inputs=0) -> Run:
-    return services._run_create(preset=services.Preset(specs=list(specs), inputs=inputs),
+    return services.run_create(preset=Preset(specs=list(specs), inputs=inputs),
                                 trigger="api", user=user)
 
 
@@ -416,7 +417,7 @@ def test_a_writable_area_takes_copies_but_not_through_a_symlink(user, data_dir, 
                 StepSpec("io.copy", {"path": "scores.csv", "destination": "shared/sneaky.csv"},
                          1))
     assert execute(run, 0)["copy"] == "shared/ok.csv"
-    with pytest.raises(services.StepFailed, match="outside this run's output folder"):
+    with pytest.raises(StepFailed, match="outside this run's output folder"):
         execute(run, 1)
     assert (data_dir / "scores.csv").read_text() == "name,score\na,1\n"
 
@@ -429,9 +430,9 @@ def test_reading_another_users_run_output_fails_the_step(user, other_user, data_
     path = f"runs/{theirs.id}/step2-clean.csv"
     mine = start(user, StepSpec("io.read", {"path": path}, 0),
                  StepSpec("data.clean", {}, 1), inputs={"file": path})
-    with pytest.raises(services.StepFailed, match="a run that is not yours"):
+    with pytest.raises(StepFailed, match="a run that is not yours"):
         execute(mine, 0)
-    with pytest.raises(services.StepFailed, match="a run that is not yours"):
+    with pytest.raises(StepFailed, match="a run that is not yours"):
         execute(mine, 1, previous={"file": path})
     their_own = start(other_user, StepSpec("io.read", {"path": path}, 0))
     assert "secret" in execute(their_own)["content"]
@@ -445,7 +446,7 @@ def test_a_run_writes_at_most_its_byte_budget(user, data_dir, settings):
     run = start(user, StepSpec("io.copy", {"path": "big.bin"}, 0),
                 StepSpec("io.copy", {"path": "big.bin"}, 1))
     execute(run, 0)
-    with pytest.raises(services.StepFailed, match="CHAINS_MAX_RUN_WRITE_BYTES"):
+    with pytest.raises(StepFailed, match="CHAINS_MAX_RUN_WRITE_BYTES"):
         execute(run, 1)
     folder = data_dir / "runs" / str(run.id)
     assert sorted(p.name for p in folder.iterdir()) == [
@@ -460,7 +461,7 @@ def test_the_write_budget_counts_writable_areas_and_every_step(user, data_dir, s
     run = start(user, StepSpec("io.copy", {"path": "big.bin", "destination": "shared/a.bin"}, 0),
                 StepSpec("io.copy", {"path": "big.bin", "destination": "shared/b.bin"}, 0))
     execute(run, 0)
-    with pytest.raises(services.StepFailed, match="CHAINS_MAX_RUN_WRITE_BYTES"):
+    with pytest.raises(StepFailed, match="CHAINS_MAX_RUN_WRITE_BYTES"):
         execute(run, 1)
     assert not (data_dir / "shared" / "b.bin").exists()
 
@@ -668,7 +669,7 @@ def test_a_staff_run_of_a_users_chain_reads_no_more_than_the_user(
     chain = services.chain_save(name="users", steps=[StepSpec("io.read", {"path": path}, 0)],
                                 user=user)
     run = services.run_start(chain=chain, inputs=0, user=admin_user)  # e.g. by a schedule
-    with pytest.raises(services.StepFailed, match="not yours"):
+    with pytest.raises(StepFailed, match="not yours"):
         execute(run)
 
 

@@ -8,6 +8,7 @@ from django.utils import timezone
 from chains import services
 from chains.broker import Holdings
 from chains.models import RunStatus, WorkerHeartbeat
+from chains.services import reconcile, runs
 from tests.test_services import _Published, submit_math
 
 pytestmark = pytest.mark.django_db
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def published(monkeypatch) -> _Published:
     recorder = _Published()
-    monkeypatch.setattr(services, "build_run_signature", recorder)
+    monkeypatch.setattr(runs, "build_run_signature", recorder)
     return recorder
 
 
@@ -30,7 +31,7 @@ def broker(monkeypatch):
         readable = True
 
     fake = Fake()
-    monkeypatch.setattr(services, "holdings", lambda queues: Holdings(
+    monkeypatch.setattr(reconcile, "holdings", lambda queues: Holdings(
         waiting=set(fake.waiting), taken=dict(fake.taken)) if fake.readable else None)
     return fake
 
@@ -122,13 +123,13 @@ def test_a_step_that_started_meanwhile_is_not_renewed(
     run = quiet_run(user)
     step = run.step_runs.get(index=0)
     old_task_id = step.task_id
-    original = services._republish_orphan
+    original = reconcile._republish_orphan
 
     def started_meanwhile(*, run_id, steps):  # a redelivery starts the step before renewal
         step.__class__.objects.filter(id=step.id).update(attempts=2, worker="w2@host")
         return original(run_id=run_id, steps=steps)
 
-    monkeypatch.setattr(services, "_republish_orphan", started_meanwhile)
+    monkeypatch.setattr(reconcile, "_republish_orphan", started_meanwhile)
     assert recover(django_capture_on_commit_callbacks) == 0
     step.refresh_from_db()
     assert (step.task_id, step.status, step.attempts) == (old_task_id, RunStatus.RUNNING, 2)

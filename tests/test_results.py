@@ -80,12 +80,13 @@ def test_a_step_failure_only_the_worker_saw_fails_the_run(backend, user):
     from celery.utils.objects import Bunch
 
     from chains import services
-    from chains.models import RunStatus
+    from chains import states as run_states
+    from chains.models import RunStatus, StepRun
 
     run = services.run_submit_task(task_type="math_chain", user=user,
                                    config={"operation": "add", "numbers": [1], "iterations": 2})
     first = run.step_runs.get(index=0)
-    services._step_mark_running(first, run, worker="w1@host")
+    run_states.move(StepRun.objects.filter(id=first.id), RunStatus.RUNNING, worker="w1@host")
     # What the worker's main process does when it kills a step at its hard time limit.
     request = Bunch(id=first.task_id, task="chains.step.math.add", group=None, chord=None,
                     errbacks=None, ignore_result=False)

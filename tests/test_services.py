@@ -6,6 +6,7 @@ from chains import services
 from chains.errors import ChainError
 from chains.models import Chain, Run, RunStatus, RunTrigger, StepRun
 from chains.presets import StepSpec
+from chains.services import reconcile, runs
 
 pytestmark = pytest.mark.django_db
 
@@ -202,7 +203,7 @@ def published(monkeypatch, settings) -> _Published:
     """Canvases recorded instead of sent. The stall tests jump far ahead in time, where every
     open run would look orphaned too: orphan recovery (tested on its own) stays out of them."""
     recorder = _Published()
-    monkeypatch.setattr(services, "build_run_signature", recorder)
+    monkeypatch.setattr(runs, "build_run_signature", recorder)
     settings.CHAINS_ORPHAN_SECONDS = 10**9
     return recorder
 
@@ -346,7 +347,7 @@ def test_reconciler_does_not_count_a_resume_the_broker_refused(user, settings, m
     run = submit_math(user)
     Run.objects.filter(id=run.id).update(published_at=timezone.now(),
                                          last_progress_at=timezone.now())
-    monkeypatch.setattr(services, "run_publish", lambda **kwargs: False)
+    monkeypatch.setattr(reconcile, "run_publish", lambda **kwargs: False)
     stalled = timezone.now() + timedelta(seconds=settings.CHAINS_STALL_SECONDS + 1)
     assert services.reconcile_runs(now=stalled)["resumed"] == 0
     assert Run.objects.get(id=run.id).resumes == 0

@@ -7,7 +7,7 @@ import pytest
 from chains import states
 from chains.models import Run, RunStatus, StepRun
 from chains.presets import Preset, StepSpec
-from chains.services import _run_create
+from chains.services import run_create
 
 pytestmark = pytest.mark.django_db
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -15,7 +15,7 @@ PAIRS = [(start, to) for start in RunStatus.values for to in RunStatus.values]
 
 
 def a_run() -> Run:
-    return _run_create(preset=Preset(specs=[StepSpec("math.add", {}, 0)], inputs=0),
+    return run_create(preset=Preset(specs=[StepSpec("math.add", {}, 0)], inputs=0),
                        trigger="api")
 
 

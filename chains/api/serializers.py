@@ -2,12 +2,16 @@
 from functools import cache
 
 from django.db import models
+from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.utils.serializer_helpers import ReturnDict
 
 from chains.bounds import json_problem
 from chains.models import Chain, ChainSchedule, Run, RunStatus, RunTrigger, Step, StepRun
+from chains.permissions import can_read_chain_inputs
 from chains.presets import PRESETS, StepSpec
+from chains.schedules import next_fire_times
+from chains.selectors import step_runs_with_results
 from chains.steps import STEP_TYPES
 
 
@@ -136,7 +140,6 @@ class ChainSerializer(BoundedModelSerializer):
         extra_kwargs = {"name": {"validators": []}}
 
     def to_representation(self, chain: Chain) -> dict:
-        from chains.permissions import can_read_chain_inputs
 
         data = super().to_representation(chain)
         request = self.context.get("request")
@@ -195,7 +198,6 @@ class RunDetailSerializer(RunSerializer):
         fields = [*RunSerializer.Meta.fields, "steps"]
 
     def get_steps(self, run: Run) -> list[dict]:
-        from chains.selectors import step_runs_with_results
 
         return StepRunSerializer(step_runs_with_results(run), many=True).data
 
@@ -228,9 +230,7 @@ class ChainScheduleSerializer(BoundedModelSerializer):
         read_only_fields = ["created_at", "disabled_reason"]
 
     def get_next_fire_times(self, schedule: ChainSchedule) -> list[str]:
-        from django.utils import timezone
 
-        from chains.schedules import next_fire_times
 
         if not schedule.enabled:
             return []

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 from pygal.style import Style
 
 from chains import selectors, services
+from chains.admin.forms import params_form_schema
 from chains.bounds import parse_json
 from chains.cluster import cluster_state
 from chains.errors import ChainError
@@ -111,7 +112,6 @@ def chain_duplicate(request: HttpRequest, admin_site, chain_id: int) -> HttpResp
 
 def step_form_schema(request: HttpRequest, admin_site, key: str) -> JsonResponse:
     """The params form schema of a step type, for the chain builder's step-type picker."""
-    from chains.admin_forms import params_form_schema
 
     if key not in STEP_TYPES:
         return JsonResponse({"detail": f"unknown step type {key!r}"}, status=404)

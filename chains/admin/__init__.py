@@ -1,4 +1,5 @@
-"""Admin: build chains with their steps, start them, and read runs step by step."""
+"""The admin: chains built with their steps and schedules, runs read step by step; the
+admin's own views (views.py) and forms (forms.py) beside it."""
 
 from functools import partial
 
@@ -17,8 +18,9 @@ from django_celery_beat.models import PeriodicTask
 from rest_framework.authtoken.admin import TokenAdmin
 from rest_framework.authtoken.models import TokenProxy
 
-from chains import admin_views, selectors, services
-from chains.admin_forms import (
+from chains import selectors, services
+from chains.admin import views as admin_views
+from chains.admin.forms import (
     JSON_FIELD_OVERRIDES,
     LockAwareAdminLoginForm,
     ScheduleInlineFormSet,

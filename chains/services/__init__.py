@@ -1,0 +1,65 @@
+"""Every write: chains, runs, the worker side of steps, the reconciler, schedules, imports,
+purges and tokens. Admin, API, commands, tasks and beat all come through here.
+
+    chains      validate steps, save, duplicate, delete chains
+    runs        start, publish, retry, finish, cancel, delete runs
+    execution   the worker side: execute a step, mark it running, fail it
+    reconcile   publish, recover and resume what the broker or a worker lost
+    schedules   save schedules, keep beat in step, start a firing's run
+    imports     chains from an export file
+    purge       remove old finished runs
+    tokens      renew a user's API token
+"""
+from chains.services.chains import (
+    chain_delete,
+    chain_duplicate,
+    chain_problems,
+    chain_save,
+    chain_step_specs,
+    max_step_time_limit,
+    validate_step_specs,
+)
+from chains.services.execution import (
+    StepSkipped,
+    step_execute,
+    step_fail,
+    step_fail_by_task_id,
+    step_max_retries,
+)
+from chains.services.imports import chains_import
+from chains.services.purge import runs_purge
+from chains.services.reconcile import reconcile_runs, recover_orphans
+from chains.services.runs import (
+    run_again,
+    run_cancel,
+    run_create,
+    run_delete,
+    run_finish,
+    run_publish,
+    run_retry,
+    run_start,
+    run_start_once,
+    run_submit_task,
+)
+from chains.services.schedules import (
+    SCHEDULE_FIELDS,
+    run_start_scheduled,
+    schedule_check,
+    schedule_delete,
+    schedule_disable,
+    schedule_save,
+    schedule_sync,
+    schedule_unsync,
+)
+from chains.services.tokens import token_regenerate
+
+__all__ = [
+    "SCHEDULE_FIELDS", "StepSkipped", "chain_delete", "chain_duplicate", "chain_problems",
+    "chain_save", "chain_step_specs", "chains_import", "max_step_time_limit",
+    "reconcile_runs", "recover_orphans", "run_again", "run_cancel", "run_create",
+    "run_delete", "run_finish", "run_publish", "run_retry", "run_start", "run_start_once",
+    "run_start_scheduled", "run_submit_task", "runs_purge", "schedule_check",
+    "schedule_delete", "schedule_disable", "schedule_save", "schedule_sync", "schedule_unsync",
+    "step_execute", "step_fail", "step_fail_by_task_id", "step_max_retries",
+    "token_regenerate", "validate_step_specs",
+]

@@ -1,0 +1,167 @@
+"""Writes of chains: validated steps, save (create or replace), duplicate, delete."""
+import logging
+from dataclasses import asdict
+from types import SimpleNamespace
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from chains.bounds import check_inputs, check_text, json_problem
+from chains.canvas import build_run_signature
+from chains.compatibility import stage_problems, value_kind
+from chains.errors import ChainError
+from chains.models import (
+    Chain,
+    Step,
+)
+from chains.presets import StepSpec
+from chains.queues import queue_problem
+from chains.steps import STEP_TYPES, ParamsInvalid
+from config.time_limits import hard_time_limit
+
+logger = logging.getLogger(__name__)
+
+
+MAX_STAGE = 10_000
+MAX_STEP_NAME = 100
+MAX_CHAIN_NAME = 200
+
+# --- Chains -------------------------------------------------------------------------------
+
+
+def max_step_time_limit() -> int:
+    """The longest soft time limit whose hard limit still ends within the broker's
+    visibility timeout."""
+    limit = settings.CHAINS_VISIBILITY_TIMEOUT
+    while limit > 1 and hard_time_limit(limit) >= settings.CHAINS_VISIBILITY_TIMEOUT:
+        limit -= 1
+    return limit
+
+
+def validate_step_specs(specs: list[StepSpec], *, prefix: str = "steps") -> list[StepSpec]:
+    """Each step's type is in the registry and its params fit the type's schema."""
+    errors: dict[str, list[str]] = {}
+    checked: list[StepSpec] = []
+    max_time_limit = max_step_time_limit()
+    if not specs:
+        errors[prefix] = ["a chain needs at least one step"]
+    if len(specs) > settings.CHAINS_MAX_STEPS:
+        errors[prefix] = [f"{len(specs)} steps is over the limit of {settings.CHAINS_MAX_STEPS}"]
+    for index, spec in enumerate(specs):
+        if not 0 <= spec.max_retries <= 10:
+            errors[f"{prefix}.{index}.max_retries"] = ["must be between 0 and 10"]
+        if not 0 <= spec.stage <= MAX_STAGE:
+            errors[f"{prefix}.{index}.stage"] = [f"must be between 0 and {MAX_STAGE}"]
+        check_text(errors, f"{prefix}.{index}.name", spec.name, MAX_STEP_NAME)
+        if problem := queue_problem(spec.queue):
+            errors[f"{prefix}.{index}.queue"] = [problem]
+        if problem := json_problem(spec.params, max_bytes=settings.CHAINS_MAX_INPUT_BYTES):
+            errors[f"{prefix}.{index}.params"] = [problem]
+            continue
+        if spec.time_limit is not None and spec.time_limit > max_time_limit:
+            errors[f"{prefix}.{index}.time_limit"] = [
+                f"must be at most {max_time_limit} s, so that the step ends before "
+                "CHAINS_VISIBILITY_TIMEOUT and is never delivered twice"
+            ]
+        step_type = STEP_TYPES.get(spec.step_type)
+        if step_type is None:
+            errors[f"{prefix}.{index}.step_type"] = [f"unknown step type {spec.step_type!r}"]
+            continue
+        try:
+            params = step_type.validate_params(spec.params, prefix=f"{prefix}.{index}.params")
+        except ParamsInvalid as exc:
+            errors.update(exc.messages())
+            continue
+        checked.append(StepSpec(**{**asdict(spec), "params": params}))
+    if errors:
+        raise ChainError("invalid steps", errors=errors)
+    return checked
+
+
+@transaction.atomic
+def chain_save(
+    *,
+    chain: Chain | None = None,
+    name: str,
+    description: str = "",
+    enabled: bool = True,
+    default_inputs: dict | None = None,
+    steps: list[StepSpec],
+    user=None,
+) -> Chain:
+    """Create a chain, or replace an existing chain's fields and steps, all or nothing."""
+    errors: dict[str, list[str]] = {}
+    check_text(errors, "name", name, MAX_CHAIN_NAME)
+    check_text(errors, "description", description, settings.CHAINS_MAX_DESCRIPTION_CHARS)
+    if errors:
+        raise ChainError("invalid chain", errors=errors)
+    checked = validate_step_specs(steps)
+    check_inputs(default_inputs or {}, field="default_inputs")
+    if Chain.objects.filter(name=name).exclude(pk=getattr(chain, "pk", None)).exists():
+        raise ChainError("name taken", errors={"name": [f"a chain named {name!r} exists"]})
+    if chain is None:
+        chain = Chain(created_by=user if getattr(user, "is_authenticated", False) else None)
+    chain.name, chain.description, chain.enabled = name, description, enabled
+    chain.default_inputs = default_inputs or {}
+    try:
+        with transaction.atomic():
+            chain.save()
+    except IntegrityError as exc:  # another request took the name since the check above
+        raise ChainError("name taken", errors={"name": [f"a chain named {name!r} exists"]}
+                         ) from exc
+    chain.steps.all().delete()
+    Step.objects.bulk_create(
+        Step(chain=chain, position=index, **asdict(spec)) for index, spec in enumerate(checked)
+    )
+    return chain
+
+
+@transaction.atomic
+def chain_delete(*, chain: Chain) -> None:
+    """The chain, its steps and its schedules with their beat entries; its runs stay, without
+    their chain."""
+    chain.delete()  # its schedules go with it, and chains.signals removes their beat entries
+
+
+def chain_problems(chain: Chain) -> list[str]:
+    """What would stop the chain from running as meant, without running it: unknown step
+    types, params that do not fit, time limits, stages whose input does not fit, and the
+    canvas compiled from it all."""
+
+
+    specs = chain_step_specs(chain)
+    try:
+        checked = validate_step_specs(specs)
+    except ChainError as exc:
+        return [f"{field}: {reason}" for field, reasons in exc.errors.items()
+                for reason in reasons]
+    problems = stage_problems(checked, first_input=value_kind(chain.default_inputs))
+    fake_steps = [SimpleNamespace(id=i, index=i, stage=s.stage, step_type=s.step_type,
+                                  queue=s.queue or STEP_TYPES[s.step_type].default_queue,
+                                  task_id=f"check-{i}", time_limit=s.time_limit)
+                  for i, s in enumerate(checked)]
+    build_run_signature(SimpleNamespace(id="check"), fake_steps, first_input=None,
+                        time_limit_default=settings.CELERY_TASK_SOFT_TIME_LIMIT)
+    return problems
+
+
+def chain_step_specs(chain: Chain) -> list[StepSpec]:
+    return [
+        StepSpec(
+            step_type=step.step_type, params=step.params, stage=step.stage, name=step.name,
+            max_retries=step.max_retries, time_limit=step.time_limit, queue=step.queue,
+        )
+        for step in chain.steps.order_by("position")
+    ]
+
+
+@transaction.atomic
+def chain_duplicate(*, chain: Chain, user=None) -> Chain:
+    """A copy of the chain and its steps under a free name ("name (copy)", "(copy 2)", ...)."""
+    name, n = f"{chain.name} (copy)", 1
+    while Chain.objects.filter(name=name).exists():
+        n += 1
+        name = f"{chain.name} (copy {n})"
+    return chain_save(name=name, description=chain.description, enabled=chain.enabled,
+                      default_inputs=chain.default_inputs, steps=chain_step_specs(chain),
+                      user=user)

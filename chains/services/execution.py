@@ -1,0 +1,159 @@
+"""The worker side of a run: execute a step idempotently, mark it running, fail it."""
+import json
+import logging
+import uuid
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from django_celery_results.models import TaskResult
+
+from chains import states
+from chains.bounds import json_problem
+from chains.models import (
+    Run,
+    RunStatus,
+    StepRun,
+)
+from chains.services.runs import _cancel_outstanding_steps, _run_complete
+from chains.steps import STEP_TYPES, StepContext, StepFailed
+
+logger = logging.getLogger(__name__)
+
+
+class StepSkipped(Exception):
+    """The step's run was cancelled, failed or deleted: do not run it."""
+
+# --- Executing steps (called by chains.tasks) ----------------------------------------------
+
+
+def step_execute(
+    *, step_run_id: int, previous: Any, task_id: str | None = None, finish_run: bool = False,
+    worker: str = "", worker_pid: int | None = None,
+) -> Any:
+    """Run one step. A step already COMPLETED (a redelivered message) returns its stored
+    result without doing its work again. A step started more often than its retries allow
+    plus CHAINS_MAX_DELIVERIES (its worker died each time) fails instead of running again.
+    A delivery whose `task_id` is no longer the step's (the run was retried or resumed under
+    fresh ids since) is skipped. `finish_run` marks the run's last step, which completes the
+    run in the same transaction as itself (the canvas then needs no finaliser task)."""
+    step_run = StepRun.objects.select_related("run").filter(id=step_run_id).first()
+    if step_run is None:
+        raise StepSkipped(f"step run {step_run_id} no longer exists")
+    if task_id is not None and step_run.task_id != task_id:
+        raise StepSkipped(f"task {task_id} is an older delivery of step run {step_run_id}")
+    if step_run.status == RunStatus.COMPLETED:
+        return step_run.result
+    run = step_run.run
+    if run.status in states.FINAL or step_run.status not in states.OPEN:
+        raise StepSkipped(f"run {run.id} is {run.status}")
+    starts_allowed = step_run.max_retries + settings.CHAINS_MAX_DELIVERIES
+    if step_run.attempts >= starts_allowed:
+        raise StepFailed(
+            f"started {step_run.attempts} times without finishing (its worker died each time)"
+        )
+    _step_mark_running(step_run, run, worker=worker, worker_pid=worker_pid)
+    context = StepContext(run_id=str(run.id), step_index=step_run.index,
+                          may_read_run=partial(_may_read_run, run))
+    result = STEP_TYPES[step_run.step_type].execute(step_run.params, previous, context)
+    if problem := json_problem(result, max_bytes=settings.CHAINS_MAX_RESULT_BYTES):
+        raise StepFailed(f"its result {problem}")
+    now = timezone.now()
+    with transaction.atomic():
+        done = states.move(StepRun.objects.filter(id=step_run.id, task_id=step_run.task_id),
+                           RunStatus.COMPLETED, result=result, error="", finished_at=now)
+        if done and finish_run:
+            _run_complete(run, result=result, now=now, steps_done=F("steps_done") + 1)
+        elif done:
+            Run.objects.filter(id=run.id).update(
+                steps_done=F("steps_done") + 1, last_progress_at=now
+            )
+    return result
+
+
+def _may_read_run(run: Run, other_run_id: str) -> bool:
+    """Whether `run` may read another run's output folder: only if both the run's owner and
+    its chain's author may (a user: their own runs; staff or an operator: any), so that
+    neither whoever starts a chain nor whoever wrote it reads more through the other. Asked
+    only when a step reads such a folder."""
+    readers = {run.created_by_id, run.chain.created_by_id if run.chain_id else None} - {None}
+    staff = set(get_user_model().objects.filter(id__in=readers, is_staff=True)
+                .values_list("id", flat=True))
+    users = readers - staff
+    if not users:
+        return True
+    if len(users) > 1:
+        return False
+    try:
+        other = uuid.UUID(other_run_id)
+    except ValueError:
+        return False
+    return Run.objects.filter(id=other, created_by_id=users.pop()).exists()
+
+
+def _step_mark_running(step_run: StepRun, run: Run, *, worker: str = "",
+                       worker_pid: int | None = None) -> None:
+    """The step is RUNNING on `worker` (its start counted towards the delivery limit); the
+    run becomes RUNNING with its first step. The step's own start time is the run's progress
+    while it runs (see `_is_stalled`), so later steps write nothing to the run row here."""
+    now = timezone.now()
+    started = states.move(
+        StepRun.objects.filter(id=step_run.id, task_id=step_run.task_id), RunStatus.RUNNING,
+        started_at=now, attempts=F("attempts") + 1, worker=worker[:255], worker_pid=worker_pid)
+    if not started:
+        raise StepSkipped(f"step run {step_run.id} was cancelled or retried meanwhile")
+    if run.status == RunStatus.PENDING:
+        states.move(Run.objects.filter(id=run.id), RunStatus.RUNNING,
+                    started_at=Coalesce(F("started_at"), Value(now)), last_progress_at=now)
+
+
+def step_max_retries(*, step_run_id: int) -> int:
+    return StepRun.objects.filter(id=step_run_id).values_list("max_retries", flat=True).first() or 0
+
+
+def step_fail(*, step_run_id: int, error: str, task_id: str | None = None) -> None:
+    """A step failed for good: the step and its run become FAILED with the step's error, and
+    any other outstanding step of the run is cancelled. A report from an older delivery
+    (`task_id` no longer the step's) changes nothing."""
+    step_run = StepRun.objects.filter(id=step_run_id).first()
+    if step_run is None or (task_id is not None and step_run.task_id != task_id):
+        return
+    now = timezone.now()
+    run_error = f"step {step_run.index + 1} ({step_run.step_type}): {error}"
+    with transaction.atomic():
+        states.move(StepRun.objects.filter(id=step_run.id), RunStatus.FAILED, error=error,
+                    finished_at=now)
+        failed = states.move(Run.objects.filter(id=step_run.run_id), RunStatus.FAILED,
+                             error=run_error, finished_at=now)
+        if failed:
+            _cancel_outstanding_steps(step_run.run_id)
+
+
+def step_fail_by_task_id(*, task_id: str) -> None:
+    """Error callback path: the worker recorded a failure (time limit, lost process) that the
+    step itself could not report."""
+    step_run = StepRun.objects.filter(task_id=task_id).only("id", "status").first()
+    if step_run is None or step_run.status not in states.OPEN:
+        return
+    task_result = TaskResult.objects.filter(task_id=task_id, status="FAILURE").first()
+    if task_result is None:  # not a recorded failure (a retry, or a lost write): the
+        return  # reconciler resumes the run if it really stalled
+    step_fail(step_run_id=step_run.id, error=_task_error(task_result))
+
+
+def _task_error(task_result: TaskResult) -> str:
+    try:
+        info = json.loads(task_result.result or "null")
+    except ValueError:
+        info = None
+    if isinstance(info, dict) and "exc_type" in info:
+        message = info.get("exc_message")
+        if isinstance(message, list | tuple):
+            message = " ".join(str(part) for part in message)
+        return f"{info['exc_type']}: {message}" if message else info["exc_type"]
+    return task_result.status

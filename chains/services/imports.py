@@ -1,0 +1,92 @@
+"""Chains from an export_chains file: the documented fields only, all or nothing."""
+import logging
+from datetime import UTC
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from chains.errors import ChainError
+from chains.models import (
+    Chain,
+)
+from chains.presets import StepSpec
+from chains.services.chains import chain_save
+from chains.services.schedules import schedule_save
+
+logger = logging.getLogger(__name__)
+
+
+# --- Import -----------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def chains_import(*, data: Any, user=None) -> list[Chain]:
+    """Create or replace (by name) the chains in an export, with their steps and schedules.
+    Everything is validated first; one error and nothing is written."""
+    if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(
+        data.get("chains"), list
+    ):
+        raise ChainError("format", errors={"file": ["not a chains export (version 1)"]})
+    imported = []
+    for index, item in enumerate(data["chains"]):
+        prefix = f"chains.{index}"
+        try:
+            _refuse_unknown_keys(item, CHAIN_IMPORT_FIELDS)
+            steps = []
+            for n, step in enumerate(item["steps"]):
+                _refuse_unknown_keys(step, STEP_IMPORT_FIELDS, prefix=f"steps.{n}.")
+                steps.append(StepSpec(**step))
+            chain = Chain.objects.filter(name=item["name"]).first()
+            chain = chain_save(chain=chain, name=item["name"],
+                               description=item.get("description", ""),
+                               enabled=item.get("enabled", True),
+                               default_inputs=item.get("default_inputs") or {}, steps=steps,
+                               user=user)
+        except ChainError as exc:
+            raise ChainError("invalid", errors={f"{prefix}.{k}": v
+                                                for k, v in exc.errors.items()}) from exc
+        except (KeyError, TypeError) as exc:
+            raise ChainError("invalid", errors={prefix: [f"malformed chain: {exc}"]}) from exc
+        chain.schedules.all().delete()
+        for n, raw in enumerate(item.get("schedules", [])):
+            fields = dict(raw) if isinstance(raw, dict) else {}
+            try:
+                if not isinstance(raw, dict):
+                    raise ChainError("invalid", errors={"": ["must be an object"]})
+                if fields.get("run_at"):
+                    fields["run_at"] = _parse_time(fields["run_at"])
+                schedule_save(chain=chain, user=None, fields=fields, past_run_at_allowed=True)
+            except ChainError as exc:
+                raise ChainError("invalid", errors={
+                    f"{prefix}.schedules.{n}.{k}".rstrip("."): v for k, v in exc.errors.items()
+                }) from exc
+        imported.append(chain)
+    return imported
+
+
+CHAIN_IMPORT_FIELDS = {"name", "description", "enabled", "default_inputs", "steps", "schedules"}
+STEP_IMPORT_FIELDS = {"stage", "name", "step_type", "params", "max_retries", "time_limit",
+                      "queue"}
+
+
+def _refuse_unknown_keys(item: Any, allowed: set[str], *, prefix: str = "") -> None:
+    """Imports take the documented fields only: never ids, owners or links to other rows."""
+    if not isinstance(item, dict):
+        raise ChainError("invalid", errors={prefix.rstrip(".") or "chain": ["must be an object"]})
+    unknown = sorted(set(item) - allowed)
+    if unknown:
+        raise ChainError("invalid", errors={f"{prefix}{key}": ["unknown field"]
+                                            for key in unknown})
+
+
+def _parse_time(value: Any):
+
+    try:
+        parsed = parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise ChainError("invalid", errors={"run_at": ["not an ISO 8601 date and time"]})
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)

@@ -1,0 +1,53 @@
+"""Old finished runs removed in chunks, with their steps, task results and files."""
+import logging
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models.signals import post_delete, pre_delete
+from django_celery_results.models import TaskResult
+
+from chains import states
+from chains.models import (
+    Run,
+    StepRun,
+)
+from chains.services.runs import _remove_run_files
+
+logger = logging.getLogger(__name__)
+
+
+def runs_purge(*, older_than, status: str | None = None, chunk: int = 10_000,
+               progress=None) -> int:
+    """Delete finished runs created before `older_than`, with their steps, TaskResult rows and
+    files, `chunk` runs at a time (memory stays flat however many there are)."""
+
+    runs = Run.objects.filter(created_at__lt=older_than, status__in=states.FINAL)
+    if status:
+        runs = runs.filter(status=status)
+    # Once its steps are gone nothing points at a run, so the runs go in one DELETE rather
+    # than through the Collector, which loads every run first; unless a relation or a delete
+    # signal on Run appears.
+    raw = ({rel.related_model for rel in Run._meta.related_objects} <= {StepRun}
+           and not pre_delete.has_listeners(Run) and not post_delete.has_listeners(Run))
+    runs_dir = Path(settings.CHAINS_DATA_DIR) / "runs"
+    deleted = 0
+    while True:
+        ids = list(runs.order_by("created_at").values_list("id", flat=True)[:chunk])
+        if not ids:
+            return deleted
+        with transaction.atomic():
+            steps = StepRun.objects.filter(run_id__in=ids)
+            TaskResult.objects.filter(task_id__in=steps.values("task_id")).delete()
+            steps.delete()
+            chunk_runs = Run.objects.filter(id__in=ids)
+            if raw:
+                chunk_runs._raw_delete(chunk_runs.db)
+            else:
+                chunk_runs.delete()
+        listed = {path.name for path in runs_dir.iterdir()} if runs_dir.is_dir() else set()
+        for run_id in ids:
+            _remove_run_files(str(run_id), listed)
+        deleted += len(ids)
+        if progress:
+            progress(deleted)

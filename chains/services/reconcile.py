@@ -1,0 +1,187 @@
+"""The reconciler (beat, and `manage.py reconcile_runs`): publish runs the broker never got,
+recover runs whose worker or message was lost, resume or fail stalled ones."""
+import logging
+import uuid
+from datetime import timedelta
+from functools import partial
+from itertools import groupby
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from chains import states
+from chains.broker import Holdings, holdings
+from chains.models import (
+    IdempotencyKey,
+    Run,
+    RunStatus,
+    StepRun,
+    WorkerHeartbeat,
+)
+from chains.services.runs import _cancel_outstanding_steps, _renew_task_ids, run_publish
+from config.time_limits import hard_time_limit
+
+logger = logging.getLogger(__name__)
+
+
+# --- Reconciling (beat and `manage.py reconcile_runs`) --------------------------------------
+
+
+def _is_stalled(run: Run, now) -> bool:
+    """No progress for CHAINS_STALL_SECONDS, plus the hard time limit of a step that is (or
+    may still be) running. Progress is the run's last stamp or a running step's start."""
+    running = list(run.step_runs.filter(status=RunStatus.RUNNING)
+                   .values_list("time_limit", "started_at"))
+    allowance = max(
+        [hard_time_limit(limit or settings.CELERY_TASK_SOFT_TIME_LIMIT) for limit, _ in running],
+        default=0,
+    )
+    progress = max([run.last_progress_at, *(started for _, started in running if started)])
+    return progress < now - timedelta(seconds=settings.CHAINS_STALL_SECONDS + allowance)
+
+
+def reconcile_runs(*, now=None) -> dict[str, int]:
+    """The database is the ledger: publish runs whose publishing failed, resume runs that made
+    no progress past their deadline (a lost message, a dead broker or worker) from the last
+    completed step, and fail those that stalled CHAINS_MAX_RESUMES times."""
+    now = now or timezone.now()
+    report = {"published": 0, "resumed": 0, "failed": 0}
+    IdempotencyKey.objects.filter(
+        created_at__lt=now - timedelta(seconds=settings.CHAINS_IDEMPOTENCY_SECONDS)).delete()
+    report["recovered"] = recover_orphans(now=now)
+    grace = now - timedelta(seconds=settings.CHAINS_PUBLISH_GRACE_SECONDS)
+    unpublished = Run.objects.filter(
+        status=RunStatus.PENDING, published_at__isnull=True, created_at__lt=grace,
+    ).filter(Q(last_progress_at__isnull=True) | Q(last_progress_at__lt=grace)
+             ).values_list("id", flat=True)
+    for run_id in list(unpublished):
+        report["published"] += _reconcile_one(run_publish, run_id=run_id)
+    stalled = Run.objects.filter(
+        status__in=states.OPEN, published_at__isnull=False,
+        last_progress_at__lt=now - timedelta(seconds=settings.CHAINS_STALL_SECONDS),
+    )
+    for run in list(stalled):
+        if not _is_stalled(run, now):
+            continue
+        if run.resumes >= settings.CHAINS_MAX_RESUMES:
+            report["failed"] += _fail_stalled(run, now)
+        elif _claim_resume(run):
+            _renew_task_ids(run)
+            if _reconcile_one(run_publish, run_id=run.id):
+                report["resumed"] += 1
+            else:  # the broker is still away: this attempt does not count
+                Run.objects.filter(id=run.id).update(resumes=F("resumes") - 1)
+    return report
+
+
+def recover_orphans(*, now=None) -> int:
+    """Runs quiet for CHAINS_ORPHAN_SECONDS whose current stage no live worker holds: its
+    steps RUNNING on a worker whose heartbeat stopped (or that restarted since), or PENDING
+    with a message the broker no longer has or gave to a consumer that never started it.
+    Each is published again from its last completed stage under fresh task ids, at once:
+    a killed worker or an emptied broker costs seconds, not the stall deadline. Fresh ids are
+    taken only while the steps are as they were read, so a late delivery of the old message
+    is skipped and no step runs twice. Returns how many runs were published again."""
+    now = now or timezone.now()
+    quiet = now - timedelta(seconds=settings.CHAINS_ORPHAN_SECONDS)
+    run_ids = list(Run.objects.filter(
+        status__in=states.OPEN, published_at__isnull=False, last_progress_at__lt=quiet,
+    ).order_by("last_progress_at").values_list("id", flat=True)[:ORPHAN_BATCH])
+    if not run_ids:
+        return 0
+    unfinished = list(StepRun.objects.filter(run_id__in=run_ids).exclude(
+        status=RunStatus.COMPLETED).order_by("run_id", "stage", "index"))
+    alive = _live_workers()
+    broker = None
+    if any(step.status == RunStatus.PENDING for step in unfinished):
+        broker = holdings({step.queue for step in unfinished})
+    recovered = 0
+    for run_id in set(run_ids) - {step.run_id for step in unfinished}:
+        # Every step is done and only the finaliser after a parallel last stage is missing.
+        recovered += _reconcile_one(run_publish, run_id=run_id)
+    for run_id, steps in groupby(unfinished, key=lambda step: step.run_id):
+        steps = list(steps)
+        current = [step for step in steps if step.stage == steps[0].stage]
+        if any(_still_held(step, alive, broker) for step in current):
+            continue
+        if _reconcile_one(_republish_orphan, run_id=run_id, steps=steps):
+            recovered += 1
+    return recovered
+
+
+ORPHAN_BATCH = 1000
+
+
+def _live_workers() -> dict[tuple[str, int], Any]:
+    """(host name, pid) -> boot time of each worker whose heartbeat is recent by the
+    database's clock (the one heartbeats are written with)."""
+    recent = Now() - timedelta(seconds=settings.CHAINS_WORKER_DEAD_SECONDS)
+    return {(hostname, pid): booted for hostname, pid, booted in WorkerHeartbeat.objects
+            .filter(seen_at__gte=recent).values_list("hostname", "pid", "booted_at")}
+
+
+def _still_held(step: StepRun, alive: dict, broker: Holdings | None) -> bool:
+    """Whether something still has this step in hand: a live worker running it (the same
+    incarnation that started it), or a queue it waits in. Unknown counts as held."""
+    if step.status == RunStatus.RUNNING:
+        if step.worker_pid is None:  # started before workers said who they are
+            return True
+        booted = alive.get((step.worker, step.worker_pid))
+        return booted is not None and booted <= step.started_at
+    if broker is None:
+        return True
+    # Taken a moment ago: a worker is about to start it (or retries it after a countdown).
+    taken_for = broker.taken.get(step.task_id)
+    return step.task_id in broker.waiting or (
+        taken_for is not None and taken_for < settings.CHAINS_ORPHAN_SECONDS)
+
+
+@transaction.atomic
+def _republish_orphan(*, run_id, steps: list[StepRun]) -> bool:
+    """Fresh task ids (and PENDING) for the run's unfinished steps, each only if it is as it
+    was read; then the run is published from its last completed stage once this commits."""
+    for step in steps:
+        as_read = StepRun.objects.filter(id=step.id, task_id=step.task_id, status=step.status,
+                                         attempts=step.attempts)
+        if step.status == RunStatus.PENDING:
+            renewed = as_read.update(task_id=str(uuid.uuid4()))
+        else:
+            renewed = states.move(as_read, RunStatus.PENDING, task_id=str(uuid.uuid4()))
+        if not renewed:  # it moved meanwhile: leave the run alone this time
+            transaction.set_rollback(True)
+            return False
+    logger.warning("run %s lost its worker or its message: published again", run_id)
+    transaction.on_commit(partial(run_publish, run_id=run_id))
+    return True
+
+
+def _reconcile_one(function, **kwargs) -> bool:
+    """One run's trouble does not stop the reconciler from reaching the others."""
+    try:
+        return bool(function(**kwargs))
+    except Exception:
+        logger.exception("reconciling %s failed", kwargs)
+        return False
+
+
+def _claim_resume(run: Run) -> bool:
+    """Only one reconciler resumes a run for a given stall: the update is the claim."""
+    return bool(Run.objects.filter(id=run.id, resumes=run.resumes, status__in=states.OPEN)
+                .update(resumes=run.resumes + 1, last_progress_at=timezone.now()))
+
+
+@transaction.atomic
+def _fail_stalled(run: Run, now) -> int:
+    seconds = int((now - run.last_progress_at).total_seconds())
+    failed = states.move(
+        Run.objects.filter(id=run.id), RunStatus.FAILED, finished_at=now,
+        error=f"no progress for {seconds}s after {run.resumes} resumes "
+        "(lost messages, or workers that died or do not consume the step's queue)",
+    )
+    if failed:
+        _cancel_outstanding_steps(run.id)
+    return failed

@@ -1,0 +1,350 @@
+"""Writes of runs: start (from a chain, a seed task type or another run), publish, retry,
+finish, cancel and delete."""
+import logging
+import shutil
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from functools import partial
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django_celery_results.models import TaskResult
+
+from chains import states
+from chains.bounds import check_inputs
+from chains.canvas import build_run_signature
+from chains.errors import ChainError, Conflict, LimitReached
+from chains.models import (
+    Chain,
+    ChainSchedule,
+    IdempotencyKey,
+    ResultMode,
+    Run,
+    RunStatus,
+    RunTrigger,
+    StepRun,
+)
+from chains.permissions import can_read_chain_inputs
+from chains.presets import PRESETS, Preset, StepSpec, build_preset
+from chains.services.chains import chain_step_specs, validate_step_specs
+from chains.steps import STEP_TYPES, ParamsInvalid
+from config.celery import app
+
+logger = logging.getLogger(__name__)
+
+
+# --- Starting runs --------------------------------------------------------------------------
+
+
+def run_start(
+    *, chain: Chain, inputs: Any = None, trigger: str = RunTrigger.API, user=None,
+    schedule: ChainSchedule | None = None, scheduled_for=None,
+) -> Run:
+    """Start a run of `chain`: snapshot its steps now, publish once the transaction commits."""
+    if not chain.enabled:
+        raise ChainError("disabled", errors={"chain": [f"chain {chain.name!r} is disabled"]})
+    if (inputs is None and chain.default_inputs and user is not None
+            and not can_read_chain_inputs(user, chain)):
+        raise ChainError("inputs", errors={"inputs": [
+            "required: this chain's default inputs are its author's"]})
+    inputs = chain.default_inputs if inputs is None else inputs
+    check_inputs(inputs, field="inputs")
+    specs = validate_step_specs(chain_step_specs(chain))
+    return run_create(
+        preset=Preset(specs=specs, inputs=inputs), chain=chain, trigger=trigger, user=user,
+        description=chain.description, schedule=schedule, scheduled_for=scheduled_for,
+    )
+
+
+def run_start_once(
+    *, user, key: str | None, fingerprint: str, start: Callable[[], Run],
+) -> tuple[Run, bool]:
+    """`start()`, remembered under the user's Idempotency-Key `key`: a repeat of the same
+    request (same `fingerprint`) within CHAINS_IDEMPOTENCY_SECONDS gives the run it started
+    (and False), so a client whose answer was lost may send it again; another request under
+    the same key is a Conflict. Without a key, simply `start()`."""
+    if not key:
+        return start(), True
+    if len(key) > 255:
+        raise ChainError("key", errors={"Idempotency-Key": ["must be at most 255 characters"]})
+    fresh = timezone.now() - timedelta(seconds=settings.CHAINS_IDEMPOTENCY_SECONDS)
+    for _ in range(2):  # a second look when a request with the same key won the race
+        earlier = (IdempotencyKey.objects.select_related("run")
+                   .filter(user=user, key=key, created_at__gte=fresh).first())
+        if earlier is not None:
+            if earlier.fingerprint != fingerprint:
+                raise Conflict("key reused", errors={"Idempotency-Key": [
+                    "was used for a different request; use a new key for a new request"]})
+            return earlier.run, False
+        try:
+            with transaction.atomic():
+                IdempotencyKey.objects.filter(user=user, key=key,
+                                              created_at__lt=fresh).delete()  # expired
+                run = start()
+                IdempotencyKey.objects.create(user=user, key=key, fingerprint=fingerprint,
+                                              run=run)
+            return run, True
+        except IntegrityError:
+            continue
+    raise Conflict("key busy", errors={"Idempotency-Key": ["is in use; send it again"]})
+
+
+def run_submit_task(
+    *, task_type: str, config: Any, description: str = "", user=None,
+    trigger: str = RunTrigger.API,
+) -> Run:
+    """The seed contract: start a run of one of the seed task types."""
+    if task_type not in PRESETS:
+        raise ChainError("task_type", errors={
+            "task_type": [f"unknown task type {task_type!r}; one of {', '.join(PRESETS)}"]
+        })
+    try:
+        preset = build_preset(task_type, config)
+    except ParamsInvalid as exc:
+        raise ChainError("invalid config", errors=exc.messages()) from exc
+    return run_create(
+        preset=preset, task_type=task_type, description=description, trigger=trigger, user=user,
+    )
+
+
+def run_again(*, run: Run, trigger: str = RunTrigger.ADMIN, user=None) -> Run:
+    """A new run with the same steps and inputs as `run` (its chain may have changed since)."""
+    if run.chain is not None and not run.chain.enabled:
+        raise ChainError("disabled", errors={"chain": [f"chain {run.chain.name!r} is disabled"]})
+    specs = validate_step_specs([
+        StepSpec(step_type=sr.step_type, params=sr.params, stage=sr.stage, name=sr.name,
+                 max_retries=sr.max_retries, time_limit=sr.time_limit, queue=sr.queue)
+        for sr in run.step_runs.order_by("index")])
+    return run_create(
+        preset=Preset(specs=specs, inputs=run.inputs, result_mode=run.result_mode),
+        chain=run.chain, task_type=run.task_type, description=run.description,
+        trigger=trigger, user=user,
+    )
+
+
+def run_create(
+    *, preset: Preset, trigger: str, user=None, chain: Chain | None = None,
+    task_type: str = "", description: str = "", schedule: ChainSchedule | None = None,
+    scheduled_for=None,
+) -> Run:
+    run = Run(
+        schedule=schedule,
+        scheduled_for=scheduled_for,
+        chain=chain,
+        task_type=task_type,
+        description=description,
+        trigger=trigger,
+        inputs=preset.inputs,
+        result_mode=preset.result_mode,
+        steps_total=len(preset.specs),
+        created_by=user if getattr(user, "is_authenticated", False) else None,
+    )
+    step_runs = [
+        StepRun(
+            run=run,
+            index=index,
+            stage=spec.stage,
+            name=spec.name,
+            step_type=spec.step_type,
+            params=spec.params,
+            queue=spec.queue or STEP_TYPES[spec.step_type].default_queue,
+            max_retries=spec.max_retries,
+            time_limit=spec.time_limit,
+            task_id=str(uuid.uuid4()),
+        )
+        for index, spec in enumerate(preset.specs)
+    ]
+    # Rows are built before the transaction: on SQLite it holds the write lock from BEGIN.
+    with transaction.atomic():
+        _check_active_runs(run.created_by)
+        run.save(force_insert=True)
+        # Kept on the instance: the publish after commit (chains.signals) needs no read back.
+        run.created_step_runs = StepRun.objects.bulk_create(step_runs)
+    return run
+
+
+def _check_active_runs(user) -> None:
+    """Users who are not staff have at most CHAINS_MAX_ACTIVE_RUNS_PER_USER runs open."""
+    limit = settings.CHAINS_MAX_ACTIVE_RUNS_PER_USER
+    if user is None or user.is_staff or not limit:
+        return
+    open_runs = Run.objects.filter(created_by=user, status__in=states.OPEN)[:limit].count()
+    if open_runs >= limit:
+        raise LimitReached("too many open runs", errors={"non_field_errors": [
+            f"you have {open_runs} runs PENDING or RUNNING; the limit is {limit} "
+            "(CHAINS_MAX_ACTIVE_RUNS_PER_USER): wait for some to finish"]})
+
+
+def run_publish(*, run_id, created: Run | None = None) -> bool:
+    """Send an unfinished run's canvas to the broker, from its first unfinished stage. If the
+    broker cannot be reached the run keeps its rows and stays unpublished (the outbox):
+    `reconcile_runs` publishes it again. `created` is a run `run_create` has just committed,
+    with its step runs in memory: published whole, without reading it back."""
+    step_runs = getattr(created, "created_step_runs", None)
+    if step_runs and all(step_run.pk is not None for step_run in step_runs):
+        run, remaining, first_input = created, step_runs, created.inputs
+    else:
+        run = Run.objects.filter(id=run_id, status__in=states.OPEN).first()
+        if run is None:
+            return False
+        remaining, first_input = _resume_point(run)
+    if not remaining:  # every step is done; only the finaliser was lost
+        run_finish(run_id=run.id, result=first_input)
+        return True
+    signature = build_run_signature(
+        run, remaining, first_input=first_input,
+        time_limit_default=settings.CELERY_TASK_SOFT_TIME_LIMIT,
+    )
+    try:
+        signature.apply_async()
+    except Exception:
+        logger.exception("run %s is not published: the broker could not be reached", run_id)
+        return False
+    now = timezone.now()
+    Run.objects.filter(id=run.id).update(published_at=now, last_progress_at=now)
+    return True
+
+
+def _resume_point(run: Run) -> tuple[list[StepRun], Any]:
+    """The steps from the first stage that is not COMPLETED, and the input of that stage: the
+    run's inputs, or the previous stage's result (a list when it was parallel)."""
+    step_runs = list(run.step_runs.order_by("stage", "index"))
+    previous: Any = run.inputs
+    for stage, members in groupby(step_runs, key=lambda sr: sr.stage):
+        members = list(members)
+        if any(sr.status != RunStatus.COMPLETED for sr in members):
+            return [sr for sr in step_runs if sr.stage >= stage], previous
+        previous = members[0].result if len(members) == 1 else [sr.result for sr in members]
+    return [], previous
+
+
+def _renew_task_ids(run: Run) -> None:
+    """Fresh task ids for the run's unfinished steps before it is published again: the old
+    ids may be revoked, and their TaskResult rows describe attempts that are over."""
+    unfinished = list(run.step_runs.exclude(status=RunStatus.COMPLETED))
+    TaskResult.objects.filter(task_id__in=[sr.task_id for sr in unfinished]).delete()
+    for step_run in unfinished:
+        step_run.task_id = str(uuid.uuid4())
+    StepRun.objects.bulk_update(unfinished, ["task_id"])
+
+
+def _take_fixed_params(run: Run) -> None:
+    """If the run's chain still has the same steps (types and stages), its unfinished steps
+    take the chain's current settings: retrying after fixing a step's params uses the fix."""
+    if run.chain is None:
+        return
+    specs = validate_step_specs(chain_step_specs(run.chain))
+    step_runs = list(run.step_runs.order_by("index"))
+    if [(s.step_type, s.stage) for s in specs] != [(sr.step_type, sr.stage) for sr in step_runs]:
+        return
+    unfinished = [sr for sr in step_runs if sr.status != RunStatus.COMPLETED]
+    for step_run in unfinished:
+        spec = specs[step_run.index]
+        step_run.params, step_run.time_limit = spec.params, spec.time_limit
+        step_run.max_retries = spec.max_retries
+        step_run.queue = spec.queue or STEP_TYPES[spec.step_type].default_queue
+    StepRun.objects.bulk_update(unfinished, ["params", "time_limit", "max_retries", "queue"])
+
+
+@transaction.atomic
+def run_retry(*, run: Run) -> Run:
+    """Run a FAILED or CANCELLED run again from its first unfinished step, reusing the stored
+    results of the steps before it. Unfinished steps take their chain's current params when
+    the chain still has the same steps."""
+    now = timezone.now()
+    _check_active_runs(run.created_by)
+    claimed = states.move(  # from FAILED or CANCELLED
+        Run.objects.filter(id=run.id), RunStatus.PENDING, error="", result=None,
+        started_at=None, finished_at=None, published_at=None, last_progress_at=now, resumes=0)
+    if not claimed:  # the update is the check: two retries at once make one
+        run.refresh_from_db()
+        raise ChainError("not retryable", errors={
+            "status": [f"only FAILED or CANCELLED runs can be retried; this one is {run.status}"]
+        })
+    states.move(run.step_runs.all(), RunStatus.PENDING, error="", attempts=0,
+                started_at=None, finished_at=None, result=None)
+    _take_fixed_params(run)
+    _renew_task_ids(run)
+    transaction.on_commit(partial(run_publish, run_id=run.id))
+    run.refresh_from_db()
+    return run
+
+def run_finish(*, run_id, result: Any) -> None:
+    """The canvas's finaliser (after a parallel last stage): the run is COMPLETED."""
+    run = Run.objects.filter(id=run_id).only("id", "result_mode").first()
+    if run is not None:
+        _run_complete(run, result=result, now=timezone.now())
+
+
+def _run_complete(run: Run, *, result: Any, now, **fields: Any) -> None:
+    """An open run becomes COMPLETED with its result: the last stage's, or every step's."""
+    if run.result_mode == ResultMode.ALL_STEPS:
+        result = list(run.step_runs.order_by("index").values_list("result", flat=True))
+    states.move(Run.objects.filter(id=run.id), RunStatus.COMPLETED, result=result,
+                finished_at=now, last_progress_at=now, **fields)
+
+
+# --- Cancelling and deleting ----------------------------------------------------------------
+
+
+def _cancel_outstanding_steps(run_id) -> list[str]:
+    """Mark the run's open steps CANCELLED and revoke their tasks once this commits."""
+    outstanding = StepRun.objects.filter(run_id=run_id, status__in=states.OPEN)
+    task_ids = list(outstanding.values_list("task_id", flat=True))
+    states.move(outstanding, RunStatus.CANCELLED, finished_at=timezone.now())
+    if task_ids:
+        transaction.on_commit(lambda: _revoke(task_ids))
+    return task_ids
+
+
+def _revoke(task_ids: list[str]) -> None:
+    try:
+        app.control.revoke(task_ids)
+    except Exception:
+        logger.exception("could not revoke %d task(s); they will be skipped when they run",
+                         len(task_ids))
+
+
+@transaction.atomic
+def run_cancel(*, run: Run, reason: str = "cancelled") -> Run:
+    """Cancel an unfinished run: every outstanding task is revoked; a step already running
+    finishes, but nothing after it runs."""
+    cancelled = states.move(Run.objects.filter(id=run.id), RunStatus.CANCELLED, error=reason,
+                            finished_at=timezone.now())
+    if not cancelled:
+        run.refresh_from_db()
+        raise ChainError("finished", errors={"status": [f"run is already {run.status}"]})
+    _cancel_outstanding_steps(run.id)
+    run.refresh_from_db()
+    return run
+
+
+@transaction.atomic
+def run_delete(*, run: Run) -> None:
+    """Delete a run with its steps, their TaskResult rows and the files its steps wrote."""
+    if run.status in states.OPEN:
+        try:
+            run_cancel(run=run, reason="deleted")
+        except ChainError:
+            pass  # it finished meanwhile: delete it all the same
+    task_ids = list(run.step_runs.values_list("task_id", flat=True))
+    TaskResult.objects.filter(task_id__in=task_ids).delete()
+    run_id = str(run.id)
+    run.delete()
+    transaction.on_commit(lambda: _remove_run_files(run_id))
+
+
+def _remove_run_files(run_id: str, listed: set[str] | None = None) -> None:
+    """`listed`: the names in runs/, listed once by a caller removing many runs' files, so
+    that runs without a folder (most) cost no stat."""
+    if listed is not None and run_id not in listed:
+        return
+    runs_dir = (Path(settings.CHAINS_DATA_DIR) / "runs").resolve()
+    target = (runs_dir / run_id).resolve()
+    if target.parent == runs_dir and target.is_dir():
+        shutil.rmtree(target, ignore_errors=True)
