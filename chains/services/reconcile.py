@@ -3,7 +3,6 @@ recover runs whose worker or message was lost, resume or fail stalled ones."""
 import logging
 import uuid
 from datetime import timedelta
-from functools import partial
 from itertools import groupby
 from typing import Any
 
@@ -15,6 +14,7 @@ from django.utils import timezone
 
 from chains import states
 from chains.broker import Holdings, holdings
+from chains.events import run_ready
 from chains.models import (
     IdempotencyKey,
     Run,
@@ -155,7 +155,7 @@ def _republish_orphan(*, run_id, steps: list[StepRun]) -> bool:
             transaction.set_rollback(True)
             return False
     logger.warning("run %s lost its worker or its message: published again", run_id)
-    transaction.on_commit(partial(run_publish, run_id=run_id))
+    run_ready.send(sender=Run, run_id=run_id)
     return True
 
 

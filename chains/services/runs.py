@@ -5,7 +5,6 @@ import shutil
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from functools import partial
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from chains import states
 from chains.bounds import check_inputs
 from chains.canvas import build_run_signature
 from chains.errors import ChainError, Conflict, LimitReached
+from chains.events import run_ready
 from chains.models import (
     Chain,
     ChainSchedule,
@@ -163,8 +163,8 @@ def run_create(
     with transaction.atomic():
         _check_active_runs(run.created_by)
         run.save(force_insert=True)
-        # Kept on the instance: the publish after commit (chains.signals) needs no read back.
-        run.created_step_runs = StepRun.objects.bulk_create(step_runs)
+        created = StepRun.objects.bulk_create(step_runs)
+        run_ready.send(sender=Run, run_id=run.id, run=run, step_runs=created)
     return run
 
 
@@ -180,14 +180,14 @@ def _check_active_runs(user) -> None:
             "(CHAINS_MAX_ACTIVE_RUNS_PER_USER): wait for some to finish"]})
 
 
-def run_publish(*, run_id, created: Run | None = None) -> bool:
+def run_publish(*, run_id, run: Run | None = None, step_runs: list[StepRun] | None = None
+                ) -> bool:
     """Send an unfinished run's canvas to the broker, from its first unfinished stage. If the
     broker cannot be reached the run keeps its rows and stays unpublished (the outbox):
-    `reconcile_runs` publishes it again. `created` is a run `run_create` has just committed,
-    with its step runs in memory: published whole, without reading it back."""
-    step_runs = getattr(created, "created_step_runs", None)
-    if step_runs and all(step_run.pk is not None for step_run in step_runs):
-        run, remaining, first_input = created, step_runs, created.inputs
+    `reconcile_runs` publishes it again. `run` and `step_runs`: a new run's rows as
+    `run_create` has just committed them, published whole without reading them back."""
+    if run is not None and step_runs and all(step_run.pk is not None for step_run in step_runs):
+        remaining, first_input = step_runs, run.inputs
     else:
         run = Run.objects.filter(id=run_id, status__in=states.OPEN).first()
         if run is None:
@@ -270,7 +270,7 @@ def run_retry(*, run: Run) -> Run:
                 started_at=None, finished_at=None, result=None)
     _take_fixed_params(run)
     _renew_task_ids(run)
-    transaction.on_commit(partial(run_publish, run_id=run.id))
+    run_ready.send(sender=Run, run_id=run.id)
     run.refresh_from_db()
     return run
 
