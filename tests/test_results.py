@@ -113,3 +113,47 @@ def test_a_failure_of_another_task_leaves_runs_alone(backend, user):
     backend.mark_as_failure(task_id, ValueError("x"), request=request)
     run.refresh_from_db()
     assert run.status == RunStatus.PENDING
+
+
+# --- The contract with django-celery-results ----------------------------------------------------
+
+ROW_FIELDS = ["status", "result", "traceback", "content_type", "content_encoding", "task_name",
+              "task_args", "task_kwargs", "worker", "periodic_task_name"]
+
+
+def _request(task_id: str):
+    from celery.app.task import Context
+
+    return Context(id=task_id, task="chains.step.math.add", args=[1], kwargs={"step_run_id": 3},
+                   hostname="w1@host", delivery_info={"routing_key": "math"}, retries=0)
+
+
+@pytest.mark.parametrize("outcome", ["success", "failure", "retry"])
+def test_the_backend_stores_the_rows_the_stock_backend_stores(backend, outcome):
+    """Pins the private parts of django-celery-results the backend calls
+    (_get_meta_from_request, _get_extended_properties): an upgrade that changes what they
+    give fails here, where the pinned range in pyproject.toml says to look."""
+    from django_celery_results.backends.database import DatabaseBackend
+
+    stock = DatabaseBackend(app=app)
+    rows = {}
+    for name, chosen in (("stock", stock), ("project", backend)):
+        task_id = f"{name}-{outcome}"
+        request = _request(task_id)
+        if outcome == "success":
+            chosen.store_result(task_id, 42, states.SUCCESS, request=request)
+        elif outcome == "failure":
+            try:
+                raise ValueError("boom")
+            except ValueError as exc:
+                chosen.mark_as_failure(task_id, exc, traceback="Traceback: boom",
+                                       request=request)
+        else:
+            chosen.mark_as_retry(task_id, ValueError("again"), traceback="Traceback: again",
+                                 request=request)
+        row = TaskResult.objects.get(task_id=task_id)
+        rows[name] = {field: getattr(row, field) for field in ROW_FIELDS}
+        rows[name]["meta"] = json.loads(row.meta)
+    assert rows["project"] == rows["stock"]
+    assert (rows["stock"]["task_name"], rows["stock"]["worker"]) == (
+        "chains.step.math.add", "w1@host")  # the extended fields are there to compare

@@ -3,15 +3,12 @@ import logging
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.db.models.signals import post_delete, pre_delete
 from django_celery_results.models import TaskResult
 
 from chains import states
-from chains.models import (
-    Run,
-    StepRun,
-)
+from chains.models import IdempotencyKey, Run, StepRun
 from chains.services.runs import _remove_run_files
 
 logger = logging.getLogger(__name__)
@@ -21,14 +18,13 @@ def runs_purge(*, older_than, status: str | None = None, chunk: int = 10_000,
                progress=None) -> int:
     """Delete finished runs created before `older_than`, with their steps, TaskResult rows and
     files, `chunk` runs at a time (memory stays flat however many there are)."""
-
     runs = Run.objects.filter(created_at__lt=older_than, status__in=states.FINAL)
     if status:
         runs = runs.filter(status=status)
-    # Once its steps are gone nothing points at a run, so the runs go in one DELETE rather
-    # than through the Collector, which loads every run first; unless a relation or a delete
-    # signal on Run appears.
-    raw = ({rel.related_model for rel in Run._meta.related_objects} <= {StepRun}
+    # Once its steps and keys are gone nothing points at a run, so the runs go in one DELETE
+    # rather than through the Collector, which loads every run first; unless another
+    # relation or a delete signal on Run appears.
+    raw = ({rel.related_model for rel in Run._meta.related_objects} <= {StepRun, IdempotencyKey}
            and not pre_delete.has_listeners(Run) and not post_delete.has_listeners(Run))
     runs_dir = Path(settings.CHAINS_DATA_DIR) / "runs"
     deleted = 0
@@ -40,14 +36,26 @@ def runs_purge(*, older_than, status: str | None = None, chunk: int = 10_000,
             steps = StepRun.objects.filter(run_id__in=ids)
             TaskResult.objects.filter(task_id__in=steps.values("task_id")).delete()
             steps.delete()
-            chunk_runs = Run.objects.filter(id__in=ids)
+            IdempotencyKey.objects.filter(run_id__in=ids).delete()
             if raw:
-                chunk_runs._raw_delete(chunk_runs.db)
+                _delete_rows(Run, ids)
             else:
-                chunk_runs.delete()
+                Run.objects.filter(id__in=ids).delete()
         listed = {path.name for path in runs_dir.iterdir()} if runs_dir.is_dir() else set()
         for run_id in ids:
             _remove_run_files(str(run_id), listed)
         deleted += len(ids)
         if progress:
             progress(deleted)
+
+
+def _delete_rows(model, ids: list) -> None:
+    """DELETE ... WHERE pk IN (ids): one statement, no Collector, no row loaded."""
+    connection = connections[router.db_for_write(model)]
+    pk = model._meta.pk
+    values = [pk.get_db_prep_value(value, connection) for value in ids]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {connection.ops.quote_name(model._meta.db_table)} "
+            f"WHERE {connection.ops.quote_name(pk.column)} IN ({', '.join(['%s'] * len(ids))})",
+            values)
