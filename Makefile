@@ -30,9 +30,9 @@ run: migrate
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The quick subset: unit tests, no worker, no faults, no fuzzing.
+# The quick subset: unit tests only, no Redis, no worker, no other process.
 test-quick: $(STAMP)
-	$(BIN)/python -m pytest -m "not flow and not fault and not fuzz" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not flow and not fault and not fuzz and not browser and not broker" $(PYTEST_ARGS)
 
 # The project against raw Celery on the same Redis, database and worker; prints a table and
 # writes bench/results.json.

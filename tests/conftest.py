@@ -1,5 +1,5 @@
-"""Fixtures: users and API clients, a data directory, and for flow tests a real Redis and a
-real Celery worker writing to the test database."""
+"""Fixtures: users and API clients, a data directory, and for the tests that ask for them a
+real Redis (`broker`) and real Celery workers writing to the test database."""
 import os
 import shutil
 import tempfile
@@ -19,18 +19,38 @@ DATA_DIR = Path(tempfile.mkdtemp(prefix="taskchain-data-"))
 WRITABLE_DIRS = ["shared"]
 
 
+# Where tests publish until one asks for a broker: nothing listens there, so a test that
+# publishes without the `broker` fixture fails at once instead of reaching some other Redis.
+NO_BROKER = "redis://127.0.0.1:1/0"
+
+
 def pytest_configure(config) -> None:
-    """Point the test process at the test data directory and Redis before anything is queued:
-    REDIS_URL when given, else an embedded Redis started here."""
-    global _redis
+    """Point the test process at the test data directory, and at no broker until a test asks
+    for one (unit tests run without Redis)."""
     settings.CHAINS_DATA_DIR = DATA_DIR
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        _redis = EmbeddedRedis()
-        url = _redis.url
+    _use_broker(NO_BROKER)
+
+
+def _use_broker(url: str) -> None:
     settings.REDIS_URL = settings.CELERY_BROKER_URL = url
     celery_app.conf.broker_url = url
+    celery_app.close()  # pooled connections to the previous URL go
+
+
+@pytest.fixture(scope="session")
+def broker() -> str:
+    """A real Redis for the tests that need one: REDIS_URL when given, else an embedded Redis
+    started once for the session."""
+    global _redis
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        if _redis is None:
+            _redis = EmbeddedRedis()
+        url = _redis.url
+    if settings.CELERY_BROKER_URL != url:
+        _use_broker(url)
+    return url
 
 
 def pytest_unconfigure(config) -> None:
@@ -76,7 +96,7 @@ def worker_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+def celery_worker(broker, django_db_setup, django_db_blocker, tmp_path_factory):
     """A real prefork worker consuming every queue, on the test Redis and test database,
     for the tests of one module."""
     purge_queues(celery_app)  # nothing left over from earlier tests
@@ -90,7 +110,7 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
 
 
 @pytest.fixture
-def start_worker(django_db_setup, tmp_path):
+def start_worker(broker, django_db_setup, tmp_path):
     """Start workers for one test (each with its own log); all are stopped afterwards."""
     started: list[CeleryWorker] = []
     purge_queues(celery_app)  # nothing left over from earlier tests
@@ -108,7 +128,7 @@ def start_worker(django_db_setup, tmp_path):
 
 
 @pytest.fixture
-def start_beat(django_db_setup, tmp_path):
+def start_beat(broker, django_db_setup, tmp_path):
     started: list[CeleryBeat] = []
 
     def start(**env: str) -> CeleryBeat:
@@ -122,7 +142,7 @@ def start_beat(django_db_setup, tmp_path):
 
 
 @pytest.fixture
-def embedded_redis() -> EmbeddedRedis:
+def embedded_redis(broker) -> EmbeddedRedis:
     """The test run's own Redis, for tests that stop and restart it."""
     if _redis is None:
         pytest.skip("REDIS_URL points at a Redis these tests did not start")

@@ -224,6 +224,8 @@ def test_openapi_schema_and_docs(api, user, client):
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
 
 
+@pytest.mark.broker
+@pytest.mark.usefixtures("broker")
 def test_cluster_endpoints_are_staff_only(api, admin_api):
     assert api.get("/api/workers/").status_code == 403
     assert api.get("/api/queues/").status_code == 403

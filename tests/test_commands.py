@@ -175,6 +175,8 @@ def test_purge_runs_removes_the_folders_of_purged_runs(settings, tmp_path):
     assert [folder.exists() for folder in folders] == [False, True]
 
 
+@pytest.mark.broker
+@pytest.mark.usefixtures("broker")
 def test_cluster_status_without_workers_exits_1():
     with pytest.raises(CommandError, match="no worker answered") as info:
         call_command("cluster_status", "--timeout", "0.3")

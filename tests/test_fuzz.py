@@ -20,6 +20,7 @@ def _openapi() -> dict:
     return json.loads(OpenApiJsonRenderer().render(document))
 
 
+pytestmark = pytest.mark.usefixtures("broker")  # /api/workers/ and /api/queues/ ask it
 schema = schemathesis.openapi.from_dict(_openapi())
 schema.app = get_wsgi_application()
 

@@ -146,6 +146,8 @@ def test_a_run_whose_steps_are_all_done_is_finished(
     assert (run.status, run.result) == (RunStatus.COMPLETED, 6)
 
 
+@pytest.mark.broker
+@pytest.mark.usefixtures("broker")
 def test_holdings_reads_what_redis_keeps_waiting_and_taken():
     """Pins the Redis transport's layout the reconciler reads (queues, the unacknowledged
     hash and its index): a kombu upgrade that changes it fails here."""
