@@ -284,12 +284,6 @@ class ChainSchedule(models.Model):
         return (f"{self.minute} {self.hour} {self.day_of_month} {self.month_of_year} "
                 f"{self.day_of_week} ({self.timezone})")
 
-    def clean(self) -> None:
-        from chains.schedules import schedule_errors
-
-        errors = schedule_errors(self)
-        if errors:
-            raise ValidationError(errors)
 
 
 class WorkerHeartbeat(models.Model):

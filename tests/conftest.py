@@ -2,21 +2,24 @@
 real Redis (`broker`) and real Celery workers writing to the test database."""
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 from django.conf import settings
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from config.celery import app as celery_app
-from tests.services import CeleryBeat, CeleryWorker, EmbeddedRedis, database_url, purge_queues
+from tests.factories import make_user, token_client
+from tests.services import (
+    DATA_DIR,
+    CeleryBeat,
+    CeleryWorker,
+    EmbeddedRedis,
+    purge_queues,
+    worker_env,
+)
 
 _redis: EmbeddedRedis | None = None
-DATA_DIR = Path(tempfile.mkdtemp(prefix="taskchain-data-"))
-# The writable area of the test workers, for tests that copy into one (settings must agree).
-WRITABLE_DIRS = ["shared"]
 
 
 # Where tests publish until one asks for a broker: nothing listens there, so a test that
@@ -78,23 +81,6 @@ def data_dir() -> Path:
             child.unlink()
 
 
-def worker_env(**extra: str) -> dict[str, str]:
-    """Environment for worker and beat processes: the test database, Redis and data dir.
-    Redis redelivers an unacknowledged message after 10 s (steps in tests take less); the
-    workers may write into the WRITABLE_DIRS."""
-    from django.db import connection
-
-    return {
-        "DATABASE_URL": database_url(connection.settings_dict),
-        "REDIS_URL": settings.CELERY_BROKER_URL,
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "CHAINS_DATA_DIR": str(DATA_DIR),
-        "CHAINS_VISIBILITY_TIMEOUT": "10",
-        "CHAINS_WRITABLE_DIRS": ",".join(WRITABLE_DIRS),
-        **extra,
-    }
-
-
 @pytest.fixture(scope="module")
 def celery_worker(broker, django_db_setup, django_db_blocker, tmp_path_factory):
     """A real prefork worker consuming every queue, on the test Redis and test database,
@@ -147,21 +133,6 @@ def embedded_redis(broker) -> EmbeddedRedis:
     if _redis is None:
         pytest.skip("REDIS_URL points at a Redis these tests did not start")
     return _redis
-
-
-def make_user(username: str, *, staff: bool = False, superuser: bool = False):
-    from django.contrib.auth import get_user_model
-
-    return get_user_model().objects.create_user(
-        username=username, password="pw-" + username, is_staff=staff or superuser,
-        is_superuser=superuser,
-    )
-
-
-def token_client(user) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
 
 
 @pytest.fixture

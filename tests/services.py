@@ -8,9 +8,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from django.conf import settings
+from django.db import connection
+
 from config.embedded_redis import redis_server_command
 
 ROOT = Path(__file__).resolve().parent.parent
+# The data directory the tests and their workers share, and the writable area of the test
+# workers (tests that copy into one set settings.CHAINS_WRITABLE_DIRS to it too).
+DATA_DIR = Path(tempfile.mkdtemp(prefix="taskchain-data-"))
+WRITABLE_DIRS = ["shared"]
 WORKER_QUEUES = "celery,math,data,io"
 
 
@@ -172,3 +179,18 @@ class CeleryBeat(CeleryProcess):
         schedule = log_path.with_suffix(".schedule")
         super().__init__(["beat", "--loglevel", "INFO", "--schedule", str(schedule)],
                          env=env, log_path=log_path)
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """Environment for worker and beat processes: the test database, Redis and data dir.
+    Redis redelivers an unacknowledged message after 10 s (steps in tests take less); the
+    workers may write into the WRITABLE_DIRS."""
+    return {
+        "DATABASE_URL": database_url(connection.settings_dict),
+        "REDIS_URL": settings.CELERY_BROKER_URL,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "CHAINS_DATA_DIR": str(DATA_DIR),
+        "CHAINS_VISIBILITY_TIMEOUT": "10",
+        "CHAINS_WRITABLE_DIRS": ",".join(WRITABLE_DIRS),
+        **extra,
+    }

@@ -10,7 +10,7 @@ from chains import services
 from chains.admin import start_chains
 from chains.models import Chain, Run, RunTrigger, Step
 from chains.presets import StepSpec
-from tests.conftest import make_user
+from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -114,8 +114,8 @@ def test_view_only_staff_cannot_run_or_cancel(client, chain):
     assert "run_selected_chains" not in page
     response = client.post(reverse("admin:chains_chain_changelist"), {
         "action": "run_selected_chains", "_selected_action": [chain.pk]})
+    assert response.status_code == 200  # the changelist again: no such action for them
     assert not Run.objects.exists()
-    assert response.status_code in (200, 302, 403)
 
 
 def test_chain_page_has_tools_and_a_picture(admin_web, chain):
@@ -231,8 +231,7 @@ def test_dashboard(admin_web, chain, admin_user):
 
 def test_view_only_staff_see_runs_but_no_action_buttons(client, chain, admin_user):
     run = services.run_start(chain=chain, user=admin_user)
-    viewer = make_user("viewer2", staff=True)
-    viewer.user_permissions.add(*Permission.objects.filter(codename__startswith="view_"))
+    viewer = make_user("viewer2", view_only=True)
     client.force_login(viewer)
     page = client.get(reverse("admin:chains_run_change", args=[run.pk])).content.decode()
     assert 'id="tc-run-panel"' in page and 'id="tc-cancel"' not in page

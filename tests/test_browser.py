@@ -11,7 +11,7 @@ import pytest
 from chains import services
 from chains.models import Chain, Run, RunStatus
 from chains.presets import StepSpec
-from tests.conftest import make_user
+from tests.factories import make_user
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

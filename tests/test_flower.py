@@ -11,9 +11,8 @@ import pytest
 
 from chains import services
 from chains.models import StepRun
-from tests.conftest import worker_env
 from tests.helpers import wait_for_run
-from tests.services import ROOT, free_port, stop, wait_for_port
+from tests.services import ROOT, free_port, stop, wait_for_port, worker_env
 
 pytest.importorskip("flower")
 pytestmark = [pytest.mark.flow, pytest.mark.django_db(transaction=True)]

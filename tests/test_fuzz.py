@@ -12,7 +12,7 @@ from drf_spectacular.renderers import OpenApiJsonRenderer
 from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
 
-from tests.conftest import make_user
+from tests.factories import make_user
 
 
 def _openapi() -> dict:

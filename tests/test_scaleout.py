@@ -27,9 +27,8 @@ from chains.models import Run, RunStatus, StepRun
 from chains.presets import StepSpec
 from config.celery import app as celery_app
 from config.embedded_redis import redis_server_command
-from tests.conftest import worker_env
 from tests.helpers import write_csv
-from tests.services import CeleryProcess, database_url, stop
+from tests.services import CeleryProcess, database_url, stop, worker_env
 
 pytestmark = [pytest.mark.flow, pytest.mark.django_db(transaction=True)]
 

@@ -20,7 +20,7 @@ from rest_framework.throttling import UserRateThrottle
 from chains import services
 from chains.models import Chain, Run, RunStatus
 from chains.presets import StepSpec
-from tests.conftest import make_user, token_client
+from tests.factories import make_user, token_client
 from tests.helpers import wait_for_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,8 +101,7 @@ def test_view_only_staff_can_look_but_not_run_or_cancel(api):
     chain = services.chain_save(name="c", steps=[StepSpec("math.add", {"numbers": [1]}, 0)])
     task_id = api.post("/tasks/submit", {"task_type": "math_chain", "config": {
         "operation": "add", "numbers": [1]}}, format="json").json()["task_id"]
-    viewer = make_user("viewer", staff=True)
-    viewer.user_permissions.add(*Permission.objects.filter(codename__startswith="view_"))
+    viewer = make_user("viewer", view_only=True)
     client = token_client(viewer)
     assert client.get(f"/tasks/{task_id}/status").status_code == 200
     assert client.get("/api/runs/").json()["count"] == 1
