@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from chains import states
-from chains.models import Run, RunStatus, StepRun
+from chains.models import Run, RunStatus
 from chains.presets import Preset, StepSpec
 from chains.services import run_create
 
@@ -19,26 +19,19 @@ def a_run() -> Run:
                        trigger="api")
 
 
+@pytest.mark.parametrize("kind", ["run", "step"])
 @pytest.mark.parametrize(("start", "to"), PAIRS)
-def test_every_run_move_is_allowed_or_refused_as_the_table_says(start, to):
+def test_every_move_is_allowed_or_refused_as_the_table_says(kind, start, to):
     run = a_run()
-    Run.objects.filter(id=run.id).update(status=start)  # set up; not a move
-    moved = states.move(Run.objects.filter(id=run.id), to, error="moved")
-    allowed = to in states.RUN_MOVES[start]
+    row, table = (run, states.RUN_MOVES) if kind == "run" else (
+        run.step_runs.get(), states.STEP_MOVES)
+    rows = type(row).objects.filter(id=row.id)
+    rows.update(status=start)  # set up; not a move
+    moved = states.move(rows, to, error="moved")
+    allowed = to in table[start]
     assert moved == int(allowed)
-    run.refresh_from_db()
-    assert (run.status, run.error) == ((to, "moved") if allowed else (start, ""))
-
-
-@pytest.mark.parametrize(("start", "to"), PAIRS)
-def test_every_step_move_is_allowed_or_refused_as_the_table_says(start, to):
-    step = a_run().step_runs.get()
-    StepRun.objects.filter(id=step.id).update(status=start)  # set up; not a move
-    moved = states.move(StepRun.objects.filter(id=step.id), to, error="moved")
-    allowed = to in states.STEP_MOVES[start]
-    assert moved == int(allowed)
-    step.refresh_from_db()
-    assert (step.status, step.error) == ((to, "moved") if allowed else (start, ""))
+    row.refresh_from_db()
+    assert (row.status, row.error) == ((to, "moved") if allowed else (start, ""))
 
 
 def test_the_tables_cover_every_status_and_final_ones_lead_only_to_a_retry():
