@@ -22,38 +22,45 @@ from tests.services import (
 _redis: EmbeddedRedis | None = None
 
 
-# Where tests publish until one asks for a broker: nothing listens there, so a test that
-# publishes without the `broker` fixture fails at once instead of reaching some other Redis.
+# Where tests publish when none of the selected tests asks for a broker: nothing listens
+# there, so a test that publishes without the `broker` fixture fails at once instead of
+# reaching some other Redis.
 NO_BROKER = "redis://127.0.0.1:1/0"
 
 
 def pytest_configure(config) -> None:
-    """Point the test process at the test data directory, and at no broker until a test asks
-    for one (unit tests run without Redis)."""
+    """Point the test process at the test data directory, and at no broker until the
+    collection says whether a test asks for one (unit tests run without Redis)."""
     settings.CHAINS_DATA_DIR = DATA_DIR
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     _use_broker(NO_BROKER)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """Once the tests to run are known (after -m and -k), and before any runs: a real Redis
+    if one of them asks for the `broker` fixture (REDIS_URL when given, else an embedded
+    one). The broker is chosen once, before any connection to it is pooled."""
+    global _redis
+    if not any("broker" in item.fixturenames for item in items):
+        return
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        _redis = EmbeddedRedis()
+        url = _redis.url
+    _use_broker(url)
+
+
 def _use_broker(url: str) -> None:
     settings.REDIS_URL = settings.CELERY_BROKER_URL = url
     celery_app.conf.broker_url = url
-    celery_app.close()  # pooled connections to the previous URL go
 
 
 @pytest.fixture(scope="session")
 def broker() -> str:
-    """A real Redis for the tests that need one: REDIS_URL when given, else an embedded Redis
-    started once for the session."""
-    global _redis
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        if _redis is None:
-            _redis = EmbeddedRedis()
-        url = _redis.url
-    if settings.CELERY_BROKER_URL != url:
-        _use_broker(url)
-    return url
+    """The real Redis of the tests that ask for one (started when the tests were collected)."""
+    assert settings.CELERY_BROKER_URL != NO_BROKER, "no broker was started for this test"
+    return settings.CELERY_BROKER_URL
 
 
 def pytest_unconfigure(config) -> None:
