@@ -2,7 +2,6 @@
 import uuid
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
 from rest_framework.authtoken.models import TokenProxy
@@ -38,10 +37,6 @@ class Chain(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def clean(self) -> None:
-        limit = settings.CHAINS_MAX_DESCRIPTION_CHARS
-        if len(self.description) > limit:
-            raise ValidationError({"description": f"at most {limit} characters"})
 
 
 class Step(models.Model):

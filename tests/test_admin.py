@@ -335,3 +335,14 @@ def test_the_chain_list_takes_the_same_queries_for_1_or_20_chains(admin_web):
     assert queries() == one
     assert "<td class=\"field-step_count\">2</td>" in admin_web.get(
         reverse("admin:chains_chain_changelist")).content.decode()
+
+
+def test_the_admin_refuses_chain_fields_the_api_refuses(admin_web):
+    big = '{"blob": "' + "x" * 70_000 + '"}'
+    for fields, message in (({"description": "d" * 10_001}, "the limit is 10000"),
+                            ({"default_inputs": big}, "the limit is 65536")):
+        response = admin_web.post(reverse("admin:chains_chain_add"),
+                                  chain_form([{"params": '{"numbers": [1]}'}], **fields))
+        assert response.status_code == 200
+        assert message in html.unescape(response.content.decode())
+    assert not Chain.objects.exists()

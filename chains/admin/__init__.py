@@ -22,6 +22,7 @@ from chains import selectors, services
 from chains.admin import views as admin_views
 from chains.admin.forms import (
     JSON_FIELD_OVERRIDES,
+    ChainForm,
     LockAwareAdminLoginForm,
     ScheduleInlineFormSet,
     StepInlineForm,
@@ -162,6 +163,7 @@ class ChainAdmin(admin.ModelAdmin):
                      "classes": ["collapse"]}),
     ]
     inlines = [StepInline, ChainScheduleInline]
+    form = ChainForm
     formfield_overrides = JSON_FIELD_OVERRIDES
     actions = ["run_selected_chains"]
     change_form_template = "admin/chains/chain/change_form.html"

@@ -157,3 +157,19 @@ class ScheduleInlineFormSet(forms.BaseInlineFormSet):
             except ChainError as exc:
                 for key, reasons in exc.errors.items():
                     form.add_error(key if key in form.fields else None, reasons)
+
+
+class ChainForm(forms.ModelForm):
+    """The chain's own fields, checked by the API's rules (chains.services.check_chain_fields)
+    so that saving through the service cannot fail afterwards."""
+
+    def clean(self) -> dict:
+        data = super().clean()
+        try:
+            services.check_chain_fields(name=data.get("name") or "",
+                                        description=data.get("description") or "",
+                                        default_inputs=data.get("default_inputs"))
+        except ChainError as exc:
+            for key, reasons in exc.errors.items():
+                self.add_error(key if key in self.fields else None, reasons)
+        return data

@@ -16,6 +16,7 @@ from chains.services.chains import (
     chain_problems,
     chain_save,
     chain_step_specs,
+    check_chain_fields,
     max_step_time_limit,
     validate_step_specs,
 )
@@ -55,7 +56,7 @@ from chains.services.tokens import token_regenerate
 
 __all__ = [
     "SCHEDULE_FIELDS", "StepSkipped", "chain_delete", "chain_duplicate", "chain_problems",
-    "chain_save", "chain_step_specs", "chains_import", "max_step_time_limit",
+    "chain_save", "chain_step_specs", "chains_import", "check_chain_fields", "max_step_time_limit",
     "reconcile_runs", "recover_orphans", "run_again", "run_cancel", "run_create",
     "run_delete", "run_finish", "run_publish", "run_retry", "run_start", "run_start_once",
     "run_start_scheduled", "run_submit_task", "runs_purge", "schedule_check",

@@ -2,6 +2,7 @@
 import logging
 from dataclasses import asdict
 from types import SimpleNamespace
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -78,6 +79,19 @@ def validate_step_specs(specs: list[StepSpec], *, prefix: str = "steps") -> list
     return checked
 
 
+def check_chain_fields(*, name: str, description: str, default_inputs: Any) -> None:
+    """A chain's own fields (its steps are validate_step_specs'), or ChainError."""
+    errors: dict[str, list[str]] = {}
+    check_text(errors, "name", name, MAX_CHAIN_NAME)
+    check_text(errors, "description", description, settings.CHAINS_MAX_DESCRIPTION_CHARS)
+    try:
+        check_inputs(default_inputs or {}, field="default_inputs")
+    except ChainError as exc:
+        errors.update(exc.errors)
+    if errors:
+        raise ChainError("invalid chain", errors=errors)
+
+
 @transaction.atomic
 def chain_save(
     *,
@@ -90,13 +104,8 @@ def chain_save(
     user=None,
 ) -> Chain:
     """Create a chain, or replace an existing chain's fields and steps, all or nothing."""
-    errors: dict[str, list[str]] = {}
-    check_text(errors, "name", name, MAX_CHAIN_NAME)
-    check_text(errors, "description", description, settings.CHAINS_MAX_DESCRIPTION_CHARS)
-    if errors:
-        raise ChainError("invalid chain", errors=errors)
+    check_chain_fields(name=name, description=description, default_inputs=default_inputs)
     checked = validate_step_specs(steps)
-    check_inputs(default_inputs or {}, field="default_inputs")
     if Chain.objects.filter(name=name).exclude(pk=getattr(chain, "pk", None)).exists():
         raise ChainError("name taken", errors={"name": [f"a chain named {name!r} exists"]})
     if chain is None:
