@@ -1,5 +1,6 @@
 """Admin pages and actions, through the test client (no worker)."""
 import html
+import json
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -346,3 +347,22 @@ def test_the_admin_refuses_chain_fields_the_api_refuses(admin_web):
         assert response.status_code == 200
         assert message in html.unescape(response.content.decode())
     assert not Chain.objects.exists()
+
+
+def test_the_admin_deletes_a_schedule_through_the_service(admin_web, chain, admin_user):
+    from django_celery_beat.models import PeriodicTask
+
+    schedule = services.schedule_save(chain=chain, user=admin_user, fields={
+        "kind": "interval", "every_seconds": 3600})
+    steps = chain.steps.order_by("position")
+    data = chain_form([{"step_type": s.step_type, "stage": str(s.stage),
+                        "params": json.dumps(s.params)} for s in steps], name="demo")
+    data.update({"schedules-TOTAL_FORMS": "1", "schedules-INITIAL_FORMS": "1",
+                 "schedules-0-id": str(schedule.pk), "schedules-0-chain": str(chain.pk),
+                 "schedules-0-kind": "interval", "schedules-0-every_seconds": "3600",
+                 "schedules-0-timezone": "UTC", "schedules-0-inputs": "null",
+                 "schedules-0-DELETE": "on"})
+    response = admin_web.post(reverse("admin:chains_chain_change", args=[chain.pk]), data)
+    assert response.status_code == 302
+    assert not chain.schedules.exists()
+    assert not PeriodicTask.objects.filter(name=f"chain schedule {schedule.pk}").exists()

@@ -216,7 +216,7 @@ class ChainAdmin(admin.ModelAdmin):
         schedules = by_model.get(ChainSchedule)
         for schedule_form in schedules.forms if schedules else []:
             instance = schedule_form.instance
-            if schedules._should_delete_form(schedule_form):
+            if schedule_form.cleaned_data.get("DELETE"):
                 if instance.pk:
                     services.schedule_delete(schedule=instance)
             elif schedule_form.has_changed():

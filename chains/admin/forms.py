@@ -2,6 +2,7 @@
 from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.db import models
+from django.forms.fields import JSONString
 from django_jsonform.widgets import JSONFormWidget
 
 from chains import services
@@ -18,12 +19,13 @@ class BoundedJSONFormField(forms.JSONField):
     error, not a RecursionError."""
 
     def to_python(self, value):
-        if isinstance(value, str) and value.strip() and not self.disabled:
-            try:
-                parse_json(value)
-            except ValueError as exc:
-                raise forms.ValidationError(str(exc), code="invalid") from exc
-        return super().to_python(value)
+        if not isinstance(value, str) or not value.strip() or self.disabled:
+            return super().to_python(value)
+        try:
+            converted = parse_json(value)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc), code="invalid") from exc
+        return JSONString(converted) if isinstance(converted, str) else converted
 
 
 JSON_FIELD_OVERRIDES = {models.JSONField: {"form_class": BoundedJSONFormField}}
@@ -122,7 +124,7 @@ class StepInlineFormSet(forms.BaseInlineFormSet):
         if any(form.errors for form in self.forms):
             return
         kept = sorted((form for form in self.forms if form.cleaned_data
-                       and not self._should_delete_form(form)),
+                       and not form.cleaned_data.get("DELETE")),
                       key=lambda form: form.cleaned_data.get("position") or 0)
         specs = [StepSpec(
             step_type=data["step_type"], params=data.get("params") or {},
@@ -146,7 +148,7 @@ class ScheduleInlineFormSet(forms.BaseInlineFormSet):
     def clean(self) -> None:
         super().clean()
         for form in self.forms:
-            if form.errors or not form.has_changed() or self._should_delete_form(form):
+            if form.errors or not form.has_changed() or form.cleaned_data.get("DELETE"):
                 continue
             fields = {name: value for name, value in form.cleaned_data.items()
                       if name in services.SCHEDULE_FIELDS}

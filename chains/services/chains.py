@@ -1,5 +1,4 @@
 """Writes of chains: validated steps, save (create or replace), duplicate, delete."""
-import logging
 from dataclasses import asdict
 from types import SimpleNamespace
 from typing import Any
@@ -20,14 +19,9 @@ from chains.queues import queue_problem
 from chains.steps import STEP_TYPES, ParamsInvalid
 from config.time_limits import hard_time_limit
 
-logger = logging.getLogger(__name__)
-
-
 MAX_STAGE = 10_000
 MAX_STEP_NAME = 100
 MAX_CHAIN_NAME = 200
-
-# --- Chains -------------------------------------------------------------------------------
 
 
 def max_step_time_limit() -> int:

@@ -1,6 +1,5 @@
 """The worker side of a run: execute a step idempotently, mark it running, fail it."""
 import json
-import logging
 import uuid
 from functools import partial
 from typing import Any
@@ -23,13 +22,9 @@ from chains.models import (
 from chains.services.runs import _cancel_outstanding_steps, _run_complete
 from chains.steps import STEP_TYPES, StepContext, StepFailed
 
-logger = logging.getLogger(__name__)
-
 
 class StepSkipped(Exception):
     """The step's run was cancelled, failed or deleted: do not run it."""
-
-# --- Executing steps (called by chains.tasks) ----------------------------------------------
 
 
 def step_execute(

@@ -1,5 +1,4 @@
 """Chains from an export_chains file: the documented fields only, all or nothing."""
-import logging
 from datetime import UTC
 from typing import Any
 
@@ -14,11 +13,6 @@ from chains.models import (
 from chains.presets import StepSpec
 from chains.services.chains import chain_save
 from chains.services.schedules import schedule_save
-
-logger = logging.getLogger(__name__)
-
-
-# --- Import -----------------------------------------------------------------------------------
 
 
 @transaction.atomic

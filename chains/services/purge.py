@@ -1,5 +1,4 @@
 """Old finished runs removed in chunks, with their steps, task results and files."""
-import logging
 from pathlib import Path
 
 from django.conf import settings
@@ -10,8 +9,6 @@ from django_celery_results.models import TaskResult
 from chains import states
 from chains.models import IdempotencyKey, Run, StepRun
 from chains.services.runs import _remove_run_files
-
-logger = logging.getLogger(__name__)
 
 
 def runs_purge(*, older_than, status: str | None = None, chunk: int = 10_000,

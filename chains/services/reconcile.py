@@ -27,8 +27,8 @@ from config.time_limits import hard_time_limit
 
 logger = logging.getLogger(__name__)
 
-
-# --- Reconciling (beat and `manage.py reconcile_runs`) --------------------------------------
+# Runs the orphan check looks at in one pass, the longest quiet first.
+ORPHAN_BATCH = 1000
 
 
 def _is_stalled(run: Run, now) -> bool:
@@ -49,10 +49,9 @@ def reconcile_runs(*, now=None) -> dict[str, int]:
     no progress past their deadline (a lost message, a dead broker or worker) from the last
     completed step, and fail those that stalled CHAINS_MAX_RESUMES times."""
     now = now or timezone.now()
-    report = {"published": 0, "resumed": 0, "failed": 0}
     IdempotencyKey.objects.filter(
         created_at__lt=now - timedelta(seconds=settings.CHAINS_IDEMPOTENCY_SECONDS)).delete()
-    report["recovered"] = recover_orphans(now=now)
+    report = {"published": 0, "resumed": 0, "failed": 0, "recovered": recover_orphans(now=now)}
     grace = now - timedelta(seconds=settings.CHAINS_PUBLISH_GRACE_SECONDS)
     unpublished = Run.objects.filter(
         status=RunStatus.PENDING, published_at__isnull=True, created_at__lt=grace,
@@ -111,9 +110,6 @@ def recover_orphans(*, now=None) -> int:
         if _reconcile_one(_republish_orphan, run_id=run_id, steps=steps):
             recovered += 1
     return recovered
-
-
-ORPHAN_BATCH = 1000
 
 
 def _live_workers() -> dict[tuple[str, int], Any]:

@@ -29,8 +29,6 @@ from chains.services.runs import run_start
 logger = logging.getLogger(__name__)
 
 
-# --- Schedules ------------------------------------------------------------------------------
-
 RUN_SCHEDULED_TASK = "chains.run_scheduled"
 
 

@@ -1,13 +1,6 @@
 """API tokens: a user renews their own."""
-import logging
-
 from django.db import transaction
 from rest_framework.authtoken.models import Token
-
-logger = logging.getLogger(__name__)
-
-
-# --- API tokens -------------------------------------------------------------------------------
 
 
 @transaction.atomic
