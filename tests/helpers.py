@@ -31,3 +31,17 @@ def task_results(task_ids: list[str], *, timeout: float = 15):
         if rows.count() >= len(set(task_ids)) or time.monotonic() > deadline:
             return rows
         time.sleep(0.05)
+
+
+def task_state(task_id: str, wanted: str, *, timeout: float = 15) -> str | None:
+    """The state of a task's TaskResult once it is `wanted` (or the deadline passed): a step
+    that fails its run does so before its worker stores the FAILURE."""
+    from django_celery_results.models import TaskResult
+
+    deadline = time.monotonic() + timeout
+    while True:
+        state = TaskResult.objects.filter(task_id=task_id).values_list("status",
+                                                                       flat=True).first()
+        if state == wanted or time.monotonic() > deadline:
+            return state
+        time.sleep(0.05)

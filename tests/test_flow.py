@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django_celery_results.models import TaskResult
 
 from chains.models import Run, RunStatus, StepRun
-from tests.helpers import task_results, wait_for_run, write_csv
+from tests.helpers import task_results, task_state, wait_for_run, write_csv
 
 pytestmark = [pytest.mark.flow, pytest.mark.django_db(transaction=True)]
 
@@ -79,8 +79,8 @@ def test_division_by_zero_fails_the_run_with_the_step_error(api):
                     .values_list("status", flat=True))
     assert statuses == [RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CANCELLED]
     failed = StepRun.objects.get(run_id=task_id, index=0)
+    assert task_state(failed.task_id, "FAILURE") == "FAILURE"
     task_result = TaskResult.objects.get(task_id=failed.task_id)
-    assert task_result.status == "FAILURE"
     assert "division by zero" in task_result.traceback
 
 
@@ -283,7 +283,7 @@ def test_unexpected_errors_are_retried_then_fail_the_run(api, data_dir, settings
     assert run.error.startswith("step 1 (io.copy): IsADirectoryError")
     step = StepRun.objects.get(run=run)
     assert step.attempts == 2  # the first try and one retry
-    assert TaskResult.objects.get(task_id=step.task_id).status == "FAILURE"
+    assert task_state(step.task_id, "FAILURE") == "FAILURE"
 
 
 def test_cluster_status_lists_the_worker_and_its_step_tasks(capsys, celery_worker):
