@@ -13,6 +13,8 @@ logger = logging.getLogger(__name__)
 class ClusterState:
     workers: dict[str, list[str]] = field(default_factory=dict)  # name -> queues consumed
     active: dict[str, int] = field(default_factory=dict)  # name -> tasks running
+    reserved: dict[str, int] = field(default_factory=dict)  # name -> tasks prefetched
+    registered: dict[str, list[str]] = field(default_factory=dict)  # name -> chains.* tasks
     queue_lengths: dict[str, int | None] = field(default_factory=dict)
     error: str = ""
 
@@ -28,10 +30,10 @@ class ClusterState:
         return sorted(set(queues) - self.consumed_queues)
 
 
-def cluster_state(*, timeout: float = 1.0, queues=None) -> ClusterState:
+def cluster_state(*, timeout: float = 1.0, queues=None, detail: bool = False) -> ClusterState:
     """Ask the workers (waiting `timeout` seconds for answers) and the broker, over a
     connection of its own (a pooled one may have died with a broker restart). `queues`
-    default to those steps may name."""
+    default to those steps may name; `detail` also asks for reserved and registered tasks."""
     state = ClusterState()
     with app.connection_for_read() as connection:
         try:
@@ -40,6 +42,11 @@ def cluster_state(*, timeout: float = 1.0, queues=None) -> ClusterState:
                 state.workers[name] = sorted(q["name"] for q in consumed)
             state.active = {name: len(tasks)
                             for name, tasks in (inspect.active() or {}).items()}
+            if detail:
+                state.reserved = {name: len(tasks)
+                                  for name, tasks in (inspect.reserved() or {}).items()}
+                state.registered = {name: sorted(t for t in tasks if t.startswith("chains."))
+                                    for name, tasks in (inspect.registered() or {}).items()}
         except Exception as exc:
             logger.warning("workers could not be asked: %s", exc)
             state.error = f"the broker could not be reached: {exc}"

@@ -4,7 +4,6 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from chains.cluster import cluster_state
-from config.celery import app
 
 
 class Command(BaseCommand):
@@ -19,15 +18,12 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=1.0, help="seconds to wait")
 
     def handle(self, *args, timeout: float, **options) -> None:
-        state = cluster_state(timeout=timeout)
+        state = cluster_state(timeout=timeout, detail=True)
         if state.error:
             raise CommandError(state.error, returncode=2)
-        inspect = app.control.inspect(timeout=timeout)
-        reserved = {name: len(tasks) for name, tasks in (inspect.reserved() or {}).items()}
-        registered = {name: sorted(t for t in tasks if t.startswith("chains."))
-                      for name, tasks in (inspect.registered() or {}).items()}
         workers = [{"name": name, "queues": queues, "active": active,
-                    "reserved": reserved.get(name, 0), "registered": registered.get(name, [])}
+                    "reserved": state.reserved.get(name, 0),
+                    "registered": state.registered.get(name, [])}
                    for name, queues, active in state.worker_rows]
         report = {"workers": workers, "queues": state.queue_lengths}
         if options["json"]:
