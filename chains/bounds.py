@@ -1,6 +1,7 @@
 """Bounds on every JSON value and text the project accepts: nesting depth, encoded size and
 length, checked before anything is saved or queued."""
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -20,6 +21,7 @@ def json_depth(value: Any, *, stop_after: int | None = None) -> int:
     deepest, stack = 0, [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        children: Iterable[Any]
         if isinstance(item, dict):
             children = item.values()
         elif isinstance(item, list | tuple):

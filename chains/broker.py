@@ -47,10 +47,11 @@ def holdings(queues: Iterable[str]) -> Holdings | None:
             seconds, micros = client.time()
             now = seconds + micros / 1e6
             since = dict(client.zrange(channel.unacked_index_key, 0, -1, withscores=True))
-            taken = {_task_id(json.loads(raw)[0]): now - since.get(tag, now)
-                     for tag, raw in client.hgetall(channel.unacked_key).items()}
-            taken.pop(None, None)
-            return Holdings(waiting=waiting - {None}, taken=taken)
+            held = {_task_id(json.loads(raw)[0]): now - since.get(tag, now)
+                    for tag, raw in client.hgetall(channel.unacked_key).items()}
+            return Holdings(waiting={task_id for task_id in waiting if task_id is not None},
+                            taken={task_id: age for task_id, age in held.items()
+                                   if task_id is not None})
     except Exception:  # the broker is away or holds something unexpected: recover nothing
         logger.warning("could not read the broker's queues", exc_info=True)
         return None

@@ -6,6 +6,7 @@ from typing import Any
 from celery import chain, group
 from celery.canvas import Signature
 
+from chains.models import Run, StepRun
 from chains.steps import STEP_TYPES
 from config.celery import app
 from config.time_limits import hard_time_limit
@@ -14,7 +15,8 @@ FINISH_TASK = "chains.run_finish"
 
 
 def step_signature(
-    step_run, *, time_limit_default: int, args: tuple = (), finish_run: bool = False
+    step_run: StepRun, *, time_limit_default: int, args: tuple[Any, ...] = (),
+    finish_run: bool = False,
 ) -> Signature:
     """One step: its registry task, its pre-assigned task id, queue and time limits.
     `args` holds the run's inputs for the first stage; later stages get the previous result.
@@ -35,7 +37,7 @@ def step_signature(
 
 
 def build_run_signature(
-    run, step_runs: Sequence, *, first_input: Any, time_limit_default: int
+    run: Run, step_runs: Sequence[StepRun], *, first_input: Any, time_limit_default: int
 ) -> Signature:
     """Stages in order (a wider stage is a group, so group -> next stage is a chord), with
     `first_input` given to the first stage. A one-step last stage completes the run itself;

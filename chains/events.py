@@ -1,7 +1,8 @@
 """The project's own signals. Services send them; chains.signals receives them."""
 from django.dispatch import Signal
 
-# A run is ready to go (new, retried, or published anew after its worker died): sent with
-# `run_id`, and for a new run `run` and `step_runs`, its rows as just written (published
-# whole, without reading them back).
+# A run is ready to go (new, retried, resumed after a stall, or published anew after its
+# worker died or its publishing failed): sent with `run_id`; for a new run also `run` and
+# `step_runs`, its rows as just written (published whole, without reading them back); for a
+# resumed run `resumed=True`, so a broker that is still away gives the resume back.
 run_ready = Signal()

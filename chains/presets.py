@@ -1,4 +1,5 @@
 """The seed task types (math_chain, data_chain, io_chain) as lists of step specs."""
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -93,7 +94,7 @@ def io_chain(config: IoChainConfig) -> Preset:
     return Preset(specs=specs, result_mode="all_steps")
 
 
-PRESETS = {
+PRESETS: dict[str, tuple[type[BaseModel], Callable[[Any], Preset]]] = {
     "math_chain": (MathChainConfig, math_chain),
     "data_chain": (DataChainConfig, data_chain),
     "io_chain": (IoChainConfig, io_chain),

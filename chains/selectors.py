@@ -3,7 +3,7 @@ import math
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
-from django.db.models import Count, F, Q, QuerySet, Window
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Window
 from django.db.models.functions import RowNumber, TruncHour
 from django.utils import timezone
 from django_celery_results.models import TaskResult
@@ -49,14 +49,13 @@ def run_statistics(*, user) -> dict[str, int]:
 
 
 def step_runs_with_results(run: Run) -> list[StepRun]:
-    """The run's steps in order, each with `.task_result` (TaskResult or None): two queries."""
-    step_runs = list(run.step_runs.order_by("index"))
-    results = TaskResult.objects.in_bulk(
-        [sr.task_id for sr in step_runs], field_name="task_id"
-    )
-    for step_run in step_runs:
-        step_run.task_result = results.get(step_run.task_id)
-    return step_runs
+    """The run's steps in order, each annotated with its task's `task_status` and
+    `task_traceback` from the result backend (None before the task stored a result)."""
+    task = TaskResult.objects.filter(task_id=OuterRef("task_id"))
+    return list(run.step_runs.annotate(
+        task_status=Subquery(task.values("status")[:1]),
+        task_traceback=Subquery(task.values("traceback")[:1]),
+    ).order_by("index"))
 
 
 def schedules_visible_to(user) -> QuerySet[ChainSchedule]:
@@ -127,7 +126,8 @@ def runs_per_hour(*, user, hours: int = 24, now=None) -> list[tuple[datetime, di
     rows = (runs_visible_to(user).filter(created_at__gte=start)
             .annotate(hour=TruncHour("created_at")).values("hour", "status")
             .annotate(n=Count("id")).order_by())
-    buckets = {start + timedelta(hours=i): {} for i in range(hours)}
+    buckets: dict[datetime, dict[str, int]] = {start + timedelta(hours=i): {}
+                                               for i in range(hours)}
     for row in rows:
         hour = row["hour"].astimezone(start.tzinfo)
         buckets.setdefault(hour, {})[row["status"]] = row["n"]

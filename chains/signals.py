@@ -12,9 +12,12 @@ from chains.services import run_publish, schedule_sync, schedule_unsync
 
 
 @receiver(run_ready, dispatch_uid="chains.publish_ready_run")
-def publish_ready_run(sender, run_id, run: Run | None = None, step_runs=None, **kwargs) -> None:
-    """The one place runs are published from: once the transaction that readied it commits."""
-    transaction.on_commit(partial(run_publish, run_id=run_id, run=run, step_runs=step_runs))
+def publish_ready_run(sender, run_id, run: Run | None = None, step_runs=None,
+                      resumed: bool = False, **kwargs) -> None:
+    """The one place runs are published from: once the transaction that readied it commits
+    (at once when none is open)."""
+    transaction.on_commit(partial(run_publish, run_id=run_id, run=run, step_runs=step_runs,
+                                  resumed=resumed))
 
 
 @receiver(post_save, sender=ChainSchedule, dispatch_uid="chains.sync_schedule")

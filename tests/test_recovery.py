@@ -136,6 +136,7 @@ def test_a_step_that_started_meanwhile_is_not_renewed(
     assert published.calls == []
 
 
+@pytest.mark.django_db(transaction=True)  # finished once the readied run commits
 def test_a_run_whose_steps_are_all_done_is_finished(
         user, published, broker, django_capture_on_commit_callbacks):
     run = quiet_run(user, iterations=1)

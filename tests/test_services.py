@@ -6,7 +6,7 @@ from chains import services
 from chains.errors import ChainError
 from chains.models import Chain, Run, RunStatus, RunTrigger, StepRun
 from chains.presets import StepSpec
-from chains.services import reconcile, runs
+from chains.services import runs
 
 pytestmark = pytest.mark.django_db
 
@@ -187,13 +187,16 @@ class _Published:
 
     def __init__(self) -> None:
         self.calls: list[tuple] = []
+        self.away = False  # True: the broker refuses every canvas
 
     def __call__(self, run, step_runs, *, first_input, time_limit_default):
-        calls = self.calls
+        recorder = self
 
         class _Signature:
             def apply_async(self):
-                calls.append((str(run.id), [sr.index for sr in step_runs], first_input))
+                if recorder.away:
+                    raise ConnectionError("the broker is away")
+                recorder.calls.append((str(run.id), [sr.index for sr in step_runs], first_input))
 
         return _Signature()
 
@@ -208,12 +211,16 @@ def published(monkeypatch, settings) -> _Published:
     return recorder
 
 
+@pytest.mark.django_db(transaction=True)  # the reconciler publishes once readied runs commit
 def test_reconcile_publishes_runs_the_broker_never_got(user, published, settings):
     from datetime import timedelta
 
     from django.utils import timezone
 
+    published.away = True
     run = submit_math(user)
+    assert Run.objects.get(id=run.id).published_at is None
+    published.away = False
     assert services.reconcile_runs() == {"published": 0, "resumed": 0, "failed": 0,
                                          "recovered": 0}
     later = timezone.now() + timedelta(seconds=settings.CHAINS_PUBLISH_GRACE_SECONDS + 1)
@@ -223,6 +230,7 @@ def test_reconcile_publishes_runs_the_broker_never_got(user, published, settings
     assert run.published_at is not None and run.status == RunStatus.PENDING
 
 
+@pytest.mark.django_db(transaction=True)
 def test_reconcile_resumes_a_stalled_run_from_its_last_completed_stage(
     user, published, settings
 ):
@@ -262,6 +270,7 @@ def test_reconcile_fails_a_run_that_keeps_stalling(user, published, settings):
     assert set(run.step_runs.values_list("status", flat=True)) == {RunStatus.CANCELLED}
 
 
+@pytest.mark.django_db(transaction=True)
 def test_a_running_step_extends_the_deadline_by_its_hard_time_limit(user, published, settings):
     from datetime import timedelta
 
@@ -339,15 +348,15 @@ def test_delete_of_a_run_that_finished_meanwhile(user):
     assert not Run.objects.filter(id=run.id).exists()
 
 
-def test_reconciler_does_not_count_a_resume_the_broker_refused(user, settings, monkeypatch):
+@pytest.mark.django_db(transaction=True)
+def test_reconciler_does_not_count_a_resume_the_broker_refused(user, published, settings):
     from datetime import timedelta
 
     from django.utils import timezone
 
     run = submit_math(user)
-    Run.objects.filter(id=run.id).update(published_at=timezone.now(),
-                                         last_progress_at=timezone.now())
-    monkeypatch.setattr(reconcile, "run_publish", lambda **kwargs: False)
+    assert Run.objects.get(id=run.id).published_at is not None
+    published.away = True  # and stays away when the stalled run is resumed
     stalled = timezone.now() + timedelta(seconds=settings.CHAINS_STALL_SECONDS + 1)
     assert services.reconcile_runs(now=stalled)["resumed"] == 0
     assert Run.objects.get(id=run.id).resumes == 0

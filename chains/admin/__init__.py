@@ -2,6 +2,7 @@
 admin's own views (views.py) and forms (forms.py) beside it."""
 
 from functools import partial
+from typing import cast
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -12,6 +13,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 from django.utils.translation import gettext
 from django_celery_beat.admin import PeriodicTaskAdmin
 from django_celery_beat.models import PeriodicTask
@@ -45,7 +47,8 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        return self.object_list.order_by()[: self.COUNT_CAP].count()
+        rows = cast(QuerySet, self.object_list)  # the admin pages querysets
+        return rows.order_by()[: self.COUNT_CAP].count()
 
 
 class TaskTypeFilter(admin.SimpleListFilter):
@@ -109,11 +112,6 @@ class ChainScheduleInline(admin.StackedInline):
     readonly_fields = ["next_fire_times", "last_runs", "owner", "disabled_reason"]
     formfield_overrides = JSON_FIELD_OVERRIDES
 
-    def get_formset(self, request, obj=None, **kwargs):
-        formset = super().get_formset(request, obj, **kwargs)
-        formset.user = request.user
-        return formset
-
     # A schedule starts runs as its owner: adding or changing one needs the right to start
     # runs as well as the permission on schedules.
     def has_add_permission(self, request, obj=None) -> bool:
@@ -163,6 +161,12 @@ class ChainAdmin(admin.ModelAdmin):
                      "classes": ["collapse"]}),
     ]
     inlines = [StepInline, ChainScheduleInline]
+
+    def get_formset_kwargs(self, request, obj, inline, prefix):
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        if isinstance(inline, ChainScheduleInline):
+            kwargs["user"] = request.user  # schedule_check asks what this user may do
+        return kwargs
     form = ChainForm
     formfield_overrides = JSON_FIELD_OVERRIDES
     actions = ["run_selected_chains"]
@@ -198,7 +202,7 @@ class ChainAdmin(admin.ModelAdmin):
 
     @admin.display(description="steps", ordering="step_total")
     def step_count(self, chain: Chain) -> int:
-        return chain.step_total
+        return chain.step_total  # type: ignore[attr-defined]  # annotated by get_queryset
 
     # The chain, its steps and its schedules are written by the services, as the API writes
     # them: the forms and formsets only check and carry the input.
@@ -300,7 +304,7 @@ class RunAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return selectors.runs_visible_to(request.user)
 
-    def action_checkbox(self, run: Run) -> str:
+    def action_checkbox(self, run: Run) -> SafeString:
         """The selection box Django's CheckboxInput renders, as one format_html: the widget's
         template, rendered for each of a hundred rows, was a fifth of the page's time."""
         return format_html(
@@ -370,7 +374,7 @@ class TokenRevokeAdmin(TokenAdmin):
     list_display = ["user", "key_prefix", "created"]
     list_select_related = ["user"]
     fields = ["user", "key_prefix", "created"]
-    readonly_fields = fields
+    readonly_fields = ["user", "key_prefix", "created"]
 
     @admin.display(description="key")
     def key_prefix(self, token: ApiToken) -> str:

@@ -1,4 +1,8 @@
 """Admin forms: a step's params edited through a form generated from its step type's schema."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.db import models
@@ -12,6 +16,9 @@ from chains.login_guard import is_locked, locked_message
 from chains.models import ChainSchedule, Step
 from chains.presets import StepSpec
 from chains.steps import STEP_TYPES, StepType
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 class BoundedJSONFormField(forms.JSONField):
@@ -28,7 +35,8 @@ class BoundedJSONFormField(forms.JSONField):
         return JSONString(converted) if isinstance(converted, str) else converted
 
 
-JSON_FIELD_OVERRIDES = {models.JSONField: {"form_class": BoundedJSONFormField}}
+JSON_FIELD_OVERRIDES: dict[type[models.Field], dict[str, Any]] = {
+    models.JSONField: {"form_class": BoundedJSONFormField}}
 
 FREE_FORM = {"type": "dict", "keys": {}, "additionalProperties": True}
 
@@ -143,7 +151,9 @@ class ScheduleInlineFormSet(forms.BaseInlineFormSet):
     """The chain's schedules, checked by chains.services.schedule_check (the API's rules,
     for the signed-in user) before anything is saved."""
 
-    user = None  # set per request by the inline
+    def __init__(self, *args: Any, user: User | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = user  # given per request by ChainAdmin.get_formset_kwargs
 
     def clean(self) -> None:
         super().clean()
@@ -165,8 +175,8 @@ class ChainForm(forms.ModelForm):
     """The chain's own fields, checked by the API's rules (chains.services.check_chain_fields)
     so that saving through the service cannot fail afterwards."""
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
         try:
             services.check_chain_fields(name=data.get("name") or "",
                                         description=data.get("description") or "",

@@ -21,7 +21,7 @@ from chains.bounds import parse_json
 from chains.cluster import cluster_state
 from chains.errors import ChainError
 from chains.models import Chain, RunStatus, RunTrigger
-from chains.permissions import can_change_run, can_start_runs
+from chains.permissions import can_change_run, can_start_runs, signed_in
 from chains.picture import chain_picture
 from chains.queues import allowed_queues
 from chains.steps import STEP_TYPES
@@ -58,7 +58,7 @@ def chain_run(request: HttpRequest, admin_site, chain_id: int) -> HttpResponse:
         else:
             try:
                 run = services.run_start(chain=chain, inputs=inputs, trigger=RunTrigger.ADMIN,
-                                         user=request.user)
+                                         user=signed_in(request.user))
             except ChainError as exc:
                 error = _errors_text(exc)
             else:
@@ -105,7 +105,7 @@ def chain_duplicate(request: HttpRequest, admin_site, chain_id: int) -> HttpResp
     if not request.user.has_perm("chains.add_chain"):
         raise PermissionDenied
     chain = get_object_or_404(Chain, pk=chain_id)
-    copy = services.chain_duplicate(chain=chain, user=request.user)
+    copy = services.chain_duplicate(chain=chain, user=signed_in(request.user))
     messages.success(request, f"Duplicated as {copy.name!r}.")
     return redirect(reverse("admin:chains_chain_change", args=[copy.pk]))
 
@@ -163,7 +163,7 @@ def run_action(request: HttpRequest, admin_site, run_id, action: str) -> HttpRes
             services.run_retry(run=run)
             messages.success(request, "Retrying from the failed step.")
         else:
-            new = services.run_again(run=run, user=request.user)
+            new = services.run_again(run=run, user=signed_in(request.user))
             messages.success(request, f"Started run {new.id}.")
             return redirect(run_url(new))
     except ChainError as exc:
@@ -214,7 +214,7 @@ def dashboard(request: HttpRequest, admin_site) -> HttpResponse:
 def api_token(request: HttpRequest, admin_site) -> HttpResponse:
     """The signed-in user's own API token: shown to them alone; POST makes a new one."""
     if request.method == "POST":
-        services.token_regenerate(user=request.user)
+        services.token_regenerate(user=signed_in(request.user))
         messages.success(request, "A new API token was made; the old one no longer works.")
         return redirect(reverse("admin-token"))
     context = {**admin_site.each_context(request), "title": "Your API token",

@@ -11,9 +11,8 @@ class BoundedPagination(LimitOffsetPagination):
     """`limit` is capped at CHAINS_MAX_PAGE_SIZE (as DRF caps it: silently); an `offset` past
     MAX_OFFSET is a 400 rather than an overflow in the database."""
 
-    @property
-    def max_limit(self) -> int:
-        return settings.CHAINS_MAX_PAGE_SIZE
+    def __init__(self) -> None:
+        self.max_limit = settings.CHAINS_MAX_PAGE_SIZE
 
     def get_offset(self, request) -> int:
         offset = super().get_offset(request)

@@ -18,7 +18,7 @@ from chains.api.serializers import (
 )
 from chains.errors import ChainError
 from chains.models import Run, RunStatus, RunTrigger
-from chains.permissions import can_delete_run, can_start_runs
+from chains.permissions import can_delete_run, can_start_runs, signed_in
 
 
 def _visible_run(request: Request, task_id) -> Run:
@@ -36,10 +36,11 @@ class TaskSubmitView(APIView):
         serializer.is_valid(raise_exception=True)
         try:
             run, created = services.run_start_once(
-                user=request.user, key=idempotency_key(request),
+                user=signed_in(request.user), key=idempotency_key(request),
                 fingerprint=request_fingerprint(request),
                 start=lambda: services.run_submit_task(
-                    **serializer.validated_data, user=request.user, trigger=RunTrigger.API))
+                    **serializer.validated_data, user=signed_in(request.user),
+                    trigger=RunTrigger.API))
         except ChainError as exc:
             raise as_api_error(exc) from exc
         return Response(TaskStatusSerializer.represent(run),

@@ -1,5 +1,6 @@
 """Input and output serializers. No logic in save(): views call services."""
 from functools import cache
+from typing import Any
 
 from django.db import models
 from django.utils import timezone
@@ -29,7 +30,7 @@ class BoundedJSONField(serializers.JSONField):
         return value
 
 
-class UnknownKeysRefused:
+class UnknownKeysRefused(serializers.Serializer):
     """A key the serializer does not have is a 400 naming it, not silently dropped (a typo in
     `max_retries` would otherwise leave the default in place unnoticed)."""
 
@@ -129,7 +130,7 @@ class StepSerializer(BoundedModelSerializer):
 
 class ChainSerializer(BoundedModelSerializer):
     steps = StepSerializer(many=True)
-    created_by = serializers.StringRelatedField()
+    created_by: serializers.StringRelatedField = serializers.StringRelatedField()
 
     class Meta:
         model = Chain
@@ -137,7 +138,7 @@ class ChainSerializer(BoundedModelSerializer):
                   "created_by", "created_at", "updated_at"]
         read_only_fields = ["created_by", "created_at", "updated_at"]
         # Uniqueness is checked by the service, inside the same transaction as the write.
-        extra_kwargs = {"name": {"validators": []}}
+        extra_kwargs: dict[str, dict[str, Any]] = {"name": {"validators": []}}
 
     def to_representation(self, chain: Chain) -> dict:
 
@@ -157,6 +158,7 @@ class RunStartSerializer(UnknownKeysRefused, serializers.Serializer):
 
 
 class StepRunSerializer(serializers.ModelSerializer):
+    # Annotated by selectors.step_runs_with_results (None where a step is read without them).
     task_status = serializers.SerializerMethodField()
     traceback = serializers.SerializerMethodField()
     duration = serializers.FloatField(read_only=True, allow_null=True)
@@ -167,22 +169,17 @@ class StepRunSerializer(serializers.ModelSerializer):
                   "task_status", "worker", "result", "error", "traceback", "attempts",
                   "started_at", "finished_at", "duration"]
 
-    def _task_result(self, step_run: StepRun):
-        return getattr(step_run, "task_result", None)
-
     def get_task_status(self, step_run: StepRun) -> str | None:
-        task_result = self._task_result(step_run)
-        return task_result.status if task_result else None
+        return getattr(step_run, "task_status", None)
 
     def get_traceback(self, step_run: StepRun) -> str | None:
-        task_result = self._task_result(step_run)
-        return task_result.traceback if task_result else None
+        return getattr(step_run, "task_traceback", None)
 
 
 
 class RunSerializer(serializers.ModelSerializer):
     chain_name = serializers.CharField(source="chain.name", default=None, read_only=True)
-    created_by = serializers.StringRelatedField()
+    created_by: serializers.StringRelatedField = serializers.StringRelatedField()
 
     class Meta:
         model = Run
@@ -198,8 +195,7 @@ class RunDetailSerializer(RunSerializer):
         fields = [*RunSerializer.Meta.fields, "steps"]
 
     def get_steps(self, run: Run) -> list[dict]:
-
-        return StepRunSerializer(step_runs_with_results(run), many=True).data
+        return list(StepRunSerializer(step_runs_with_results(run), many=True).data)
 
 
 class RunFilterSerializer(serializers.Serializer):
@@ -220,7 +216,7 @@ class ChainScheduleSerializer(BoundedModelSerializer):
     """Fields only: chains.services.schedule_save checks and writes."""
 
     next_fire_times = serializers.SerializerMethodField()
-    owner = serializers.StringRelatedField(source="created_by")
+    owner: serializers.StringRelatedField = serializers.StringRelatedField(source="created_by")
 
     class Meta:
         model = ChainSchedule

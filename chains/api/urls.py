@@ -1,5 +1,5 @@
 """URLs of the seed contract (/tasks...) and the resource API (/api/...)."""
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
@@ -20,7 +20,7 @@ seed_urlpatterns = [
     path("tasks/<uuid:task_id>/result", seed.TaskResultView.as_view(), name="task-result"),
 ]
 
-api_urlpatterns = [
+api_urlpatterns: list[URLPattern | URLResolver] = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("workers/", views.WorkersView.as_view(), name="workers"),

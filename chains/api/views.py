@@ -26,8 +26,14 @@ from chains.api.serializers import (
 from chains.api.throttles import Authenticated
 from chains.cluster import cluster_state
 from chains.errors import ChainError
-from chains.models import ChainSchedule, Run, RunTrigger
-from chains.permissions import can_change_run, can_delete_run, can_edit_chain, can_start_runs
+from chains.models import Chain, ChainSchedule, Run, RunTrigger
+from chains.permissions import (
+    can_change_run,
+    can_delete_run,
+    can_edit_chain,
+    can_start_runs,
+    signed_in,
+)
 from chains.steps import STEP_TYPES
 
 
@@ -69,14 +75,14 @@ class ChainViewSet(viewsets.ModelViewSet):
     def get_queryset(self):
         return selectors.chains_visible_to(self.request.user)
 
-    def _save(self, serializer: ChainSerializer, chain=None) -> Response:
+    def _save(self, serializer: ChainSerializer, chain: Chain | None = None) -> ChainSerializer:
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
             chain = services.chain_save(
                 chain=chain, name=data["name"], description=data.get("description", ""),
                 enabled=data.get("enabled", True), default_inputs=data.get("default_inputs"),
-                steps=serializer.step_specs(), user=self.request.user,
+                steps=serializer.step_specs(), user=signed_in(self.request.user),
             )
         except ChainError as exc:
             raise as_api_error(exc) from exc
@@ -86,17 +92,19 @@ class ChainViewSet(viewsets.ModelViewSet):
         services.chain_delete(chain=instance)
 
     def create(self, request: Request, *args, **kwargs) -> Response:
-        out = self._save(self.get_serializer(data=request.data))
+        out = self._save(ChainSerializer(data=request.data,
+                                         context=self.get_serializer_context()))
         return Response(out.data, status=status.HTTP_201_CREATED)
 
     def update(self, request: Request, *args, **kwargs) -> Response:
         chain = self.get_object()
         partial = kwargs.pop("partial", False)
-        serializer = self.get_serializer(chain, data=request.data, partial=partial)
+        context = self.get_serializer_context()
+        serializer = ChainSerializer(chain, data=request.data, partial=partial, context=context)
         if partial:
             serializer.is_valid(raise_exception=True)
             merged = {**ChainSerializer(chain).data, **request.data}
-            serializer = self.get_serializer(chain, data=merged)
+            serializer = ChainSerializer(chain, data=merged, context=context)
         return Response(self._save(serializer, chain=chain).data)
 
     @extend_schema(request=RunStartSerializer, parameters=[IDEMPOTENCY_HEADER],
@@ -109,11 +117,11 @@ class ChainViewSet(viewsets.ModelViewSet):
         serializer.is_valid(raise_exception=True)
         try:
             run, created = services.run_start_once(
-                user=request.user, key=idempotency_key(request),
+                user=signed_in(request.user), key=idempotency_key(request),
                 fingerprint=request_fingerprint(request),
                 start=lambda: services.run_start(
                     chain=chain, inputs=serializer.validated_data.get("inputs"),
-                    trigger=RunTrigger.API, user=request.user))
+                    trigger=RunTrigger.API, user=signed_in(request.user)))
         except ChainError as exc:
             raise as_api_error(exc) from exc
         return Response(RunDetailSerializer(run).data,
@@ -223,7 +231,7 @@ class ChainScheduleViewSet(viewsets.ModelViewSet):
 
     def _save(self, **kwargs) -> ChainSchedule:
         try:
-            return services.schedule_save(user=self.request.user, **kwargs)
+            return services.schedule_save(user=signed_in(self.request.user), **kwargs)
         except ChainError as exc:
             raise as_api_error(exc) from exc
 
@@ -269,5 +277,5 @@ class TokenView(APIView):
 
     @extend_schema(request=None, responses={201: TokenSerializer})
     def post(self, request: Request) -> Response:
-        token = services.token_regenerate(user=request.user)
+        token = services.token_regenerate(user=signed_in(request.user))
         return Response(TokenSerializer(token).data, status=status.HTTP_201_CREATED)

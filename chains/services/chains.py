@@ -1,7 +1,8 @@
 """Writes of chains: validated steps, save (create or replace), duplicate, delete."""
+from __future__ import annotations
+
 from dataclasses import asdict
-from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -10,14 +11,14 @@ from chains.bounds import check_inputs, check_text, json_problem
 from chains.canvas import build_run_signature
 from chains.compatibility import stage_problems, value_kind
 from chains.errors import ChainError
-from chains.models import (
-    Chain,
-    Step,
-)
+from chains.models import Chain, Run, Step, StepRun
 from chains.presets import StepSpec
 from chains.queues import queue_problem
 from chains.steps import STEP_TYPES, ParamsInvalid
 from config.time_limits import hard_time_limit
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 MAX_STAGE = 10_000
 MAX_STEP_NAME = 100
@@ -93,14 +94,17 @@ def chain_save(
     name: str,
     description: str = "",
     enabled: bool = True,
-    default_inputs: dict | None = None,
+    default_inputs: dict[str, Any] | None = None,
     steps: list[StepSpec],
-    user=None,
+    user: User | None = None,
 ) -> Chain:
     """Create a chain, or replace an existing chain's fields and steps, all or nothing."""
     check_chain_fields(name=name, description=description, default_inputs=default_inputs)
     checked = validate_step_specs(steps)
-    if Chain.objects.filter(name=name).exclude(pk=getattr(chain, "pk", None)).exists():
+    others = Chain.objects.filter(name=name)
+    if chain is not None:
+        others = others.exclude(pk=chain.pk)
+    if others.exists():
         raise ChainError("name taken", errors={"name": [f"a chain named {name!r} exists"]})
     if chain is None:
         chain = Chain(created_by=user if getattr(user, "is_authenticated", False) else None)
@@ -139,11 +143,11 @@ def chain_problems(chain: Chain) -> list[str]:
         return [f"{field}: {reason}" for field, reasons in exc.errors.items()
                 for reason in reasons]
     problems = stage_problems(checked, first_input=value_kind(chain.default_inputs))
-    fake_steps = [SimpleNamespace(id=i, index=i, stage=s.stage, step_type=s.step_type,
-                                  queue=s.queue or STEP_TYPES[s.step_type].default_queue,
-                                  task_id=f"check-{i}", time_limit=s.time_limit)
-                  for i, s in enumerate(checked)]
-    build_run_signature(SimpleNamespace(id="check"), fake_steps, first_input=None,
+    unsaved = [StepRun(id=i, index=i, stage=s.stage, step_type=s.step_type,
+                       queue=s.queue or STEP_TYPES[s.step_type].default_queue,
+                       task_id=f"check-{i}", time_limit=s.time_limit)
+               for i, s in enumerate(checked)]
+    build_run_signature(Run(), unsaved, first_input=None,
                         time_limit_default=settings.CELERY_TASK_SOFT_TIME_LIMIT)
     return problems
 
@@ -159,7 +163,7 @@ def chain_step_specs(chain: Chain) -> list[StepSpec]:
 
 
 @transaction.atomic
-def chain_duplicate(*, chain: Chain, user=None) -> Chain:
+def chain_duplicate(*, chain: Chain, user: User | None = None) -> Chain:
     """A copy of the chain and its steps under a free name ("name (copy)", "(copy 2)", ...)."""
     name, n = f"{chain.name} (copy)", 1
     while Chain.objects.filter(name=name).exists():

@@ -76,7 +76,7 @@ def _may_read_run(run: Run, other_run_id: str) -> bool:
     its chain's author may (a user: their own runs; staff or an operator: any), so that
     neither whoever starts a chain nor whoever wrote it reads more through the other. Asked
     only when a step reads such a folder."""
-    readers = {run.created_by_id, run.chain.created_by_id if run.chain_id else None} - {None}
+    readers = {run.created_by_id, run.chain.created_by_id if run.chain else None} - {None}
     staff = set(get_user_model().objects.filter(id__in=readers, is_staff=True)
                 .values_list("id", flat=True))
     users = readers - staff
@@ -150,5 +150,5 @@ def _task_error(task_result: TaskResult) -> str:
         message = info.get("exc_message")
         if isinstance(message, list | tuple):
             message = " ".join(str(part) for part in message)
-        return f"{info['exc_type']}: {message}" if message else info["exc_type"]
-    return task_result.status
+        return f"{info['exc_type']}: {message}" if message else str(info["exc_type"])
+    return str(task_result.status)

@@ -1,22 +1,25 @@
 """Chains from an export_chains file: the documented fields only, all or nothing."""
-from datetime import UTC
-from typing import Any
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from chains.errors import ChainError
-from chains.models import (
-    Chain,
-)
+from chains.models import Chain
 from chains.presets import StepSpec
 from chains.services.chains import chain_save
 from chains.services.schedules import schedule_save
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 
 @transaction.atomic
-def chains_import(*, data: Any, user=None) -> list[Chain]:
+def chains_import(*, data: Any, user: User | None = None) -> list[Chain]:
     """Create or replace (by name) the chains in an export, with their steps and schedules.
     Everything is validated first; one error and nothing is written."""
     if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(
@@ -75,7 +78,7 @@ def _refuse_unknown_keys(item: Any, allowed: set[str], *, prefix: str = "") -> N
                                             for key in unknown})
 
 
-def _parse_time(value: Any):
+def _parse_time(value: Any) -> datetime:
 
     try:
         parsed = parse_datetime(value) if isinstance(value, str) else None

@@ -1,8 +1,12 @@
 """Old finished runs removed in chunks, with their steps, task results and files."""
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import connections, router, transaction
+from django.db.models import Model
 from django.db.models.signals import post_delete, pre_delete
 from django_celery_results.models import TaskResult
 
@@ -11,8 +15,8 @@ from chains.models import IdempotencyKey, Run, StepRun
 from chains.services.runs import _remove_run_files
 
 
-def runs_purge(*, older_than, status: str | None = None, chunk: int = 10_000,
-               progress=None) -> int:
+def runs_purge(*, older_than: datetime, status: str | None = None, chunk: int = 10_000,
+               progress: Callable[[int], None] | None = None) -> int:
     """Delete finished runs created before `older_than`, with their steps, TaskResult rows and
     files, `chunk` runs at a time (memory stays flat however many there are)."""
     runs = Run.objects.filter(created_at__lt=older_than, status__in=states.FINAL)
@@ -46,7 +50,7 @@ def runs_purge(*, older_than, status: str | None = None, chunk: int = 10_000,
             progress(deleted)
 
 
-def _delete_rows(model, ids: list) -> None:
+def _delete_rows(model: type[Model], ids: list[Any]) -> None:
     """DELETE ... WHERE pk IN (ids): one statement, no Collector, no row loaded."""
     connection = connections[router.db_for_write(model)]
     pk = model._meta.pk

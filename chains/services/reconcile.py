@@ -2,13 +2,14 @@
 recover runs whose worker or message was lost, resume or fail stalled ones."""
 import logging
 import uuid
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -22,7 +23,7 @@ from chains.models import (
     StepRun,
     WorkerHeartbeat,
 )
-from chains.services.runs import _cancel_outstanding_steps, _renew_task_ids, run_publish
+from chains.services.runs import _cancel_outstanding_steps, _renew_task_ids
 from config.time_limits import hard_time_limit
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 ORPHAN_BATCH = 1000
 
 
-def _is_stalled(run: Run, now) -> bool:
+def _is_stalled(run: Run, now: datetime) -> bool:
     """No progress for CHAINS_STALL_SECONDS, plus the hard time limit of a step that is (or
     may still be) running. Progress is the run's last stamp or a running step's start."""
     running = list(run.step_runs.filter(status=RunStatus.RUNNING)
@@ -40,11 +41,12 @@ def _is_stalled(run: Run, now) -> bool:
         [hard_time_limit(limit or settings.CELERY_TASK_SOFT_TIME_LIMIT) for limit, _ in running],
         default=0,
     )
-    progress = max([run.last_progress_at, *(started for _, started in running if started)])
+    stamps = [run.last_progress_at, *(started for _, started in running)]
+    progress = max((stamp for stamp in stamps if stamp is not None), default=now)
     return progress < now - timedelta(seconds=settings.CHAINS_STALL_SECONDS + allowance)
 
 
-def reconcile_runs(*, now=None) -> dict[str, int]:
+def reconcile_runs(*, now: datetime | None = None) -> dict[str, int]:
     """The database is the ledger: publish runs whose publishing failed, resume runs that made
     no progress past their deadline (a lost message, a dead broker or worker) from the last
     completed step, and fail those that stalled CHAINS_MAX_RESUMES times."""
@@ -58,7 +60,7 @@ def reconcile_runs(*, now=None) -> dict[str, int]:
     ).filter(Q(last_progress_at__isnull=True) | Q(last_progress_at__lt=grace)
              ).values_list("id", flat=True)
     for run_id in list(unpublished):
-        report["published"] += _reconcile_one(run_publish, run_id=run_id)
+        report["published"] += _reconcile_one(_publish_again, run_id=run_id)
     stalled = Run.objects.filter(
         status__in=states.OPEN, published_at__isnull=False,
         last_progress_at__lt=now - timedelta(seconds=settings.CHAINS_STALL_SECONDS),
@@ -70,14 +72,20 @@ def reconcile_runs(*, now=None) -> dict[str, int]:
             report["failed"] += _fail_stalled(run, now)
         elif _claim_resume(run):
             _renew_task_ids(run)
-            if _reconcile_one(run_publish, run_id=run.id):
-                report["resumed"] += 1
-            else:  # the broker is still away: this attempt does not count
-                Run.objects.filter(id=run.id).update(resumes=F("resumes") - 1)
+            report["resumed"] += _reconcile_one(_publish_again, run_id=run.id, resumed=True)
     return report
 
 
-def recover_orphans(*, now=None) -> int:
+def _publish_again(*, run_id: uuid.UUID, resumed: bool = False) -> bool:
+    """Ready the run again (the reconciler holds no transaction, so it is published at once)
+    and say whether it reached the broker, or finished when only its finaliser was lost."""
+    before = timezone.now()
+    run_ready.send(sender=Run, run_id=run_id, resumed=resumed)
+    return Run.objects.filter(id=run_id).filter(
+        Q(published_at__gte=before) | Q(status__in=states.FINAL)).exists()
+
+
+def recover_orphans(*, now: datetime | None = None) -> int:
     """Runs quiet for CHAINS_ORPHAN_SECONDS whose current stage no live worker holds: its
     steps RUNNING on a worker whose heartbeat stopped (or that restarted since), or PENDING
     with a message the broker no longer has or gave to a consumer that never started it.
@@ -101,9 +109,9 @@ def recover_orphans(*, now=None) -> int:
     recovered = 0
     for run_id in set(run_ids) - {step.run_id for step in unfinished}:
         # Every step is done and only the finaliser after a parallel last stage is missing.
-        recovered += _reconcile_one(run_publish, run_id=run_id)
-    for run_id, steps in groupby(unfinished, key=lambda step: step.run_id):
-        steps = list(steps)
+        recovered += _reconcile_one(_publish_again, run_id=run_id)
+    for run_id, group in groupby(unfinished, key=lambda step: step.run_id):
+        steps = list(group)
         current = [step for step in steps if step.stage == steps[0].stage]
         if any(_still_held(step, alive, broker) for step in current):
             continue
@@ -112,7 +120,7 @@ def recover_orphans(*, now=None) -> int:
     return recovered
 
 
-def _live_workers() -> dict[tuple[str, int], Any]:
+def _live_workers() -> dict[tuple[str, int], datetime]:
     """(host name, pid) -> boot time of each worker whose heartbeat is recent by the
     database's clock (the one heartbeats are written with)."""
     recent = Now() - timedelta(seconds=settings.CHAINS_WORKER_DEAD_SECONDS)
@@ -120,14 +128,15 @@ def _live_workers() -> dict[tuple[str, int], Any]:
             .filter(seen_at__gte=recent).values_list("hostname", "pid", "booted_at")}
 
 
-def _still_held(step: StepRun, alive: dict, broker: Holdings | None) -> bool:
+def _still_held(step: StepRun, alive: dict[tuple[str, int], datetime],
+                broker: Holdings | None) -> bool:
     """Whether something still has this step in hand: a live worker running it (the same
     incarnation that started it), or a queue it waits in. Unknown counts as held."""
     if step.status == RunStatus.RUNNING:
         if step.worker_pid is None:  # started before workers said who they are
             return True
         booted = alive.get((step.worker, step.worker_pid))
-        return booted is not None and booted <= step.started_at
+        return booted is not None and step.started_at is not None and booted <= step.started_at
     if broker is None:
         return True
     # Taken a moment ago: a worker is about to start it (or retries it after a countdown).
@@ -137,7 +146,7 @@ def _still_held(step: StepRun, alive: dict, broker: Holdings | None) -> bool:
 
 
 @transaction.atomic
-def _republish_orphan(*, run_id, steps: list[StepRun]) -> bool:
+def _republish_orphan(*, run_id: uuid.UUID, steps: list[StepRun]) -> bool:
     """Fresh task ids (and PENDING) for the run's unfinished steps, each only if it is as it
     was read; then the run is published from its last completed stage once this commits."""
     for step in steps:
@@ -155,7 +164,7 @@ def _republish_orphan(*, run_id, steps: list[StepRun]) -> bool:
     return True
 
 
-def _reconcile_one(function, **kwargs) -> bool:
+def _reconcile_one(function: Callable[..., bool], **kwargs: Any) -> bool:
     """One run's trouble does not stop the reconciler from reaching the others."""
     try:
         return bool(function(**kwargs))
@@ -171,8 +180,8 @@ def _claim_resume(run: Run) -> bool:
 
 
 @transaction.atomic
-def _fail_stalled(run: Run, now) -> int:
-    seconds = int((now - run.last_progress_at).total_seconds())
+def _fail_stalled(run: Run, now: datetime) -> int:
+    seconds = int((now - (run.last_progress_at or now)).total_seconds())
     failed = states.move(
         Run.objects.filter(id=run.id), RunStatus.FAILED, finished_at=now,
         error=f"no progress for {seconds}s after {run.resumes} resumes "

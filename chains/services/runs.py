@@ -1,16 +1,19 @@
 """Writes of runs: start (from a chain, a seed task type or another run), publish, retry,
 finish, cancel and delete."""
+from __future__ import annotations
+
 import logging
 import shutil
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import groupby
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
@@ -35,6 +38,9 @@ from chains.services.chains import chain_step_specs, validate_step_specs
 from chains.steps import STEP_TYPES, ParamsInvalid
 from config.celery import app
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 logger = logging.getLogger(__name__)
 
 
@@ -42,8 +48,9 @@ logger = logging.getLogger(__name__)
 
 
 def run_start(
-    *, chain: Chain, inputs: Any = None, trigger: str = RunTrigger.API, user=None,
-    schedule: ChainSchedule | None = None, scheduled_for=None,
+    *, chain: Chain, inputs: Any = None, trigger: str = RunTrigger.API,
+    user: User | None = None, schedule: ChainSchedule | None = None,
+    scheduled_for: datetime | None = None,
 ) -> Run:
     """Start a run of `chain`: snapshot its steps now, publish once the transaction commits."""
     if not chain.enabled:
@@ -62,7 +69,7 @@ def run_start(
 
 
 def run_start_once(
-    *, user, key: str | None, fingerprint: str, start: Callable[[], Run],
+    *, user: User, key: str | None, fingerprint: str, start: Callable[[], Run],
 ) -> tuple[Run, bool]:
     """`start()`, remembered under the user's Idempotency-Key `key`: a repeat of the same
     request (same `fingerprint`) within CHAINS_IDEMPOTENCY_SECONDS gives the run it started
@@ -95,7 +102,7 @@ def run_start_once(
 
 
 def run_submit_task(
-    *, task_type: str, config: Any, description: str = "", user=None,
+    *, task_type: str, config: Any, description: str = "", user: User | None = None,
     trigger: str = RunTrigger.API,
 ) -> Run:
     """The seed contract: start a run of one of the seed task types."""
@@ -112,7 +119,8 @@ def run_submit_task(
     )
 
 
-def run_again(*, run: Run, trigger: str = RunTrigger.ADMIN, user=None) -> Run:
+def run_again(*, run: Run, trigger: str = RunTrigger.ADMIN, user: User | None = None
+              ) -> Run:
     """A new run with the same steps and inputs as `run` (its chain may have changed since)."""
     if run.chain is not None and not run.chain.enabled:
         raise ChainError("disabled", errors={"chain": [f"chain {run.chain.name!r} is disabled"]})
@@ -128,9 +136,9 @@ def run_again(*, run: Run, trigger: str = RunTrigger.ADMIN, user=None) -> Run:
 
 
 def run_create(
-    *, preset: Preset, trigger: str, user=None, chain: Chain | None = None,
+    *, preset: Preset, trigger: str, user: User | None = None, chain: Chain | None = None,
     task_type: str = "", description: str = "", schedule: ChainSchedule | None = None,
-    scheduled_for=None,
+    scheduled_for: datetime | None = None,
 ) -> Run:
     run = Run(
         schedule=schedule,
@@ -168,7 +176,7 @@ def run_create(
     return run
 
 
-def _check_active_runs(user) -> None:
+def _check_active_runs(user: User | None) -> None:
     """Users who are not staff have at most CHAINS_MAX_ACTIVE_RUNS_PER_USER runs open."""
     limit = settings.CHAINS_MAX_ACTIVE_RUNS_PER_USER
     if user is None or user.is_staff or not limit:
@@ -180,12 +188,16 @@ def _check_active_runs(user) -> None:
             "(CHAINS_MAX_ACTIVE_RUNS_PER_USER): wait for some to finish"]})
 
 
-def run_publish(*, run_id, run: Run | None = None, step_runs: list[StepRun] | None = None
-                ) -> bool:
+def run_publish(
+    *, run_id: uuid.UUID | str, run: Run | None = None, step_runs: list[StepRun] | None = None,
+    resumed: bool = False,
+) -> bool:
     """Send an unfinished run's canvas to the broker, from its first unfinished stage. If the
     broker cannot be reached the run keeps its rows and stays unpublished (the outbox):
-    `reconcile_runs` publishes it again. `run` and `step_runs`: a new run's rows as
-    `run_create` has just committed them, published whole without reading them back."""
+    `reconcile_runs` publishes it again, and a `resumed` run gets its resume back (a broker
+    that is away does not use up CHAINS_MAX_RESUMES). `run` and `step_runs`: a new run's rows
+    as `run_create` has just committed them, published whole without reading them back.
+    The `run_ready` receiver calls it once the transaction that readied the run commits."""
     if run is not None and step_runs and all(step_run.pk is not None for step_run in step_runs):
         remaining, first_input = step_runs, run.inputs
     else:
@@ -204,6 +216,8 @@ def run_publish(*, run_id, run: Run | None = None, step_runs: list[StepRun] | No
         signature.apply_async()
     except Exception:
         logger.exception("run %s is not published: the broker could not be reached", run_id)
+        if resumed:
+            Run.objects.filter(id=run.id, resumes__gt=0).update(resumes=F("resumes") - 1)
         return False
     now = timezone.now()
     Run.objects.filter(id=run.id).update(published_at=now, last_progress_at=now)
@@ -215,8 +229,8 @@ def _resume_point(run: Run) -> tuple[list[StepRun], Any]:
     run's inputs, or the previous stage's result (a list when it was parallel)."""
     step_runs = list(run.step_runs.order_by("stage", "index"))
     previous: Any = run.inputs
-    for stage, members in groupby(step_runs, key=lambda sr: sr.stage):
-        members = list(members)
+    for stage, group in groupby(step_runs, key=lambda sr: sr.stage):
+        members = list(group)
         if any(sr.status != RunStatus.COMPLETED for sr in members):
             return [sr for sr in step_runs if sr.stage >= stage], previous
         previous = members[0].result if len(members) == 1 else [sr.result for sr in members]
@@ -274,14 +288,14 @@ def run_retry(*, run: Run) -> Run:
     run.refresh_from_db()
     return run
 
-def run_finish(*, run_id, result: Any) -> None:
+def run_finish(*, run_id: uuid.UUID | str, result: Any) -> None:
     """The canvas's finaliser (after a parallel last stage): the run is COMPLETED."""
     run = Run.objects.filter(id=run_id).only("id", "result_mode").first()
     if run is not None:
         _run_complete(run, result=result, now=timezone.now())
 
 
-def _run_complete(run: Run, *, result: Any, now, **fields: Any) -> None:
+def _run_complete(run: Run, *, result: Any, now: datetime, **fields: Any) -> None:
     """An open run becomes COMPLETED with its result: the last stage's, or every step's."""
     if run.result_mode == ResultMode.ALL_STEPS:
         result = list(run.step_runs.order_by("index").values_list("result", flat=True))
@@ -292,7 +306,7 @@ def _run_complete(run: Run, *, result: Any, now, **fields: Any) -> None:
 # --- Cancelling and deleting ----------------------------------------------------------------
 
 
-def _cancel_outstanding_steps(run_id) -> list[str]:
+def _cancel_outstanding_steps(run_id: uuid.UUID | str) -> list[str]:
     """Mark the run's open steps CANCELLED and revoke their tasks once this commits."""
     outstanding = StepRun.objects.filter(run_id=run_id, status__in=states.OPEN)
     task_ids = list(outstanding.values_list("task_id", flat=True))

@@ -1,10 +1,14 @@
 """Writes of schedules, their beat entries, and what a firing starts."""
+from __future__ import annotations
+
 import json
 import logging
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Model
 from django.utils import timezone
 from django_celery_beat.models import (
     ClockedSchedule,
@@ -25,6 +29,11 @@ from chains.models import (
 from chains.permissions import can_schedule_chain
 from chains.schedules import schedule_errors, slot_for
 from chains.services.runs import run_start
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+M = TypeVar("M", bound=Model)
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +77,10 @@ def schedule_sync(*, schedule: ChainSchedule) -> None:
         schedule.periodic_task = task
 
 
-def _first_or_create(model, **fields):
+def _first_or_create(model: type[M], **fields: Any) -> M:
     """Beat's schedule tables have no unique constraint: reuse any equal row."""
-    return model.objects.filter(**fields).first() or model.objects.create(**fields)
+    rows = model._default_manager
+    return rows.filter(**fields).first() or rows.create(**fields)
 
 
 def schedule_unsync(*, periodic_task_id: int | None) -> None:
@@ -87,8 +97,8 @@ SCHEDULE_TEXT_LIMITS = {"name": 100, "minute": 64, "hour": 64, "day_of_month": 6
 
 @transaction.atomic
 def schedule_save(
-    *, schedule: ChainSchedule | None = None, chain: Chain, user, fields: dict[str, Any],
-    past_run_at_allowed: bool = False,
+    *, schedule: ChainSchedule | None = None, chain: Chain, user: User | None,
+    fields: dict[str, Any], past_run_at_allowed: bool = False,
 ) -> ChainSchedule:
     """Create or change a schedule of `chain` (with its beat entry), all or nothing, once
     `schedule_check` accepts it."""
@@ -101,8 +111,8 @@ def schedule_save(
 
 
 def schedule_check(
-    *, schedule: ChainSchedule | None = None, chain: Chain, user, fields: dict[str, Any],
-    past_run_at_allowed: bool = False,
+    *, schedule: ChainSchedule | None = None, chain: Chain, user: User | None,
+    fields: dict[str, Any], past_run_at_allowed: bool = False,
 ) -> ChainSchedule:
     """`schedule` (or a new one) with `fields`, unsaved, or ChainError saying why not. Its
     runs are started as its owner, so `user` must be allowed to edit the chain and start runs;
@@ -149,10 +159,11 @@ def schedule_delete(*, schedule: ChainSchedule) -> None:
     schedule.delete()
 
 
-def _check_schedule_limits(schedule: ChainSchedule, user, errors: dict) -> None:
+def _check_schedule_limits(schedule: ChainSchedule, user: User | None,
+                           errors: dict[str, list[str]]) -> None:
     minimum = settings.CHAINS_MIN_INTERVAL_SECONDS
     if (schedule.kind == ScheduleKind.INTERVAL and "every_seconds" not in errors
-            and schedule.every_seconds < minimum):
+            and (schedule.every_seconds or 0) < minimum):
         errors["every_seconds"] = [f"must be at least {minimum} s (CHAINS_MIN_INTERVAL_SECONDS)"]
     owned = ChainSchedule.objects.filter(created_by=user).exclude(pk=schedule.pk).count()
     if schedule.pk is None and owned >= settings.CHAINS_MAX_SCHEDULES_PER_USER:
@@ -173,7 +184,7 @@ def _schedule_owner_problem(schedule: ChainSchedule) -> str | None:
     return None
 
 
-def run_start_scheduled(*, schedule_id: int, now=None) -> Run | None:
+def run_start_scheduled(*, schedule_id: int, now: datetime | None = None) -> Run | None:
     """A firing of a schedule: at most one run per schedule and time slot (the database's
     unique constraint decides between two beats or a message delivered twice), started as the
     schedule's owner. An owner who lost the right to start runs stops the schedule, with the

@@ -194,16 +194,18 @@ class SeenRows:
         return new
 
     def _add_on_disk(self, keys: list[bytes]) -> list[bool]:
+        disk = self._disk
+        assert disk is not None  # add_all calls this once the keys spilled to disk
         known: set[bytes] = set()
         for start in range(0, len(keys), 500):  # SQLite's limit on parameters per statement
             part = keys[start:start + 500]
-            known.update(key for (key,) in self._disk.execute(
+            known.update(key for (key,) in disk.execute(
                 f"SELECT key FROM seen WHERE key IN ({','.join('?' * len(part))})", part))
         new = []
         for key in keys:
             new.append(key not in known)
             known.add(key)
-        self._disk.executemany("INSERT OR IGNORE INTO seen VALUES (?)",
+        disk.executemany("INSERT OR IGNORE INTO seen VALUES (?)",
                                [(key,) for key, fresh in zip(keys, new, strict=True) if fresh])
         return new
 

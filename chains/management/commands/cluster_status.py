@@ -1,5 +1,6 @@
 """The cluster as Celery's remote control and the broker see it: `celery inspect`, our way."""
 import json
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -21,7 +22,7 @@ class Command(BaseCommand):
         state = cluster_state(timeout=timeout, detail=True)
         if state.error:
             raise CommandError(state.error, returncode=2)
-        workers = [{"name": name, "queues": queues, "active": active,
+        workers: list[dict[str, Any]] = [{"name": name, "queues": queues, "active": active,
                     "reserved": state.reserved.get(name, 0),
                     "registered": state.registered.get(name, [])}
                    for name, queues, active in state.worker_rows]
