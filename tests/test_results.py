@@ -157,3 +157,43 @@ def test_the_backend_stores_the_rows_the_stock_backend_stores(backend, outcome):
     assert rows["project"] == rows["stock"]
     assert (rows["stock"]["task_name"], rows["stock"]["worker"]) == (
         "chains.step.math.add", "w1@host")  # the extended fields are there to compare
+
+
+@pytest.mark.parametrize("outcome", ["success", "failure"])
+def test_the_backend_ends_a_chord_as_the_stock_backend_does(outcome, monkeypatch):
+    """The same header rows, reported part by part to each backend: the body gets the same
+    results (or both fail the chord), and the chord's counter is gone."""
+    from celery.backends.base import Backend
+    from django_celery_results.backends.database import DatabaseBackend
+
+    calls: dict[str, list] = {"body": [], "error": []}
+    monkeypatch.setattr("celery.canvas.Signature.delay",
+                        lambda self, *args: calls["body"].append(args))
+    monkeypatch.setattr(Backend, "chord_error_from_stack",
+                        lambda self, callback, exc: calls["error"].append(str(exc)))
+    ended = {}
+    for name, chosen in (("stock", DatabaseBackend(app=app)), ("project", ResultBackend(app=app))):
+        group_id, task_ids = f"g-{name}", [f"{name}-a", f"{name}-b"]
+        header = app.GroupResult(group_id, [app.AsyncResult(t) for t in task_ids])
+        ChordCounter.objects.create(group_id=group_id, count=2, sub_tasks=json.dumps(
+            [r.as_tuple() for r in header.results]))
+        outcomes = [(states.SUCCESS, {"x": 1}), (states.SUCCESS, [2, 3])]
+        if outcome == "failure":
+            outcomes[1] = (states.FAILURE, ValueError("boom"))
+        body = app.signature("chains.run_finish", kwargs={"run_id": "r"})
+        for task_id, (state, value) in zip(task_ids, outcomes, strict=True):
+            chosen.store_result(task_id, value, state)
+            chosen.on_chord_part_return(SimpleNamespace(id=task_id, group=group_id, chord=body),
+                                        state, value)
+        ended[name] = (list(calls["body"]), [error.replace(name, "*") for error in calls["error"]],
+                       ChordCounter.objects.filter(group_id=group_id).exists())
+        calls["body"].clear(), calls["error"].clear()
+    if outcome == "success":
+        assert ended["stock"] == ended["project"] == ([([{"x": 1}, [2, 3]],)], [], False)
+    else:
+        assert ended["stock"][0] == ended["project"][0] == []  # no body
+        # Both fail the chord once; the stock backend says what was raised, this one which
+        # step raised it (the run page names the step).
+        assert ended["stock"][1] == ["ValueError('boom')"]
+        assert ended["project"][1] == ["Dependency *-b raised FAILURE"]
+        assert ended["stock"][2] is ended["project"][2] is False
