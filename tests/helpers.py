@@ -1,7 +1,11 @@
 """Small helpers shared by tests."""
+import contextlib
 import time
 
-from chains.models import Run
+from django.db.models import QuerySet
+from django_celery_beat.models import PeriodicTask
+
+from chains.models import Chain, ChainSchedule, Run, Step, StepRun
 
 
 def wait_for_run(run_id, *, timeout: float = 30) -> Run:
@@ -45,3 +49,22 @@ def task_state(task_id: str, wanted: str, *, timeout: float = 15) -> str | None:
         if state == wanted or time.monotonic() > deadline:
             return state
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def unchanged(*sources):
+    """Fail unless the block leaves the rows of each model or queryset as it found them, field
+    for field: for the writes that must be refused. Without sources: the chains app's chains,
+    steps, runs, step runs and schedules, and the beat's entries."""
+    sources = sources or (Chain, Step, Run, StepRun, ChainSchedule, PeriodicTask)
+    querysets = [s if isinstance(s, QuerySet) else s._default_manager.all() for s in sources]
+
+    def rows() -> list[list[dict]]:
+        return [list(qs.order_by("pk").values()) for qs in querysets]
+
+    before = rows()
+    yield
+    after = rows()
+    changed = {qs.model.__name__: (old, new)
+               for qs, old, new in zip(querysets, before, after, strict=True) if old != new}
+    assert not changed, f"rows changed (before, after): {changed}"

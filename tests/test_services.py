@@ -7,6 +7,7 @@ from chains.errors import ChainError
 from chains.models import Chain, Run, RunStatus, RunTrigger, StepRun
 from chains.presets import StepSpec
 from chains.services import runs
+from tests.helpers import unchanged
 
 pytestmark = pytest.mark.django_db
 
@@ -105,7 +106,7 @@ def test_finish_keeps_the_last_result_or_collects_all(user, data_dir):
 def test_cancel_of_a_finished_run_is_refused(user):
     run = submit_math(user)
     services.run_finish(run_id=run.id, result=1)
-    with pytest.raises(ChainError, match="finished"):
+    with unchanged(), pytest.raises(ChainError, match="finished"):
         services.run_cancel(run=run)
 
 
@@ -137,6 +138,7 @@ def test_chain_save_validates_every_step_and_writes_nothing_on_error(user):
     with pytest.raises(ChainError) as info:
         services.chain_save(name="c", steps=[])
     assert "steps" in info.value.errors
+    assert not Chain.objects.exists()
 
 
 def test_chain_save_replaces_steps_and_keeps_names_unique(user):
@@ -144,7 +146,7 @@ def test_chain_save_replaces_steps_and_keeps_names_unique(user):
     assert chain.created_by == user
     services.chain_save(chain=chain, name="c", steps=[spec("math.multiply")])
     assert list(chain.steps.values_list("position", "step_type")) == [(0, "math.multiply")]
-    with pytest.raises(ChainError) as info:
+    with unchanged(), pytest.raises(ChainError) as info:
         services.chain_save(name="c", steps=[spec()])
     assert "name" in info.value.errors
 
@@ -180,6 +182,7 @@ def test_step_time_limits_end_within_the_visibility_timeout(settings):
     with pytest.raises(ChainError) as info:
         services.chain_save(name="c", steps=[StepSpec("math.add", {}, 0, time_limit=546)])
     assert "steps.0.time_limit" in info.value.errors
+    assert not Chain.objects.exists()
 
 
 class _Published:
@@ -290,7 +293,7 @@ def test_retry_runs_again_from_the_failed_step(user, published):
     services.step_execute(step_run_id=run.step_runs.get(index=0).id, previous={})
     failed = run.step_runs.get(index=1)
     services.step_fail(step_run_id=failed.id, error="boom")
-    with pytest.raises(ChainError, match="finished"):  # FAILED: nothing left to cancel
+    with unchanged(), pytest.raises(ChainError, match="finished"):  # FAILED: nothing to cancel
         services.run_cancel(run=Run.objects.get(id=run.id))
     run = services.run_retry(run=Run.objects.get(id=run.id))
     assert (run.status, run.error, run.steps_done) == (RunStatus.PENDING, "", 1)
@@ -300,7 +303,7 @@ def test_retry_runs_again_from_the_failed_step(user, published):
     assert steps[1].task_id != failed.task_id and steps[1].attempts == 0
     services.run_publish(run_id=run.id)
     assert published.calls[-1] == (str(run.id), [1, 2], 6)
-    with pytest.raises(ChainError, match="not retryable"):
+    with unchanged(), pytest.raises(ChainError, match="not retryable"):
         services.run_retry(run=run)
 
 
@@ -336,7 +339,7 @@ def test_two_retries_at_once_make_one(user, published):
     services.step_fail(step_run_id=run.step_runs.get(index=0).id, error="boom")
     stale = Run.objects.get(id=run.id)
     services.run_retry(run=Run.objects.get(id=run.id))
-    with pytest.raises(ChainError, match="not retryable"):
+    with unchanged(), pytest.raises(ChainError, match="not retryable"):
         services.run_retry(run=stale)  # loaded as FAILED before the first retry
 
 
