@@ -125,6 +125,17 @@ class Run(models.Model):
     resumes = models.PositiveSmallIntegerField(
         default=0, help_text="Times the reconciler re-published this run after it stalled."
     )
+    retries = models.PositiveIntegerField(
+        default=0, help_text="Times the run was retried after it failed or was cancelled."
+    )
+    retried_status = models.CharField(
+        max_length=16, choices=RunStatus.choices, blank=True,
+        help_text="How the run ended before its latest retry (FAILED or CANCELLED).")
+    retried_error = models.TextField(
+        blank=True, help_text="The error the run ended with before its latest retry."
+    )
+    retried_at = models.DateTimeField(null=True, blank=True,
+                                      help_text="When the run was last retried.")
     schedule = models.ForeignKey(
         "ChainSchedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
     )
@@ -209,6 +220,41 @@ class StepRun(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class AttemptEnd(models.TextChoices):
+    """Why an attempt of a step was followed by another."""
+
+    STEP_RETRIED = "step_retried", "the step raised and was tried again (max_retries)"
+    RUN_RETRIED = "run_retried", "the run was retried"
+    RUN_RESUMED = "run_resumed", "the run stalled and was resumed"
+    WORKER_LOST = "worker_lost", "its worker or its message was lost"
+
+
+class StepAttempt(models.Model):
+    """An attempt of a step that another attempt followed. The step's own row holds its latest
+    attempt; these rows keep every one before it, so a retry never overwrites a failure."""
+
+    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE,
+                                 related_name="earlier_attempts")
+    number = models.PositiveIntegerField(help_text="1 for the step's first attempt.")
+    task_id = models.CharField(max_length=255)
+    status = models.CharField(max_length=16, choices=RunStatus.choices)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    worker = models.CharField(max_length=255, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    ended_by = models.CharField(max_length=16, choices=AttemptEnd.choices)
+
+    class Meta:
+        ordering = ["step_run", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["step_run", "number"], name="stepattempt_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.step_run}"
 
 
 class ScheduleKind(models.TextChoices):

@@ -3,7 +3,7 @@ import math
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Window
+from django.db.models import Case, Count, F, OuterRef, Q, QuerySet, Subquery, When, Window
 from django.db.models.functions import RowNumber, TruncHour
 from django.utils import timezone
 from django_celery_results.models import TaskResult
@@ -45,17 +45,19 @@ def run_statistics(*, user) -> dict[str, int]:
             .annotate(n=Count("*")))
     by_status = dict(rows)
     counts = {status.value.lower(): by_status.get(status.value, 0) for status in RunStatus}
-    return {"total": sum(by_status.values()), **counts}
+    retried = runs_visible_to(user).filter(retries__gt=0).count()
+    return {"total": sum(by_status.values()), **counts, "retried": retried}
 
 
 def step_runs_with_results(run: Run) -> list[StepRun]:
     """The run's steps in order, each annotated with its task's `task_status` and
-    `task_traceback` from the result backend (None before the task stored a result)."""
+    `task_traceback` from the result backend (None before the task stored a result), with
+    their earlier attempts (two queries)."""
     task = TaskResult.objects.filter(task_id=OuterRef("task_id"))
     return list(run.step_runs.annotate(
         task_status=Subquery(task.values("status")[:1]),
         task_traceback=Subquery(task.values("traceback")[:1]),
-    ).order_by("index"))
+    ).prefetch_related("earlier_attempts").order_by("index"))
 
 
 def schedules_visible_to(user) -> QuerySet[ChainSchedule]:
@@ -135,32 +137,46 @@ def runs_per_hour(*, user, hours: int = 24, now=None) -> list[tuple[datetime, di
 
 
 def chain_performance(*, user, recent: int = 200) -> list[dict]:
-    """Per chain, over its last `recent` finished runs: count, success rate, p50 and p95. One
-    query: the runs are ranked per chain, newest first, by a window function."""
+    """Per chain, over its last `recent` finished runs: count, success rate (a run that
+    completed only after a retry is not a success: it is counted as retried), p50 and p95.
+    One query: the runs are ranked per chain, newest first, by a window function."""
     rows = (runs_visible_to(user).order_by()
             .filter(chain__isnull=False, status__in=[RunStatus.COMPLETED, RunStatus.FAILED])
             .annotate(rank=Window(RowNumber(), partition_by=F("chain_id"),
                                   order_by=F("created_at").desc()))
             .filter(rank__lte=recent)
-            .values_list("chain_id", "chain__name", "status", "started_at", "finished_at"))
+            .values_list("chain_id", "chain__name", "status", "started_at", "finished_at",
+                         "retries"))
     by_chain: dict[tuple[int, str], list[tuple]] = {}
-    for chain_id, name, status, started, finished in rows:
-        by_chain.setdefault((chain_id, name), []).append((status, started, finished))
+    for chain_id, name, status, started, finished, retries in rows:
+        by_chain.setdefault((chain_id, name), []).append((status, started, finished, retries))
     out = []
     for (chain_id, name), runs in sorted(by_chain.items(), key=lambda item: item[0][1]):
         durations = sorted((finished - started).total_seconds()
-                           for _, started, finished in runs if started and finished)
-        completed = sum(status == RunStatus.COMPLETED for status, _, _ in runs)
+                           for _, started, finished, _ in runs if started and finished)
+        first_time = sum(status == RunStatus.COMPLETED and not retries
+                         for status, _, _, retries in runs)
         out.append({
             "chain": SimpleNamespace(pk=chain_id, name=name), "runs": len(runs),
-            "success_rate": completed / len(runs),
+            "success_rate": first_time / len(runs),
+            "retried": sum(bool(retries) for _, _, _, retries in runs),
             "p50": percentile(durations, 50), "p95": percentile(durations, 95),
         })
     return out
 
 
 def recent_failures(*, user, limit: int = 10) -> QuerySet[Run]:
-    return runs_visible_to(user).filter(status=RunStatus.FAILED).order_by("-finished_at")[:limit]
+    """Runs that failed, newest failure first, each with `failed_at` and `failure`: a run that
+    was retried since keeps its place (what it failed with is kept on it), marked by
+    `retries`."""
+    failed_before = Q(retries__gt=0) & Q(retried_status=RunStatus.FAILED)
+    return (runs_visible_to(user).select_related("chain")
+            .filter(Q(status=RunStatus.FAILED) | failed_before)
+            .annotate(failed_at=Case(When(status=RunStatus.FAILED, then=F("finished_at")),
+                                     default=F("retried_at")),
+                      failure=Case(When(status=RunStatus.FAILED, then=F("error")),
+                                   default=F("retried_error")))
+            .order_by(F("failed_at").desc(nulls_last=True))[:limit])
 
 
 # --- Export -----------------------------------------------------------------------------------

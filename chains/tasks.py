@@ -1,5 +1,6 @@
 """Celery tasks: one per registry row (named chains.step.<key>), the run finaliser and the
 step error callback. Thin: they receive ids and JSON and call services."""
+import traceback
 from typing import Any
 
 from celery import Task, shared_task
@@ -41,6 +42,9 @@ class StepTask(Task):
         except Exception as exc:
             max_retries = services.step_max_retries(step_run_id=step_run_id)
             if self.request.retries < max_retries:
+                services.attempt_failed(step_run_id=step_run_id,
+                                        error=f"{type(exc).__name__}: {exc}",
+                                        traceback=traceback.format_exc())
                 raise self.retry(
                     exc=exc, countdown=RETRY_DELAY_SECONDS, max_retries=max_retries
                 ) from exc

@@ -156,6 +156,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # A run's status and the status it had before its latest retry are one set of words.
+    "ENUM_NAME_OVERRIDES": {"RunStatusEnum": "chains.models.RunStatus"},
 }
 
 # --- Celery ---------------------------------------------------------------------------

@@ -284,6 +284,45 @@ def test_unexpected_errors_are_retried_then_fail_the_run(api, data_dir, settings
     step = StepRun.objects.get(run=run)
     assert step.attempts == 2  # the first try and one retry
     assert task_state(step.task_id, "FAILURE") == "FAILURE"
+    (first,) = step.earlier_attempts.all()  # the first try, kept when Celery retried it
+    assert (first.number, first.status, first.ended_by) == (1, "FAILED", "step_retried")
+    assert first.error.startswith("IsADirectoryError") and "Traceback" in first.traceback
+    assert first.task_id == step.task_id and first.worker == step.worker
+
+
+def test_a_retried_run_keeps_its_failed_attempt_everywhere(api, admin_client):
+    chain = api.post("/api/chains/", {"name": "fix me", "steps": [
+        {"step_type": "math.add", "params": {"numbers": [1]}},
+        {"step_type": "math.divide", "params": {"numbers": [0]}, "stage": 1},
+    ]}, format="json").json()
+    run_id = api.post(f"/api/chains/{chain['id']}/run/", {"inputs": 1},
+                      format="json").json()["id"]
+    assert wait_for_run(run_id).status == RunStatus.FAILED
+    failed = StepRun.objects.get(run_id=run_id, index=1)
+    task_results([failed.task_id])  # its worker stores the FAILURE (and traceback) after the run
+    chain["steps"][1]["params"] = {"numbers": [2]}  # the fix
+    assert api.put(f"/api/chains/{chain['id']}/", chain, format="json").status_code == 200
+    assert api.post(f"/api/runs/{run_id}/retry/").status_code == 200
+    run = wait_for_run(run_id)
+    assert (run.status, run.result, run.retries, run.retried_status) == (
+        RunStatus.COMPLETED, 1.0, 1, "FAILED")
+    assert run.retried_error.startswith("step 2 (math.divide): ")
+
+    steps = api.get(f"/api/runs/{run_id}/").json()["steps"]
+    assert steps[0]["earlier_attempts"] == []  # completed the first time: kept its result
+    (attempt,) = steps[1]["earlier_attempts"]
+    assert (attempt["number"], attempt["status"], attempt["ended_by"], attempt["task_id"]) == (
+        1, "FAILED", "run_retried", failed.task_id)
+    assert attempt["error"] == "division by zero"
+    assert "StepFailed: division by zero" in attempt["traceback"]
+    assert attempt["started_at"] and attempt["finished_at"] and attempt["worker"]
+    assert steps[1]["task_id"] != failed.task_id and steps[1]["status"] == "COMPLETED"
+
+    page = admin_client.get(f"/admin/chains/run/{run_id}/change/").content.decode()
+    assert "1 earlier attempt" in page and "division by zero" in page
+    assert "Retried 1 time" in page
+    dashboard = admin_client.get("/admin/chains/run/dashboard/").content.decode()
+    assert "step 2 (math.divide)" in dashboard and "retried" in dashboard
 
 
 def test_cluster_status_lists_the_worker_and_its_step_tasks(capsys, celery_worker):

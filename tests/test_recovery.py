@@ -69,6 +69,9 @@ def test_a_step_running_on_a_silent_worker_is_published_again(
     assert (step.status, step.attempts) == (RunStatus.PENDING, 1)  # the lost start counts
     assert step.task_id != old
     assert published.calls == [(str(run.id), [0, 1], {})]
+    (lost,) = step.earlier_attempts.all()  # the start the dead worker never finished
+    assert (lost.number, lost.status, lost.ended_by, lost.task_id, lost.worker) == (
+        1, RunStatus.RUNNING, "worker_lost", old, "w1@host")
 
 
 def test_a_step_running_on_a_live_worker_is_left_alone(

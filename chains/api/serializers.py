@@ -8,7 +8,16 @@ from rest_framework import serializers
 from rest_framework.utils.serializer_helpers import ReturnDict
 
 from chains.bounds import json_problem
-from chains.models import Chain, ChainSchedule, Run, RunStatus, RunTrigger, Step, StepRun
+from chains.models import (
+    Chain,
+    ChainSchedule,
+    Run,
+    RunStatus,
+    RunTrigger,
+    Step,
+    StepAttempt,
+    StepRun,
+)
 from chains.permissions import can_read_chain_inputs
 from chains.presets import PRESETS, StepSpec
 from chains.schedules import next_fire_times
@@ -157,17 +166,27 @@ class RunStartSerializer(UnknownKeysRefused, serializers.Serializer):
     inputs = BoundedJSONField(required=False, help_text="Defaults to the chain's inputs.")
 
 
+class StepAttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StepAttempt
+        fields = ["number", "status", "ended_by", "task_id", "worker", "error", "traceback",
+                  "started_at", "finished_at"]
+
+
 class StepRunSerializer(serializers.ModelSerializer):
     # Annotated by selectors.step_runs_with_results (None where a step is read without them).
     task_status = serializers.SerializerMethodField()
     traceback = serializers.SerializerMethodField()
     duration = serializers.FloatField(read_only=True, allow_null=True)
+    earlier_attempts = StepAttemptSerializer(many=True, read_only=True, help_text=(
+        "Every attempt before the one this row shows, oldest first (a retry, a resume or a "
+        "lost worker starts a new attempt; none is overwritten)."))
 
     class Meta:
         model = StepRun
         fields = ["index", "stage", "name", "step_type", "params", "queue", "task_id", "status",
                   "task_status", "worker", "result", "error", "traceback", "attempts",
-                  "started_at", "finished_at", "duration"]
+                  "started_at", "finished_at", "duration", "earlier_attempts"]
 
     def get_task_status(self, step_run: StepRun) -> str | None:
         return getattr(step_run, "task_status", None)
@@ -185,7 +204,8 @@ class RunSerializer(serializers.ModelSerializer):
         model = Run
         fields = ["id", "chain", "chain_name", "task_type", "description", "status", "trigger",
                   "inputs", "result", "error", "steps_done", "steps_total", "created_by",
-                  "created_at", "started_at", "finished_at"]
+                  "created_at", "started_at", "finished_at", "retries", "retried_status",
+                  "retried_error", "retried_at"]
 
 
 class RunDetailSerializer(RunSerializer):

@@ -3,6 +3,7 @@ purges and tokens. Admin, API, commands, tasks and beat all come through here.
 
     chains      validate steps, save, duplicate, delete chains
     runs        start, publish, retry, finish, cancel, delete runs
+    attempts    keep a step's attempt before another one replaces it
     execution   the worker side: execute a step, mark it running, fail it
     reconcile   publish, recover and resume what the broker or a worker lost
     schedules   save schedules, keep beat in step, start a firing's run
@@ -10,6 +11,7 @@ purges and tokens. Admin, API, commands, tasks and beat all come through here.
     purge       remove old finished runs
     tokens      renew a user's API token
 """
+from chains.services.attempts import attempt_failed, attempts_keep
 from chains.services.chains import (
     chain_delete,
     chain_duplicate,
@@ -55,7 +57,8 @@ from chains.services.schedules import (
 from chains.services.tokens import token_regenerate
 
 __all__ = [
-    "SCHEDULE_FIELDS", "StepSkipped", "chain_delete", "chain_duplicate", "chain_problems",
+    "SCHEDULE_FIELDS", "StepSkipped", "attempt_failed", "attempts_keep", "chain_delete",
+    "chain_duplicate", "chain_problems",
     "chain_save", "chain_step_specs", "chains_import", "check_chain_fields", "max_step_time_limit",
     "reconcile_runs", "recover_orphans", "run_again", "run_cancel", "run_create",
     "run_delete", "run_finish", "run_publish", "run_retry", "run_start", "run_start_once",

@@ -17,12 +17,14 @@ from chains import states
 from chains.broker import Holdings, holdings
 from chains.events import run_ready
 from chains.models import (
+    AttemptEnd,
     IdempotencyKey,
     Run,
     RunStatus,
     StepRun,
     WorkerHeartbeat,
 )
+from chains.services.attempts import attempts_keep
 from chains.services.runs import _cancel_outstanding_steps, _renew_task_ids
 from config.time_limits import hard_time_limit
 
@@ -71,6 +73,8 @@ def reconcile_runs(*, now: datetime | None = None) -> dict[str, int]:
         if run.resumes >= settings.CHAINS_MAX_RESUMES:
             report["failed"] += _fail_stalled(run, now)
         elif _claim_resume(run):
+            attempts_keep(run.step_runs.exclude(status=RunStatus.COMPLETED),
+                          ended_by=AttemptEnd.RUN_RESUMED)
             _renew_task_ids(run)
             report["resumed"] += _reconcile_one(_publish_again, run_id=run.id, resumed=True)
     return report
@@ -149,6 +153,9 @@ def _still_held(step: StepRun, alive: dict[tuple[str, int], datetime],
 def _republish_orphan(*, run_id: uuid.UUID, steps: list[StepRun]) -> bool:
     """Fresh task ids (and PENDING) for the run's unfinished steps, each only if it is as it
     was read; then the run is published from its last completed stage once this commits."""
+    attempts_keep(StepRun.objects.filter(id__in=[s.id for s in steps],
+                                         status=RunStatus.RUNNING),
+                  ended_by=AttemptEnd.WORKER_LOST)
     for step in steps:
         as_read = StepRun.objects.filter(id=step.id, task_id=step.task_id, status=step.status,
                                          attempts=step.attempts)

@@ -23,6 +23,7 @@ from chains.canvas import build_run_signature
 from chains.errors import ChainError, Conflict, LimitReached
 from chains.events import run_ready
 from chains.models import (
+    AttemptEnd,
     Chain,
     ChainSchedule,
     IdempotencyKey,
@@ -34,6 +35,7 @@ from chains.models import (
 )
 from chains.permissions import can_read_chain_inputs
 from chains.presets import PRESETS, Preset, StepSpec, build_preset
+from chains.services.attempts import attempts_keep
 from chains.services.chains import chain_step_specs, validate_step_specs
 from chains.steps import STEP_TYPES, ParamsInvalid
 from config.celery import app
@@ -272,16 +274,20 @@ def run_retry(*, run: Run) -> Run:
     the chain still has the same steps."""
     now = timezone.now()
     _check_active_runs(run.created_by)
-    claimed = states.move(  # from FAILED or CANCELLED
+    claimed = states.move(  # from FAILED or CANCELLED; what it ended with is kept
         Run.objects.filter(id=run.id), RunStatus.PENDING, error="", result=None,
-        started_at=None, finished_at=None, published_at=None, last_progress_at=now, resumes=0)
+        started_at=None, finished_at=None, published_at=None, last_progress_at=now, resumes=0,
+        retries=F("retries") + 1, retried_status=F("status"), retried_error=F("error"),
+        retried_at=now)
     if not claimed:  # the update is the check: two retries at once make one
         run.refresh_from_db()
         raise ChainError("not retryable", errors={
             "status": [f"only FAILED or CANCELLED runs can be retried; this one is {run.status}"]
         })
-    states.move(run.step_runs.all(), RunStatus.PENDING, error="", attempts=0,
-                started_at=None, finished_at=None, result=None)
+    unfinished = run.step_runs.exclude(status=RunStatus.COMPLETED)
+    attempts_keep(unfinished, ended_by=AttemptEnd.RUN_RETRIED)
+    states.move(unfinished, RunStatus.PENDING, error="", attempts=0, worker="",
+                worker_pid=None, started_at=None, finished_at=None, result=None)
     _take_fixed_params(run)
     _renew_task_ids(run)
     run_ready.send(sender=Run, run_id=run.id)
