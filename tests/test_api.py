@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 
 from chains import services
 from chains.models import Run, RunStatus
-from tests.factories import make_user, token_client
+from tests.factories import make_chain, make_run, make_user, token_client
 from tests.helpers import unchanged
 
 pytestmark = pytest.mark.django_db
@@ -284,3 +284,32 @@ def test_a_schedule_cannot_be_moved_onto_someone_elses_chain(api, other_api):
                                                  "every_seconds": 60, "inputs": "x" * 70_000},
                              format="json")
     assert big.status_code == 400 and "inputs" in big.json()
+
+
+def test_the_browsable_api_shows_each_actions_own_input(client, user):
+    from chains.presets import StepSpec
+
+    chain = make_chain(user=user)
+    run = make_run(StepSpec("math.add", {"numbers": [1]}, 0), user=user)
+    client.force_login(user)
+    page = client.get(f"/api/chains/{chain.id}/run/", HTTP_ACCEPT="text/html").content.decode()
+    assert 'name="inputs"' in page
+    assert 'name="steps"' not in page and 'name="default_inputs"' not in page
+    for action in ("retry", "cancel"):
+        page = client.get(f"/api/runs/{run.id}/{action}/",
+                          HTTP_ACCEPT="text/html").content.decode()
+        assert 'id="post-object-form"' in page  # a POST button, and no fields to fill in
+        assert 'name="status"' not in page and 'name="inputs"' not in page
+    page = client.get("/api/chains/", HTTP_ACCEPT="text/html").content.decode()
+    assert '<input type="checkbox" name="enabled" value="true" checked>' in page  # enabled
+
+    # The HTML form's JSON is read as JSON, and its CSRF token is not an unknown key.
+    response = client.post(f"/api/chains/{chain.id}/run/",
+                           {"inputs": "[1, 2]", "csrfmiddlewaretoken": "x"})
+    assert response.status_code == 201, response.content
+    assert Run.objects.get(id=response.json()["id"]).inputs == [1, 2]
+    with unchanged():
+        response = client.post(f"/api/runs/{run.id}/retry/", {"force": True},
+                               content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {"force": ["unknown field"]}

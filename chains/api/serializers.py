@@ -4,6 +4,8 @@ from typing import Any
 
 from django.db import models
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.utils.serializer_helpers import ReturnDict
 
@@ -25,6 +27,7 @@ from chains.selectors import step_runs_with_results
 from chains.steps import STEP_TYPES
 
 
+@extend_schema_field(OpenApiTypes.ANY)  # any JSON value, not a string
 class BoundedJSONField(serializers.JSONField):
     """A JSON value nested at most CHAINS_MAX_JSON_DEPTH deep: checked before DRF encodes it
     (which would recurse), so a hostile value is a 400 naming the field, never a 500."""
@@ -41,11 +44,12 @@ class BoundedJSONField(serializers.JSONField):
 
 class UnknownKeysRefused(serializers.Serializer):
     """A key the serializer does not have is a 400 naming it, not silently dropped (a typo in
-    `max_retries` would otherwise leave the default in place unnoticed)."""
+    `max_retries` would otherwise leave the default in place unnoticed). The browsable API's
+    HTML forms also send their CSRF token."""
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
+            unknown = sorted(set(data) - set(self.fields) - {"csrfmiddlewaretoken"})
             if unknown:
                 raise serializers.ValidationError({key: ["unknown field"] for key in unknown})
         return super().to_internal_value(data)
@@ -119,6 +123,8 @@ class TaskStatisticsSerializer(serializers.Serializer):
 
 
 class StepSerializer(BoundedModelSerializer):
+    """One step of a chain: steps that share a `stage` run in parallel."""
+
     step_type = serializers.ChoiceField(choices=list(STEP_TYPES))
 
     class Meta:
@@ -138,6 +144,8 @@ class StepSerializer(BoundedModelSerializer):
 
 
 class ChainSerializer(BoundedModelSerializer):
+    """A chain and its steps, written all at once. Unknown keys are refused (400)."""
+
     steps = StepSerializer(many=True)
     created_by: serializers.StringRelatedField = serializers.StringRelatedField()
 
@@ -147,7 +155,10 @@ class ChainSerializer(BoundedModelSerializer):
                   "created_by", "created_at", "updated_at"]
         read_only_fields = ["created_by", "created_at", "updated_at"]
         # Uniqueness is checked by the service, inside the same transaction as the write.
-        extra_kwargs: dict[str, dict[str, Any]] = {"name": {"validators": []}}
+        extra_kwargs: dict[str, dict[str, Any]] = {
+            "name": {"validators": []},
+            "enabled": {"initial": True},  # the browsable API's form starts it ticked
+        }
 
     def to_representation(self, chain: Chain) -> dict:
 
@@ -163,7 +174,14 @@ class ChainSerializer(BoundedModelSerializer):
 
 
 class RunStartSerializer(UnknownKeysRefused, serializers.Serializer):
-    inputs = BoundedJSONField(required=False, help_text="Defaults to the chain's inputs.")
+    """Start a run of the chain."""
+
+    inputs = BoundedJSONField(required=False, help_text=(
+        "Any JSON value, given to the first stage; defaults to the chain's inputs."))
+
+
+class NoInputSerializer(UnknownKeysRefused, serializers.Serializer):
+    """The action takes no input: an empty body (or `{}`)."""
 
 
 class StepAttemptSerializer(serializers.ModelSerializer):

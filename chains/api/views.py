@@ -14,6 +14,7 @@ from chains.api.pagination import RunPagination
 from chains.api.serializers import (
     ChainScheduleSerializer,
     ChainSerializer,
+    NoInputSerializer,
     QueueSerializer,
     RunDetailSerializer,
     RunFilterSerializer,
@@ -109,7 +110,7 @@ class ChainViewSet(viewsets.ModelViewSet):
 
     @extend_schema(request=RunStartSerializer, parameters=[IDEMPOTENCY_HEADER],
                    responses={201: RunDetailSerializer, 200: RunDetailSerializer})
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], serializer_class=RunStartSerializer)
     def run(self, request: Request, pk=None) -> Response:
         """Start a run of this chain with `inputs` (default: the chain's inputs)."""
         chain = self.get_object()
@@ -135,8 +136,10 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destro
     permission_classes = [Authenticated, RunPermission]
     pagination_class = RunPagination
 
+    serializer_class = RunDetailSerializer  # cancel and retry name their own (no input)
+
     def get_serializer_class(self):
-        return RunSerializer if self.action == "list" else RunDetailSerializer
+        return RunSerializer if self.action == "list" else self.serializer_class
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
@@ -155,21 +158,26 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destro
         services.run_delete(run=instance)
 
     @extend_schema(request=None, responses=RunDetailSerializer)
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], serializer_class=NoInputSerializer)
     def cancel(self, request: Request, pk=None) -> Response:
-        """Cancel the run: outstanding steps are revoked."""
+        """Cancel the run: its running steps are stopped on their workers and its waiting steps
+        will not start; the run's `error` says how many of each."""
+        run = self.get_object()
+        NoInputSerializer(data=request.data).is_valid(raise_exception=True)
         try:
-            run = services.run_cancel(run=self.get_object())
+            run = services.run_cancel(run=run)
         except ChainError as exc:
             raise as_api_error(exc) from exc
         return Response(RunDetailSerializer(run).data)
 
     @extend_schema(request=None, responses=RunDetailSerializer)
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], serializer_class=NoInputSerializer)
     def retry(self, request: Request, pk=None) -> Response:
         """Run a FAILED or CANCELLED run again from its failed step, reusing earlier results."""
+        run = self.get_object()
+        NoInputSerializer(data=request.data).is_valid(raise_exception=True)
         try:
-            run = services.run_retry(run=self.get_object())
+            run = services.run_retry(run=run)
         except ChainError as exc:
             raise as_api_error(exc) from exc
         return Response(RunDetailSerializer(run).data)
