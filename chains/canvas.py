@@ -16,19 +16,22 @@ FINISH_TASK = "chains.run_finish"
 
 def step_signature(
     step_run: StepRun, *, time_limit_default: int, args: tuple[Any, ...] = (),
-    finish_run: bool = False,
+    finish_run: bool = False, about: dict[str, str] | None = None,
 ) -> Signature:
     """One step: its registry task, its pre-assigned task id, queue and time limits.
     `args` holds the run's inputs for the first stage; later stages get the previous result.
     `finish_run` makes the step complete the run when it completes. A failure the step cannot
     report itself (a hard time limit, a lost process) fails the run from the result backend
-    (`chains.results`), so no error callback rides along in every message."""
+    (`chains.results`), so no error callback rides along in every message. `about` (the run's
+    id and its chain's name) rides in the kwargs only so that Flower and `celery inspect`
+    show which run a task belongs to."""
 
     soft = step_run.time_limit or time_limit_default
     return app.signature(
         STEP_TYPES[step_run.step_type].task_name,
         args=args,
-        kwargs={"step_run_id": step_run.id, **({"finish_run": True} if finish_run else {})},
+        kwargs={"step_run_id": step_run.id, **({"finish_run": True} if finish_run else {}),
+                **(about or {})},
         task_id=step_run.task_id,
         queue=step_run.queue,
         soft_time_limit=soft,
@@ -47,15 +50,17 @@ def build_run_signature(
     first unfinished one when a run is resumed or retried."""
     ordered = sorted(step_runs, key=lambda sr: (sr.stage, sr.index))
     stages = [list(members) for _, members in groupby(ordered, key=lambda sr: sr.stage)]
+    about = {"run_id": str(run.id), "chain": run.chain.name if run.chain else run.task_type}
     parts: list[Signature] = []
     for position, members in enumerate(stages):
         args = (first_input,) if position == 0 else ()
         if len(members) == 1:
             parts.append(step_signature(members[0], time_limit_default=time_limit_default,
-                                        args=args, finish_run=position == len(stages) - 1))
+                                        args=args, finish_run=position == len(stages) - 1,
+                                        about=about))
         else:
             parts.append(group([step_signature(sr, time_limit_default=time_limit_default,
-                                               args=args) for sr in members]))
+                                               args=args, about=about) for sr in members]))
     if len(stages[-1]) > 1:
         parts.append(app.signature(FINISH_TASK, kwargs={"run_id": str(run.id)}))
     return chain(*parts)

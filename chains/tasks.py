@@ -1,5 +1,6 @@
 """Celery tasks: one per registry row (named chains.step.<key>), the run finaliser and the
 step error callback. Thin: they receive ids and JSON and call services."""
+import logging
 import traceback
 from typing import Any
 
@@ -15,10 +16,17 @@ RETRY_DELAY_SECONDS = 2
 DATABASE_RETRY_SECONDS = 3
 DATABASE_ERRORS = (OperationalError, InterfaceError)
 
+logger = logging.getLogger(__name__)
+
 
 class StepTask(Task):
     """Runs a registry step through services.step_execute and reports how it ended. The step's
-    row records its start (status, time, worker), so no STARTED task result is written."""
+    row records its start (status, time, worker), so no STARTED task result is written.
+    A step's own failure (StepFailed) is expected: one WARNING line, no traceback in the log
+    (its traceback is still stored with the task's result); anything else is logged by Celery
+    at ERROR with its traceback."""
+
+    throws = (StepFailed,)
 
     def execute_step(self, previous: Any, step_run_id: int, finish_run: bool) -> Any:
         task_id = self.request.id
@@ -30,6 +38,7 @@ class StepTask(Task):
         except services.StepSkipped as exc:
             raise Ignore(str(exc)) from exc
         except StepFailed as exc:
+            logger.warning("step %s (task %s) failed: %s", step_run_id, task_id, exc)
             services.step_fail(step_run_id=step_run_id, error=str(exc), task_id=task_id)
             raise
         except SoftTimeLimitExceeded:
@@ -55,7 +64,8 @@ class StepTask(Task):
 
 def _register_step_task(step_type: StepType) -> Task:
     def run(self: StepTask, previous: Any = None, *, step_run_id: int,
-            finish_run: bool = False) -> Any:
+            finish_run: bool = False, run_id: str = "", chain: str = "") -> Any:
+        # run_id and chain are for Flower and `celery inspect`; the step's row knows both.
         return self.execute_step(previous, step_run_id, finish_run)
 
     run.__name__ = step_type.key.replace(".", "_")

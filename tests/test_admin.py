@@ -68,10 +68,11 @@ def test_run_selected_chains_action_starts_runs(admin_web, chain, admin_user):
         "action": "run_selected_chains", "_selected_action": [chain.pk, disabled.pk],
     }, follow=True)
     messages = [str(m) for m in response.context["messages"]]
-    assert "Started 1 run(s)." in messages
-    assert any("Not started: off: chain: chain 'off' is disabled" in m for m in messages)
     run = Run.objects.get()
     assert (run.chain, run.trigger, run.created_by) == (chain, RunTrigger.ADMIN, admin_user)
+    link = reverse("admin:chains_run_change", args=[run.pk])
+    assert f'Started 1 run: <a href="{link}">{str(run.pk)[:8]} (demo)</a>' in messages
+    assert any("Not started: off: chain: chain 'off' is disabled" in m for m in messages)
 
 
 def test_start_chains_helper_reports_errors_without_a_request(chain):
@@ -370,3 +371,32 @@ def test_the_admin_deletes_a_schedule_through_the_service(admin_web, chain, admi
     assert response.status_code == 302
     assert not chain.schedules.exists()
     assert not PeriodicTask.objects.filter(name=f"chain schedule {schedule.pk}").exists()
+
+
+def test_the_run_list_shows_short_ids_progress_errors_and_chain_names(admin_web, chain,
+                                                                        admin_user):
+    run = services.run_start(chain=chain, user=admin_user)
+    first = run.step_runs.get(index=0)
+    services.step_execute(step_run_id=first.id, previous=0)
+    services.step_fail(step_run_id=run.step_runs.get(index=1).id,
+                       error="ValueError: no\nsecond line")
+    page = admin_web.get(reverse("admin:chains_run_changelist")).content.decode()
+    assert f'<code class="tc-run-id" title="{run.pk}">{str(run.pk)[:8]}</code>' in page
+    assert '<span style="width: 50%"></span></span> 1/2' in page
+    assert ">step 2 (math.multiply): ValueError: no</span>" in page  # the first line
+    assert "<td class=\"field-what\">demo</td>" in page
+
+
+@pytest.mark.parametrize("term", ["id prefix", "chain name", "task id", "full id"])
+def test_the_run_list_finds_runs_by_id_prefix_chain_name_and_task_id(admin_web, chain,
+                                                                      admin_user, term):
+    wanted = services.run_start(chain=chain, user=admin_user)
+    other = services.run_submit_task(task_type="math_chain", user=admin_user,
+                                     config={"operation": "add", "numbers": [1]})
+    query = {"id prefix": str(wanted.pk)[:6], "chain name": "DEM",
+             "task id": wanted.step_runs.get(index=1).task_id[:10],
+             "full id": str(wanted.pk)}[term]
+    page = admin_web.get(reverse("admin:chains_run_changelist"), {"q": query})
+    shown = {str(run.pk) for run in page.context["cl"].result_list}
+    assert shown == {str(wanted.pk)}
+    assert str(other.pk) not in shown

@@ -9,7 +9,9 @@ import pytest
 from django.core.management import call_command
 from django_celery_results.models import TaskResult
 
+from chains.broker import holdings
 from chains.models import Run, RunStatus, StepRun
+from config.celery import app
 from tests.helpers import task_results, task_state, wait_for_run, write_csv
 
 pytestmark = [pytest.mark.flow, pytest.mark.django_db(transaction=True)]
@@ -218,28 +220,67 @@ def test_failure_inside_a_parallel_stage_fails_the_run(api):
     assert StepRun.objects.get(run=run, index=2).status == RunStatus.CANCELLED
 
 
-def test_cancel_running_run_revokes_the_rest(api):
+def test_a_steps_own_failure_is_logged_as_expected_in_one_line(api, celery_worker):
+    chain = api.post("/api/chains/", {"name": "zero", "steps": [
+        {"step_type": "math.divide", "params": {"numbers": [1, 0]}}]}, format="json").json()
+    run_id = api.post(f"/api/chains/{chain['id']}/run/", {}, format="json").json()["id"]
+    assert wait_for_run(run_id).status == RunStatus.FAILED
+    task_id = StepRun.objects.get(run_id=run_id).task_id
+    line = f"(task {task_id}) failed: division by zero"
+    deadline = time.monotonic() + 10
+    while line not in celery_worker.log_text():
+        assert time.monotonic() < deadline, celery_worker.log_tail()
+        time.sleep(0.1)
+    (logged,) = [x for x in celery_worker.log_text().splitlines() if line in x]
+    assert "WARNING" in logged
+    assert f"[{task_id}] raised unexpected" not in celery_worker.log_text()
+
+
+def test_cancel_stops_the_running_step_and_revokes_the_rest(api, celery_worker):
     chain = api.post("/api/chains/", {"name": "slow", "steps": [
-        {"step_type": "flow.wait", "params": {"seconds": 2}, "stage": i} for i in range(5)],
+        {"step_type": "flow.wait", "params": {"seconds": 30}, "stage": i} for i in range(5)],
     }, format="json").json()
     run_id = api.post(f"/api/chains/{chain['id']}/run/", {}, format="json").json()["id"]
     first = StepRun.objects.get(run_id=run_id, index=0)
     deadline = time.monotonic() + 20
-    while StepRun.objects.get(id=first.id).status != RunStatus.RUNNING:
+    while first.task_id not in (active := _active_tasks(celery_worker)):
         assert time.monotonic() < deadline, "the first step never started"
         time.sleep(0.05)
+    # Flower and `celery inspect` show which run and chain a step task belongs to.
+    assert active[first.task_id]["kwargs"] == {"step_run_id": first.id, "run_id": run_id,
+                                               "chain": "slow"}
     response = api.post(f"/api/runs/{run_id}/cancel/")
     assert response.status_code == 200, response.content
     assert response.json()["status"] == "CANCELLED"
-    # The step that was running ends (a revoke does not stop it); nothing after it starts.
-    assert [row.status for row in task_results([first.task_id])] == ["SUCCESS"]
+    assert response.json()["error"] == (
+        "cancelled: 1 running step stopped on the worker; 4 waiting steps will not start")
+
+    # The step that was running is terminated on its worker (it would run 30 s more) ...
+    assert [row.status for row in task_results([first.task_id])] == ["REVOKED"]
+    deadline = time.monotonic() + 10
+    while first.task_id in _active_tasks(celery_worker):
+        assert time.monotonic() < deadline, "the running step was not stopped"
+        time.sleep(0.2)
+    # ... and its message is acknowledged: the broker will not deliver it again.
+    held = holdings(["celery"])
+    assert held is not None
+    assert first.task_id not in held.waiting and first.task_id not in held.taken
+
     run = Run.objects.get(id=run_id)
-    assert run.status == RunStatus.CANCELLED
     steps = list(StepRun.objects.filter(run=run).order_by("index"))
     assert [s.status for s in steps] == [RunStatus.CANCELLED] * 5
+    assert steps[0].error == "stopped on its worker by the cancel"
     assert [s.attempts for s in steps] == [1, 0, 0, 0, 0]
-    assert run.steps_done == 0  # the first step's end came after the cancel: not counted
+    assert run.steps_done == 0
     assert api.post(f"/api/runs/{run_id}/cancel/").status_code == 400
+
+
+def _active_tasks(worker) -> dict[str, dict]:
+    """The tasks `worker` runs now, by id, as `celery inspect active` reports them."""
+    with app.connection_for_read() as connection:
+        active = app.control.inspect(destination=[worker.hostname], timeout=2,
+                                     connection=connection).active() or {}
+    return {task["id"]: task for tasks in active.values() for task in tasks}
 
 
 def test_run_chain_command_waits_for_the_result(capsys):

@@ -1,13 +1,14 @@
 """The admin: chains built with their steps and schedules, runs read step by step; the
 admin's own views (views.py) and forms (forms.py) beside it."""
 
+import re
 from functools import partial
 from typing import cast
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.paginator import Paginator
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.http import HttpRequest
 from django.urls import path, reverse
 from django.utils import timezone
@@ -32,7 +33,16 @@ from chains.admin.forms import (
 )
 from chains.compatibility import stages_of
 from chains.errors import ChainError
-from chains.models import ApiToken, Chain, ChainSchedule, Run, RunStatus, RunTrigger, Step
+from chains.models import (
+    ApiToken,
+    Chain,
+    ChainSchedule,
+    Run,
+    RunStatus,
+    RunTrigger,
+    Step,
+    StepRun,
+)
 from chains.permissions import can_change_run, can_start_runs
 from chains.picture import chain_picture
 from chains.presets import PRESETS
@@ -80,6 +90,14 @@ def start_chains(chains: QuerySet[Chain], *, user) -> tuple[list[Run], list[str]
             reasons = "; ".join(f"{field}: {', '.join(msgs)}" for field, msgs in exc.errors.items())
             errors.append(f"{chain.name}: {reasons}")
     return started, errors
+
+
+# A run id or its first characters (at least four), as the list shows or Flower prints them.
+ID_PREFIX = re.compile(r"[0-9a-fA-F][0-9a-fA-F-]{3,35}")
+
+
+def short_id(run: Run) -> str:
+    return str(run.pk)[:8]
 
 
 def status_badge(status: str) -> str:
@@ -244,7 +262,12 @@ class ChainAdmin(admin.ModelAdmin):
     def run_selected_chains(self, request: HttpRequest, queryset: QuerySet[Chain]) -> None:
         started, errors = start_chains(queryset, user=request.user)
         if started:
-            self.message_user(request, f"Started {len(started)} run(s).", messages.SUCCESS)
+            links = format_html_join(", ", '<a href="{}">{} ({})</a>', (
+                (reverse("admin:chains_run_change", args=[run.pk]), short_id(run),
+                 run.chain.name if run.chain else run.task_type) for run in started))
+            self.message_user(request, format_html(
+                "Started {} run{}: {}", len(started), "" if len(started) == 1 else "s", links),
+                messages.SUCCESS)
         for error in errors:
             self.message_user(request, f"Not started: {error}", messages.ERROR)
 
@@ -254,13 +277,16 @@ class ChainAdmin(admin.ModelAdmin):
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
-    list_display = ["id", "chain", "task_type", "status_display", "progress", "trigger",
+    list_display = ["run_id", "what", "status_display", "progress", "error_line", "trigger",
                     "created_by", "created_at", "duration"]
+    list_display_links = ["run_id"]
     # No date_hierarchy and no AllValues filter: both read every run of the table (a
     # DISTINCT over a function of created_at, a DISTINCT task_type) on each page view.
     list_filter = ["status", "trigger", TaskTypeFilter, "chain",
                    ("created_at", admin.DateFieldListFilter)]
-    search_fields = ["=id"]
+    search_fields = ["=id"]  # the search box; get_search_results says what it finds
+    search_help_text = ("A run id or its first characters, a chain name, or a step's task id "
+                        "(the id Flower and celery inspect show).")
     list_select_related = ["chain", "created_by"]
     show_full_result_count = False
     paginator = CappedCountPaginator
@@ -316,9 +342,40 @@ class RunAdmin(admin.ModelAdmin):
     def status_display(self, run: Run) -> str:
         return status_badge(run.status)
 
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        found = Q(chain__name__icontains=term) | Q(task_type=term)
+        if ID_PREFIX.fullmatch(term):
+            prefix = term.lower()
+            found |= Q(id__startswith=prefix) | Q(Exists(
+                StepRun.objects.filter(run=OuterRef("pk"), task_id__startswith=prefix)))
+        return queryset.filter(found), False
+
+    @admin.display(description="run", ordering="id")
+    def run_id(self, run: Run) -> str:
+        return format_html('<code class="tc-run-id" title="{}">{}</code>', run.pk, short_id(run))
+
+    @admin.display(description="chain or task type", ordering="chain__name")
+    def what(self, run: Run) -> str:
+        return run.chain.name if run.chain else run.task_type
+
     @admin.display(description="progress")
     def progress(self, run: Run) -> str:
-        return f"{run.steps_done}/{run.steps_total}"
+        percent = round(100 * run.steps_done / run.steps_total) if run.steps_total else 0
+        return format_html(
+            '<span class="tc-progress tc-progress-small" title="{}/{} steps">'
+            '<span style="width: {}%"></span></span> {}/{}', run.steps_done, run.steps_total,
+            percent, run.steps_done, run.steps_total)
+
+    @admin.display(description="error")
+    def error_line(self, run: Run) -> str:
+        first = run.error.strip().splitlines()[0] if run.error.strip() else ""
+        if not first:
+            return "-"
+        return format_html('<span class="tc-error" title="{}">{}</span>', run.error,
+                           first if len(first) <= 80 else first[:79] + "…")
 
     @admin.display(description="duration")
     def duration(self, run: Run) -> str:

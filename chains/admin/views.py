@@ -157,8 +157,8 @@ def run_action(request: HttpRequest, admin_site, run_id, action: str) -> HttpRes
         raise PermissionDenied
     try:
         if action == "cancel":
-            services.run_cancel(run=run)
-            messages.success(request, "Cancelled.")
+            cancelled = services.run_cancel(run=run)
+            messages.success(request, cancelled.error[:1].upper() + cancelled.error[1:] + ".")
         elif action == "retry":
             services.run_retry(run=run)
             messages.success(request, "Retrying from the failed step.")

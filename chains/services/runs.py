@@ -312,19 +312,38 @@ def _run_complete(run: Run, *, result: Any, now: datetime, **fields: Any) -> Non
 # --- Cancelling and deleting ----------------------------------------------------------------
 
 
-def _cancel_outstanding_steps(run_id: uuid.UUID | str) -> list[str]:
-    """Mark the run's open steps CANCELLED and revoke their tasks once this commits."""
+def _cancel_outstanding_steps(run_id: uuid.UUID | str, *, stop_running: bool = False
+                              ) -> tuple[int, int]:
+    """Mark the run's open steps CANCELLED and revoke their tasks once this commits: waiting
+    ones never start; with `stop_running`, running ones are terminated on their workers (the
+    message is acknowledged, so it is not delivered again). Without it they finish there and
+    their result is discarded. Returns (waiting, running) steps cancelled."""
+    now = timezone.now()
     outstanding = StepRun.objects.filter(run_id=run_id, status__in=states.OPEN)
-    task_ids = list(outstanding.values_list("task_id", flat=True))
-    states.move(outstanding, RunStatus.CANCELLED, finished_at=timezone.now())
-    if task_ids:
-        transaction.on_commit(lambda: _revoke(task_ids))
-    return task_ids
+    running = outstanding.filter(status=RunStatus.RUNNING)
+    running_ids = list(running.values_list("task_id", flat=True))
+    stopped = states.move(running.filter(task_id__in=running_ids), RunStatus.CANCELLED,
+                          finished_at=now, error=(
+                              "stopped on its worker by the cancel" if stop_running else
+                              "cancelled while running: it finishes on its worker and its "
+                              "result is discarded"))
+    waiting_ids = list(outstanding.values_list("task_id", flat=True))
+    waiting = states.move(outstanding.filter(task_id__in=waiting_ids), RunStatus.CANCELLED,
+                          finished_at=now)
+    if waiting_ids:
+        transaction.on_commit(lambda: _revoke(waiting_ids))
+    if running_ids:
+        transaction.on_commit(lambda: _revoke(running_ids, terminate=stop_running))
+    return waiting, stopped
 
 
-def _revoke(task_ids: list[str]) -> None:
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _revoke(task_ids: list[str], *, terminate: bool = False) -> None:
     try:
-        app.control.revoke(task_ids)
+        app.control.revoke(task_ids, terminate=terminate, signal="SIGTERM")
     except Exception:
         logger.exception("could not revoke %d task(s); they will be skipped when they run",
                          len(task_ids))
@@ -332,14 +351,21 @@ def _revoke(task_ids: list[str]) -> None:
 
 @transaction.atomic
 def run_cancel(*, run: Run, reason: str = "cancelled") -> Run:
-    """Cancel an unfinished run: every outstanding task is revoked; a step already running
-    finishes, but nothing after it runs."""
+    """Cancel an unfinished run: its waiting steps are revoked and its running steps are
+    stopped on their workers; the run's error says which."""
     cancelled = states.move(Run.objects.filter(id=run.id), RunStatus.CANCELLED, error=reason,
                             finished_at=timezone.now())
     if not cancelled:
         run.refresh_from_db()
         raise ChainError("finished", errors={"status": [f"run is already {run.status}"]})
-    _cancel_outstanding_steps(run.id)
+    waiting, stopped = _cancel_outstanding_steps(run.id, stop_running=True)
+    what = []
+    if stopped:
+        what.append(_count(stopped, "running step") + " stopped on the worker")
+    if waiting:
+        what.append(_count(waiting, "waiting step") + " will not start")
+    if what:
+        Run.objects.filter(id=run.id).update(error=f"{reason}: {'; '.join(what)}")
     run.refresh_from_db()
     return run
 

@@ -20,4 +20,9 @@
     setTimeout(tick, 1000);
   }
   document.addEventListener("DOMContentLoaded", start);
+  // Forms that ask first (Cancel): the panel is re-rendered every second, so listen above it.
+  document.addEventListener("submit", function (event) {
+    var question = event.target.dataset && event.target.dataset.confirm;
+    if (question && !window.confirm(question)) event.preventDefault();
+  });
 })();
