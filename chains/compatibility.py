@@ -25,7 +25,8 @@ def stage_problems(specs: Sequence[StepSpec], *, first_input: str = "any") -> li
     """Human-readable problems where a stage's input does not fit its steps."""
     problems: list[str] = []
     given = first_input
-    for number, stage in enumerate(stages_of(specs), start=1):
+    for stage in stages_of(specs):
+        number = stage[0].stage  # as stored: stages count from 0
         for spec in stage:
             accepts = STEP_TYPES[spec.step_type].accepts
             if accepts == "numbers" and given not in ("number", "numbers", "any", "none"):

@@ -72,7 +72,7 @@ class Step(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.chain}: {self.position}. {self.name or self.step_type}"
+        return f"{self.chain}: step {self.position + 1} ({self.name or self.step_type})"
 
 
 class RunTrigger(models.TextChoices):
@@ -212,7 +212,7 @@ class StepRun(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.index + 1}. {self.name or self.step_type}"
+        return f"step {self.index + 1} ({self.name or self.step_type})"
 
     @property
     def duration(self) -> float | None:

@@ -81,14 +81,15 @@ def chains_visible_to(user) -> QuerySet[Chain]:
 
 
 def run_stages(step_runs: list[StepRun]) -> list[dict]:
-    """Steps grouped by stage, in order, with how many of each stage are done."""
+    """Steps grouped by stage, in order, with how many of each stage are done. A stage's
+    `number` is its stored value (stages count from 0, as the form and the API write them)."""
     stages: dict[int, list[StepRun]] = {}
     for step_run in sorted(step_runs, key=lambda sr: (sr.stage, sr.index)):
         stages.setdefault(step_run.stage, []).append(step_run)
     return [
         {"number": n, "steps": steps, "total": len(steps),
          "done": sum(sr.status == RunStatus.COMPLETED for sr in steps)}
-        for n, steps in enumerate(stages.values(), start=1)
+        for n, steps in stages.items()
     ]
 
 

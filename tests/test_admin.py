@@ -177,7 +177,7 @@ def test_validate_reports_problems_without_running(admin_web, chain):
     assert "steps.3.params.numbers.0: must be a number" in page
     Step.objects.filter(position=3).delete()
     page = admin_web.post(url, follow=True).content.decode()
-    assert "stage 3: data.clean needs a file from the stage before" in page
+    assert "stage 2: data.clean needs a file from the stage before" in page
     assert not Run.objects.exists()
 
 
@@ -359,6 +359,8 @@ def test_the_admin_deletes_a_schedule_through_the_service(admin_web, chain, admi
 
     schedule = services.schedule_save(chain=chain, user=admin_user, fields={
         "kind": "interval", "every_seconds": 3600})
+    # Beat's own page names the task after the chain and the schedule.
+    assert schedule.periodic_task.name == f"demo · every 3600 s (schedule {schedule.pk})"
     steps = chain.steps.order_by("position")
     data = chain_form([{"step_type": s.step_type, "stage": str(s.stage),
                         "params": json.dumps(s.params)} for s in steps], name="demo")
@@ -370,7 +372,7 @@ def test_the_admin_deletes_a_schedule_through_the_service(admin_web, chain, admi
     response = admin_web.post(reverse("admin:chains_chain_change", args=[chain.pk]), data)
     assert response.status_code == 302
     assert not chain.schedules.exists()
-    assert not PeriodicTask.objects.filter(name=f"chain schedule {schedule.pk}").exists()
+    assert not PeriodicTask.objects.filter(id=schedule.periodic_task_id).exists()
 
 
 def test_the_run_list_shows_short_ids_progress_errors_and_chain_names(admin_web, chain,

@@ -24,8 +24,8 @@ def test_stage_fit():
     assert stage_problems([spec("data.load", 0, path="x"), spec("data.clean", 1),
                            spec("flow.wait", 2, seconds=1), spec("data.analyze", 3)]) == []
     problems = stage_problems([spec("data.load", 0, path="x"), spec("math.add", 1)])
-    assert problems == ["stage 2: math.add needs a number or a list of numbers, but the stage "
+    assert problems == ["stage 1: math.add needs a number or a list of numbers, but the stage "
                         "before gives a file"]
     assert stage_problems([spec("io.stat", 0, path="x"), spec("io.stat", 0, path="y"),
-                           spec("data.analyze", 1)])[0].startswith("stage 2: data.analyze")
+                           spec("data.analyze", 1)])[0].startswith("stage 1: data.analyze")
     assert stage_problems([spec("math.add", 0), spec("data.analyze", 1, path="f.csv")]) == []

@@ -4,11 +4,13 @@ admin's own views (views.py) and forms (forms.py) beside it."""
 import re
 from functools import partial
 from typing import cast
+from zoneinfo import ZoneInfo, available_timezones
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.paginator import Paginator
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.forms import TextInput
 from django.http import HttpRequest
 from django.urls import path, reverse
 from django.utils import timezone
@@ -46,7 +48,7 @@ from chains.models import (
 from chains.permissions import can_change_run, can_start_runs
 from chains.picture import chain_picture
 from chains.presets import PRESETS
-from chains.schedules import next_fire_times, schedule_errors
+from chains.schedules import next_fire_times, schedule_errors, zone
 
 
 class CappedCountPaginator(Paginator):
@@ -96,6 +98,9 @@ def start_chains(chains: QuerySet[Chain], *, user) -> tuple[list[Run], list[str]
 ID_PREFIX = re.compile(r"[0-9a-fA-F][0-9a-fA-F-]{3,35}")
 
 
+TIMEZONES = sorted(available_timezones())
+
+
 def short_id(run: Run) -> str:
     return str(run.pk)[:8]
 
@@ -129,6 +134,13 @@ class ChainScheduleInline(admin.StackedInline):
               "inputs", ("owner", "disabled_reason"), "next_fire_times", "last_runs"]
     readonly_fields = ["next_fire_times", "last_runs", "owner", "disabled_reason"]
     formfield_overrides = JSON_FIELD_OVERRIDES
+    classes = ["tc-schedules"]
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "timezone":  # type or pick an IANA name (the page's datalist)
+            kwargs["widget"] = TextInput(attrs={"list": "tc-timezones",
+                                                      "autocomplete": "off", "size": 30})
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     # A schedule starts runs as its owner: adding or changing one needs the right to start
     # runs as well as the permission on schedules.
@@ -159,10 +171,15 @@ class ChainScheduleInline(admin.StackedInline):
     @admin.display(description="last runs")
     def last_runs(self, schedule: ChainSchedule) -> str:
         runs = schedule.runs.order_by("-created_at")[:5] if schedule.pk else []
+        try:
+            tz = zone(schedule.timezone)
+        except (ValueError, KeyError):  # a row no check ever saw: show UTC, labelled
+            tz = ZoneInfo("UTC")
         return format_html_join(
             ", ", '<a href="{}">{} {}</a>',
-            ((reverse("admin:chains_run_change", args=[r.pk]), r.created_at.strftime(
-                "%Y-%m-%d %H:%M:%S"), r.status) for r in runs)) or "-"
+            ((reverse("admin:chains_run_change", args=[r.pk]),
+              r.created_at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z"), r.status)
+             for r in runs)) or "-"
 
 
 @admin.register(Chain)
@@ -179,12 +196,6 @@ class ChainAdmin(admin.ModelAdmin):
                      "classes": ["collapse"]}),
     ]
     inlines = [StepInline, ChainScheduleInline]
-
-    def get_formset_kwargs(self, request, obj, inline, prefix):
-        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
-        if isinstance(inline, ChainScheduleInline):
-            kwargs["user"] = request.user  # schedule_check asks what this user may do
-        return kwargs
     form = ChainForm
     formfield_overrides = JSON_FIELD_OVERRIDES
     actions = ["run_selected_chains"]
@@ -206,8 +217,20 @@ class ChainAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:  # nothing has happened to a chain not yet saved
+            return [fieldset for fieldset in self.fieldsets if fieldset[0] != "History"]
+        return self.fieldsets
+
+    def get_formset_kwargs(self, request, obj, inline, prefix):
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        if isinstance(inline, ChainScheduleInline):
+            kwargs["user"] = request.user  # schedule_check asks what this user may do
+        return kwargs
+
     def render_change_form(self, request, context, add=False, change=False, form_url="",
                            obj=None):
+        context["timezones"] = TIMEZONES
         if obj is not None:
             stages = stages_of(services.chain_step_specs(obj))
             context["picture"] = chain_picture(

@@ -23,7 +23,11 @@ if TYPE_CHECKING:
 
 class BoundedJSONFormField(forms.JSONField):
     """The admin's JSON boxes: a value nested deeper than CHAINS_MAX_JSON_DEPTH is a form
-    error, not a RecursionError."""
+    error, not a RecursionError. An empty value (None) shows as an empty box, as the fields'
+    help ("Empty means ...") says, not as `null`."""
+
+    def prepare_value(self, value):
+        return "" if value is None else super().prepare_value(value)
 
     def to_python(self, value):
         if not isinstance(value, str) or not value.strip() or self.disabled:

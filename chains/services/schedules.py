@@ -58,9 +58,14 @@ def schedule_sync(*, schedule: ChainSchedule) -> None:
             day_of_week=schedule.day_of_week or "*", timezone=schedule.timezone)
     else:
         fields["clocked"] = _first_or_create(ClockedSchedule, clocked_time=schedule.run_at)
-    name = f"chain schedule {schedule.id}"
-    task = (schedule.periodic_task or PeriodicTask.objects.filter(name=name).first()
-            or PeriodicTask(name=name))
+    # Beat's page names it after the chain and the schedule; the id keeps names unique.
+    label = f"{schedule.chain.name[:120]} · {schedule.name[:60] or schedule.describe()[:60]}"
+    name = f"{label} (schedule {schedule.id})"
+    task = (schedule.periodic_task
+            or PeriodicTask.objects.filter(task=RUN_SCHEDULED_TASK,
+                                           kwargs=json.dumps({"schedule_id": schedule.id})).first()
+            or PeriodicTask())
+    task.name = name
     task.task = RUN_SCHEDULED_TASK
     task.kwargs = json.dumps({"schedule_id": schedule.id})
     # A firing delivered late (a worker died with it, a long queue) expires instead of

@@ -1,5 +1,5 @@
-// Chain builder: drag step rows to reorder them (positions follow the rows), and swap a row's
-// params form when its step type changes.
+// Chain builder: drag step rows to reorder them (positions follow the rows), swap a row's
+// params form when its step type changes, and show a schedule's fields for its kind only.
 (function () {
   "use strict";
 
@@ -91,6 +91,32 @@
         parent.appendChild(wrapper);
       });
   }
+
+  // Schedules: only the fields of the chosen kind are shown.
+  var KIND_FIELDS = { interval: ["every_seconds"], crontab: ["minute"], once: ["run_at"] };
+
+  function showKindFields(select) {
+    var box = select.closest(".inline-related");
+    if (!box) return;
+    Object.keys(KIND_FIELDS).forEach(function (kind) {
+      KIND_FIELDS[kind].forEach(function (field) {
+        var line = box.querySelector(".form-row.field-" + field);
+        if (line) line.style.display = kind === select.value ? "" : "none";
+      });
+    });
+  }
+
+  function showAllKindFields() {
+    document.querySelectorAll(".tc-schedules select[name$='-kind']").forEach(showKindFields);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    showAllKindFields();
+    document.addEventListener("formset:added", showAllKindFields);
+    document.addEventListener("change", function (event) {
+      if (event.target.matches(".tc-schedules select[name$='-kind']")) showKindFields(event.target);
+    });
+  });
 
   document.addEventListener("DOMContentLoaded", function () {
     var table = document.querySelector(".tc-steps table");

@@ -1,0 +1,6 @@
+"""One way to write a time everywhere in the admin: 24-hour clock, ISO date, and the zone."""
+DATETIME_FORMAT = "Y-m-d H:i:s T"
+SHORT_DATETIME_FORMAT = "Y-m-d H:i T"
+DATE_FORMAT = "Y-m-d"
+SHORT_DATE_FORMAT = "Y-m-d"
+TIME_FORMAT = "H:i:s"
