@@ -7,9 +7,13 @@ from chains.steps import STEP_TYPES
 
 
 def stages_of(specs: Sequence[StepSpec]) -> list[list[StepSpec]]:
+    return [[spec for _, spec in stage] for stage in _indexed_stages(specs)]
+
+
+def _indexed_stages(specs: Sequence[StepSpec]) -> list[list[tuple[int, StepSpec]]]:
+    """The steps by stage, in order, each with its position in `specs`."""
     ordered = sorted(enumerate(specs), key=lambda pair: (pair[1].stage, pair[0]))
-    return [[spec for _, spec in group]
-            for _, group in groupby(ordered, key=lambda pair: pair[1].stage)]
+    return [list(group) for _, group in groupby(ordered, key=lambda pair: pair[1].stage)]
 
 
 def _output(stage: list[StepSpec], given: str) -> str:
@@ -23,21 +27,29 @@ def _output(stage: list[StepSpec], given: str) -> str:
 
 def stage_problems(specs: Sequence[StepSpec], *, first_input: str = "any") -> list[str]:
     """Human-readable problems where a stage's input does not fit its steps."""
-    problems: list[str] = []
+    return [problem for _, problem in stage_problems_by_step(specs, first_input=first_input)]
+
+
+def stage_problems_by_step(specs: Sequence[StepSpec], *, first_input: str = "any"
+                           ) -> list[tuple[int, str]]:
+    """(position in `specs`, problem) where a stage's input does not fit a step of it."""
+    problems: list[tuple[int, str]] = []
     given = first_input
-    for stage in stages_of(specs):
-        number = stage[0].stage  # as stored: stages count from 0
-        for spec in stage:
+    for indexed in _indexed_stages(specs):
+        number = indexed[0][1].stage  # as stored: stages count from 0
+        for index, spec in indexed:
             accepts = STEP_TYPES[spec.step_type].accepts
             if accepts == "numbers" and given not in ("number", "numbers", "any", "none"):
-                problems.append(f"stage {number}: {spec.step_type} needs a number or a list of "
-                                f"numbers, but the stage before gives {_describe(given)}")
+                problems.append((index, f"stage {number}: {spec.step_type} needs a number or a "
+                                        f"list of numbers, but the stage before gives "
+                                        f"{_describe(given)}"))
             if accepts == "file" and not spec.params.get("path") and given not in (
                 "file", "any"
             ):
-                problems.append(f"stage {number}: {spec.step_type} needs a file from the stage "
-                                f"before (or a 'path' param), but gets {_describe(given)}")
-        given = _output(stage, given)
+                problems.append((index, f"stage {number}: {spec.step_type} needs a file from "
+                                        f"the stage before (or a 'path' param), but gets "
+                                        f"{_describe(given)}"))
+        given = _output([spec for _, spec in indexed], given)
     return problems
 
 

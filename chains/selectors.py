@@ -50,11 +50,12 @@ def run_statistics(*, user) -> dict[str, int]:
 
 
 def step_runs_with_results(run: Run) -> list[StepRun]:
-    """The run's steps in order, each annotated with its task's `task_status` and
-    `task_traceback` from the result backend (None before the task stored a result), with
-    their earlier attempts (two queries)."""
+    """The run's steps in order, each annotated with its task's `task_result_id`,
+    `task_status` and `task_traceback` from the result backend (None before the task stored a
+    result), with their earlier attempts (two queries)."""
     task = TaskResult.objects.filter(task_id=OuterRef("task_id"))
     return list(run.step_runs.annotate(
+        task_result_id=Subquery(task.values("id")[:1]),
         task_status=Subquery(task.values("status")[:1]),
         task_traceback=Subquery(task.values("traceback")[:1]),
     ).prefetch_related("earlier_attempts").order_by("index"))
@@ -138,27 +139,32 @@ def runs_per_hour(*, user, hours: int = 24, now=None) -> list[tuple[datetime, di
 
 
 def chain_performance(*, user, recent: int = 200) -> list[dict]:
-    """Per chain, over its last `recent` finished runs: count, success rate (a run that
-    completed only after a retry is not a success: it is counted as retried), p50 and p95.
-    One query: the runs are ranked per chain, newest first, by a window function."""
+    """Per chain, and per seed task type (math_chain, ...), over its last `recent` finished
+    runs: count, success rate (a run that completed only after a retry is not a success: it
+    is counted as retried), p50 and p95. One query: the runs are ranked per chain and task
+    type, newest first, by a window function. `chain` is None for a task type."""
     rows = (runs_visible_to(user).order_by()
-            .filter(chain__isnull=False, status__in=[RunStatus.COMPLETED, RunStatus.FAILED])
-            .annotate(rank=Window(RowNumber(), partition_by=F("chain_id"),
+            .filter(status__in=[RunStatus.COMPLETED, RunStatus.FAILED])
+            .filter(Q(chain__isnull=False) | ~Q(task_type=""))
+            .annotate(rank=Window(RowNumber(), partition_by=[F("chain_id"), F("task_type")],
                                   order_by=F("created_at").desc()))
             .filter(rank__lte=recent)
-            .values_list("chain_id", "chain__name", "status", "started_at", "finished_at",
-                         "retries"))
-    by_chain: dict[tuple[int, str], list[tuple]] = {}
-    for chain_id, name, status, started, finished, retries in rows:
-        by_chain.setdefault((chain_id, name), []).append((status, started, finished, retries))
+            .values_list("chain_id", "chain__name", "task_type", "status", "started_at",
+                         "finished_at", "retries"))
+    by_chain: dict[tuple[int | None, str], list[tuple]] = {}
+    for chain_id, name, task_type, status, started, finished, retries in rows:
+        key = (chain_id, name) if chain_id else (None, task_type)
+        by_chain.setdefault(key, []).append((status, started, finished, retries))
     out = []
-    for (chain_id, name), runs in sorted(by_chain.items(), key=lambda item: item[0][1]):
+    for (pk, name), runs in sorted(by_chain.items(),
+                                   key=lambda item: (item[0][0] is None, item[0][1])):
         durations = sorted((finished - started).total_seconds()
                            for _, started, finished, _ in runs if started and finished)
         first_time = sum(status == RunStatus.COMPLETED and not retries
                          for status, _, _, retries in runs)
         out.append({
-            "chain": SimpleNamespace(pk=chain_id, name=name), "runs": len(runs),
+            "chain": SimpleNamespace(pk=pk, name=name) if pk else None,
+            "task_type": "" if pk else name, "runs": len(runs),
             "success_rate": first_time / len(runs),
             "retried": sum(bool(retries) for _, _, _, retries in runs),
             "p50": percentile(durations, 50), "p95": percentile(durations, 95),

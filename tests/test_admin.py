@@ -52,13 +52,14 @@ def test_pages_render(admin_web, chain):
     page = admin_web.get(reverse("admin:chains_run_change", args=[run.pk])).content.decode()
     assert "tc-status-pending" in page
     step = run.step_runs.get()
-    assert f"task_id={step.task_id}" in page
-    TaskResult.objects.create(task_id=step.task_id, status="SUCCESS", result="1")
+    assert f'title="{step.task_id} (no result stored yet)"' in page  # nothing to link to yet
     TaskResult.objects.create(task_id="other", status="SUCCESS", result="2")
-    linked = admin_web.get(reverse("admin:django_celery_results_taskresult_changelist")
-                           + f"?task_id={step.task_id}")
-    assert linked.status_code == 200
-    assert linked.context["cl"].result_count == 1
+    result = TaskResult.objects.create(task_id=step.task_id, status="SUCCESS", result="1")
+    page = admin_web.get(reverse("admin:chains_run_change", args=[run.pk])).content.decode()
+    link = reverse("admin:django_celery_results_taskresult_change", args=[result.pk])
+    assert f'<a href="{link}" title="{step.task_id}">' in page  # the result's own page
+    linked = admin_web.get(link)
+    assert linked.status_code == 200 and step.task_id in linked.content.decode()
 
 
 def test_run_selected_chains_action_starts_runs(admin_web, chain, admin_user):
@@ -281,6 +282,8 @@ def chain_form(steps: list[dict], **fields) -> dict:
     ([{"queue": "unacked"}], "unknown queue 'unacked'"),
     ([{"params": '{"numbers": "x"}'}], "Input should be a valid list"),
     ([{"stage": "20000"}], "must be between 0 and 10000"),
+    ([{"step_type": "data.load", "params": '{"path": "in.csv"}'}, {}],
+     "stage 1: math.add needs a number or a list of numbers"),
 ])
 def test_the_admin_refuses_what_the_api_refuses_and_saves_nothing(admin_web, api, steps,
                                                                   message):
@@ -288,12 +291,13 @@ def test_the_admin_refuses_what_the_api_refuses_and_saves_nothing(admin_web, api
     assert response.status_code == 200
     assert message in html.unescape(response.content.decode())
     assert not Chain.objects.exists() and not Step.objects.exists()
+    # The same steps, as an API client sends them.
+    numbers = {"stage", "time_limit"}
     body = {"name": "new", "steps": [
-        {"step_type": "math.add", "params": {}, "stage": i} for i in range(len(steps))]}
-    if steps and steps[0]:
-        key, value = next(iter(steps[0].items()))
-        body["steps"][0][key] = int(value) if value.isdigit() else (
-            {"numbers": "x"} if key == "params" else value)
+        {"step_type": "math.add", "params": {}, "stage": i,
+         **{key: int(value) if key in numbers else json.loads(value) if key == "params"
+            else value for key, value in step.items()}}
+        for i, step in enumerate(steps)]}
     with unchanged():
         refused = api.post("/api/chains/", body, format="json")
     assert refused.status_code == 400
@@ -385,8 +389,8 @@ def test_the_run_list_shows_short_ids_progress_errors_and_chain_names(admin_web,
     page = admin_web.get(reverse("admin:chains_run_changelist")).content.decode()
     assert f'<code class="tc-run-id" title="{run.pk}">{str(run.pk)[:8]}</code>' in page
     assert '<span style="width: 50%"></span></span> 1/2' in page
-    assert ">step 2 (math.multiply): ValueError: no</span>" in page  # the first line
-    assert "<td class=\"field-what\">demo</td>" in page
+    assert ">step 2 (math.multiply): ValueError: no</small>" in page  # the first line
+    assert "<td class=\"field-what\">demo<br><small" in page
 
 
 @pytest.mark.parametrize("term", ["id prefix", "chain name", "task id", "full id"])
@@ -402,3 +406,23 @@ def test_the_run_list_finds_runs_by_id_prefix_chain_name_and_task_id(admin_web, 
     shown = {str(run.pk) for run in page.context["cl"].result_list}
     assert shown == {str(wanted.pk)}
     assert str(other.pk) not in shown
+
+
+def test_the_dashboard_is_in_the_sidebar_and_lists_task_types(admin_web, chain, admin_user):
+    from django.utils import timezone
+
+    from chains import states
+    from chains.models import RunStatus
+
+    seed = services.run_submit_task(task_type="math_chain", user=admin_user,
+                                    config={"operation": "add", "numbers": [1]})
+    states.move(Run.objects.filter(id=seed.id), RunStatus.RUNNING, started_at=timezone.now())
+    services.run_finish(run_id=seed.id, result=1)
+    page = admin_web.get(reverse("admin:chains_chain_changelist")).content.decode()
+    dashboard = reverse("admin:chains_dashboard")
+    assert f'<th scope="row" id="chains-dashboard"><a href="{dashboard}">Dashboard</a>' in page
+    page = admin_web.get(dashboard).content.decode()
+    assert (f'<a href="{reverse("admin:chains_run_changelist")}?task_type=math_chain">'
+            "math_chain</a> <small>(task type)</small>") in page
+    assert "Data as of" in page and 'data-refresh-seconds="30"' in page
+    assert "var(--font-family-primary" in page  # the chart speaks the admin's font

@@ -101,7 +101,7 @@ def test_export_import_export_is_identical(capsys, tmp_path):
 
     from chains.models import Chain, ChainSchedule
 
-    chain = services.chain_save(name="exported", description="d", default_inputs={"a": 1},
+    chain = services.chain_save(name="exported", description="d", default_inputs=[1],
                                 steps=[StepSpec("math.add", {"numbers": [1, 2.5]}, 0, name="x"),
                                        StepSpec("io.stat", {"path": "f"}, 1, time_limit=9)])
     ChainSchedule.objects.create(chain=chain, kind="crontab", minute="5", hour="2",

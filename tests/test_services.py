@@ -153,11 +153,11 @@ def test_chain_save_replaces_steps_and_keeps_names_unique(user):
 
 def test_run_start_snapshots_steps(user, django_capture_on_commit_callbacks):
     chain = services.chain_save(name="c", steps=[spec(), spec("io.stat", {"path": "x"}, 1)],
-                                default_inputs={"v": 1}, user=user)
+                                default_inputs=[1, 2], user=user)
     with django_capture_on_commit_callbacks() as callbacks:
         run = services.run_start(chain=chain, trigger=RunTrigger.ADMIN, user=user)
     assert len(callbacks) == 1
-    assert run.inputs == {"v": 1}
+    assert run.inputs == [1, 2]
     services.chain_save(chain=chain, name="c", steps=[spec("math.power")])
     assert list(run.step_runs.values_list("step_type", "queue")) == [
         ("math.add", "math"), ("io.stat", "io")]
@@ -363,3 +363,16 @@ def test_reconciler_does_not_count_a_resume_the_broker_refused(user, published, 
     stalled = timezone.now() + timedelta(seconds=settings.CHAINS_STALL_SECONDS + 1)
     assert services.reconcile_runs(now=stalled)["resumed"] == 0
     assert Run.objects.get(id=run.id).resumes == 0
+
+
+def test_saving_refuses_stages_whose_input_does_not_fit(user):
+    with unchanged(), pytest.raises(ChainError) as info:
+        services.chain_save(name="mismatch", user=user, steps=[
+            StepSpec("data.load", {"path": "in.csv"}, 0), StepSpec("math.add", {}, 1)])
+    assert info.value.errors == {"steps.1.step_type": [
+        "stage 1: math.add needs a number or a list of numbers, but the stage before gives "
+        "a file"]}
+    with unchanged(), pytest.raises(ChainError) as info:  # the first stage gets the defaults
+        services.chain_save(name="record", user=user, default_inputs={"a": 1},
+                            steps=[StepSpec("math.add", {}, 0)])
+    assert list(info.value.errors) == ["steps.0.step_type"]

@@ -127,9 +127,10 @@ def _errors_onto_forms(error: ChainError, forms: list, prefix: str) -> list[str]
 
 
 class StepInlineFormSet(forms.BaseInlineFormSet):
-    """The chain's steps, checked as a whole by the API's validator
-    (chains.services.validate_step_specs): its errors land on the rows they name and nothing
-    is saved. `specs` holds the checked steps for chains.services.chain_save."""
+    """The chain's steps, checked as a whole by the API's rules
+    (chains.services.validate_step_specs, then check_stage_fit with the chain's default inputs
+    as the form has them): errors land on the rows they name and nothing is saved. `specs`
+    holds the checked steps for chains.services.chain_save."""
 
     def clean(self) -> None:
         super().clean()
@@ -145,6 +146,7 @@ class StepInlineFormSet(forms.BaseInlineFormSet):
             queue=data.get("queue") or "") for data in (form.cleaned_data for form in kept)]
         try:
             self.specs = services.validate_step_specs(specs)
+            services.check_stage_fit(self.specs, default_inputs=self.instance.default_inputs)
         except ChainError as exc:
             loose = _errors_onto_forms(exc, kept, "steps")
             if loose:

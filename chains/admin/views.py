@@ -1,12 +1,14 @@
 """The admin's own pages: run a chain, validate, duplicate, the live run panel, run actions,
 and the dashboard. Each calls the same services and selectors as the API."""
 import json
+from itertools import groupby
 from urllib.parse import urlencode
 
 import pygal
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -110,6 +112,22 @@ def chain_duplicate(request: HttpRequest, admin_site, chain_id: int) -> HttpResp
     return redirect(reverse("admin:chains_chain_change", args=[copy.pk]))
 
 
+def chain_picture_preview(request: HttpRequest, admin_site) -> HttpResponse:
+    """The picture of the steps as the builder has them on screen (unsaved): `steps` is a JSON
+    list of [stage, label] in row order."""
+    try:
+        rows = json.loads(request.GET.get("steps", "[]"))
+        pairs = [(int(stage), str(label)[:100]) for stage, label in rows]
+    except (ValueError, TypeError):
+        return HttpResponseBadRequest("steps: a JSON list of [stage, label]")
+    if len(pairs) > settings.CHAINS_MAX_STEPS:
+        return HttpResponseBadRequest(f"steps: at most {settings.CHAINS_MAX_STEPS}")
+    ordered = sorted(enumerate(pairs), key=lambda pair: (pair[1][0], pair[0]))
+    stages = [[(label, "") for _, (_, label) in group]
+              for _, group in groupby(ordered, key=lambda pair: pair[1][0])]
+    return render(request, "admin/chains/_picture.html", {"picture": chain_picture(stages)})
+
+
 def step_form_schema(request: HttpRequest, admin_site, key: str) -> JsonResponse:
     """The params form schema of a step type, for the chain builder's step-type picker."""
 
@@ -176,8 +194,14 @@ def run_action(request: HttpRequest, admin_site, run_id, action: str) -> HttpRes
 
 def _runs_per_hour_chart(user) -> str:
     hours = selectors.runs_per_hour(user=user)
+    # The admin's own font and colours (its CSS variables reach the inline SVG).
+    font = "var(--font-family-primary, sans-serif)"
     style = Style(colors=tuple(STATUS_COLOURS.values()), background="transparent",
-                  plot_background="transparent")
+                  plot_background="transparent", font_family=font,
+                  foreground="var(--body-fg, #333)", foreground_strong="var(--body-fg, #333)",
+                  foreground_subtle="var(--hairline-color, #e8e8e8)",
+                  title_font_family=font, label_font_family=font, legend_font_family=font,
+                  major_label_font_family=font, value_font_family=font)
     chart = pygal.StackedBar(
         style=style, height=280, width=900, show_legend=True, legend_at_bottom=True,
         x_label_rotation=0, show_minor_x_labels=False, js=[], disable_xml_declaration=True,
@@ -201,7 +225,7 @@ def dashboard(request: HttpRequest, admin_site) -> HttpResponse:
         "total": counts["total"], "chart": _runs_per_hour_chart(request.user),
         "performance": selectors.chain_performance(user=request.user),
         "failures": selectors.recent_failures(user=request.user),
-        "cluster_url": reverse("admin:chains_cluster_panel"),
+        "cluster_url": reverse("admin:chains_cluster_panel"), "as_of": timezone.now(),
     }
     return render(request, "admin/chains/dashboard.html", context)
 

@@ -19,6 +19,7 @@ from chains.services.chains import (
     chain_save,
     chain_step_specs,
     check_chain_fields,
+    check_stage_fit,
     max_step_time_limit,
     validate_step_specs,
 )
@@ -58,12 +59,11 @@ from chains.services.tokens import token_regenerate
 
 __all__ = [
     "SCHEDULE_FIELDS", "StepSkipped", "attempt_failed", "attempts_keep", "chain_delete",
-    "chain_duplicate", "chain_problems",
-    "chain_save", "chain_step_specs", "chains_import", "check_chain_fields", "max_step_time_limit",
-    "reconcile_runs", "recover_orphans", "run_again", "run_cancel", "run_create",
-    "run_delete", "run_finish", "run_publish", "run_retry", "run_start", "run_start_once",
-    "run_start_scheduled", "run_submit_task", "runs_purge", "schedule_check",
-    "schedule_delete", "schedule_disable", "schedule_save", "schedule_sync", "schedule_unsync",
-    "step_execute", "step_fail", "step_fail_by_task_id", "step_max_retries",
-    "token_regenerate", "validate_step_specs",
+    "chain_duplicate", "chain_problems", "chain_save", "chain_step_specs", "chains_import",
+    "check_chain_fields", "check_stage_fit", "max_step_time_limit", "reconcile_runs",
+    "recover_orphans", "run_again", "run_cancel", "run_create", "run_delete", "run_finish",
+    "run_publish", "run_retry", "run_start", "run_start_once", "run_start_scheduled",
+    "run_submit_task", "runs_purge", "schedule_check", "schedule_delete", "schedule_disable",
+    "schedule_save", "schedule_sync", "schedule_unsync", "step_execute", "step_fail",
+    "step_fail_by_task_id", "step_max_retries", "token_regenerate", "validate_step_specs",
 ]

@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 
 from chains.bounds import check_inputs, check_text, json_problem
 from chains.canvas import build_run_signature
-from chains.compatibility import stage_problems, value_kind
+from chains.compatibility import stage_problems, stage_problems_by_step, value_kind
 from chains.errors import ChainError
 from chains.models import Chain, Run, Step, StepRun
 from chains.presets import StepSpec
@@ -74,6 +74,17 @@ def validate_step_specs(specs: list[StepSpec], *, prefix: str = "steps") -> list
     return checked
 
 
+def check_stage_fit(specs: list[StepSpec], *, default_inputs: Any,
+                    prefix: str = "steps") -> None:
+    """Each stage's input fits its steps (what Validate reports), or ChainError on the steps
+    that do not fit."""
+    errors: dict[str, list[str]] = {}
+    for index, problem in stage_problems_by_step(specs, first_input=value_kind(default_inputs)):
+        errors.setdefault(f"{prefix}.{index}.step_type", []).append(problem)
+    if errors:
+        raise ChainError("stages do not fit", errors=errors)
+
+
 def check_chain_fields(*, name: str, description: str, default_inputs: Any) -> None:
     """A chain's own fields (its steps are validate_step_specs'), or ChainError."""
     errors: dict[str, list[str]] = {}
@@ -101,6 +112,7 @@ def chain_save(
     """Create a chain, or replace an existing chain's fields and steps, all or nothing."""
     check_chain_fields(name=name, description=description, default_inputs=default_inputs)
     checked = validate_step_specs(steps)
+    check_stage_fit(checked, default_inputs=default_inputs or {})
     others = Chain.objects.filter(name=name)
     if chain is not None:
         others = others.exclude(pk=chain.pk)

@@ -118,13 +118,125 @@
     });
   });
 
+  // Stages: a new row takes the next stage; "parallel with the step above" is a deliberate
+  // choice (the row takes the stage of the row above). The picture follows the screen.
+  function stageInput(row) { return row.querySelector("td.field-stage input"); }
+
+  function liveRows(table) {
+    return rows(table).filter(function (row) {
+      var remove = row.querySelector("td.delete input[type=checkbox]");
+      return !(remove && remove.checked) && !row.classList.contains("deleted");
+    });
+  }
+
+  function addParallelControls(table) {
+    rows(table).forEach(function (row, index) {
+      var cell = row.querySelector("td.field-stage");
+      if (!cell || cell.querySelector(".tc-parallel")) return;
+      var label = document.createElement("label");
+      label.className = "tc-parallel";
+      label.title = "Run at the same time as the step above (same stage)";
+      var box = document.createElement("input");
+      box.type = "checkbox";
+      box.className = "tc-parallel-box";
+      label.appendChild(box);
+      label.appendChild(document.createTextNode(" parallel with above"));
+      cell.appendChild(label);
+      box.addEventListener("change", function () {
+        var all = rows(table), at = all.indexOf(row);
+        var above = at > 0 ? Number(stageInput(all[at - 1]).value || 0) : 0;
+        stageInput(row).value = box.checked ? above : above + 1;
+        changed(table);
+      });
+    });
+    syncParallelBoxes(table);
+  }
+
+  function syncParallelBoxes(table) {
+    var all = rows(table);
+    all.forEach(function (row, index) {
+      var box = row.querySelector(".tc-parallel-box");
+      if (!box) return;
+      box.disabled = index === 0;
+      box.checked = index > 0 && stageInput(row).value !== "" &&
+        stageInput(row).value === stageInput(all[index - 1]).value;
+    });
+  }
+
+  function nextStage(table, except) {
+    var highest = -1;
+    rows(table).forEach(function (row) {
+      if (row === except) return;
+      var value = Number(stageInput(row).value);
+      if (stageInput(row).value !== "" && value > highest) highest = value;
+    });
+    return highest + 1;
+  }
+
+  var pictureTimer = null;
+  function refreshPicture(table) {
+    var holder = document.getElementById("tc-picture");
+    if (!holder) return;
+    var steps = liveRows(table).map(function (row) {
+      var name = row.querySelector("td.field-name input");
+      var type = row.querySelector("select.tc-step-type");
+      return [Number(stageInput(row).value || 0),
+              (name && name.value) || (type && type.value) || "?"];
+    });
+    clearTimeout(pictureTimer);
+    pictureTimer = setTimeout(function () {
+      fetch(holder.dataset.url + "?steps=" + encodeURIComponent(JSON.stringify(steps)),
+            { credentials: "same-origin" })
+        .then(function (response) { return response.ok ? response.text() : null; })
+        .then(function (html) { if (html !== null) holder.innerHTML = html; });
+    }, 250);
+  }
+
+  // Unsaved changes: Validate looks at the saved chain, so it asks to save first.
+  var dirty = false;
+  function changed(table) {
+    dirty = true;
+    var note = document.getElementById("tc-dirty-note");
+    if (note && document.querySelector("form.tc-validate")) note.hidden = false;
+    syncParallelBoxes(table);
+    refreshPicture(table);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var table = document.querySelector(".tc-steps table");
     if (!table) return;
     makeDraggable(table);
-    document.addEventListener("formset:added", function () { makeDraggable(table); });
+    addParallelControls(table);
+    if (!document.querySelector("#tc-picture svg")) refreshPicture(table);
+    document.addEventListener("formset:added", function (event) {
+      var row = event.target;
+      if (row && row.matches && row.matches(".tc-steps tr.form-row") && stageInput(row)) {
+        stageInput(row).value = nextStage(table, row);
+      }
+      makeDraggable(table);
+      addParallelControls(table);
+      changed(table);
+    });
+    document.addEventListener("formset:removed", function () { changed(table); });
     table.addEventListener("change", function (event) {
       if (event.target.matches("select.tc-step-type")) swapParamsForm(event.target);
+    });
+    var form = table.closest("form");
+    form.addEventListener("input", function (event) {
+      if (!event.target.classList.contains("tc-parallel-box")) changed(table);
+    });
+    form.addEventListener("change", function (event) {
+      if (!event.target.classList.contains("tc-parallel-box")) changed(table);
+    });
+    table.addEventListener("dragend", function () { changed(table); });
+    form.addEventListener("submit", function () { dirty = false; });
+    document.querySelectorAll("form.tc-validate").forEach(function (validate) {
+      validate.addEventListener("submit", function (event) {
+        if (!dirty) return;
+        event.preventDefault();
+        window.alert("This page has unsaved changes. Save first: saving runs the same " +
+                     "checks as Validate, on what is on screen.");
+      });
     });
   });
 })();
