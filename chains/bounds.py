@@ -76,7 +76,8 @@ def parse_json(text: str) -> Any:
         raise ValueError(DEPTH_REASON.format(depth="too many",
                                              limit=settings.CHAINS_MAX_JSON_DEPTH)) from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"not JSON ({exc})") from exc
+        raise ValueError(f"not valid JSON at line {exc.lineno}, column {exc.colno}: "
+                         f"{exc.msg}") from exc
     if problem := json_problem(value):
         raise ValueError(problem)
     return value

@@ -162,9 +162,16 @@ def test_run_now_form_starts_the_run(admin_web, chain):
     assert response.status_code == 302
     assert response["Location"] == reverse("admin:chains_run_change", args=[run.pk])
     assert (run.inputs, run.trigger) == (5, RunTrigger.ADMIN)
-    bad = admin_web.post(url, {"inputs": "{nope"})
-    assert bad.status_code == 200 and "not JSON" in bad.content.decode()
-    assert Run.objects.count() == 1
+    with unchanged():
+        bad = admin_web.post(url, {"inputs": "{nope"})
+    assert bad.status_code == 200
+    # The reason sits next to the field, with the text as typed, ready to fix.
+    assert ('<ul class="errorlist" id="tc-inputs-error"><li>not valid JSON at line 1, column 2: '
+            "Expecting property name enclosed in double quotes</li></ul>") in html.unescape(
+        bad.content.decode())
+    assert ">{nope</textarea>" in bad.content.decode()
+    empty = admin_web.post(url, {"inputs": ""})  # empty: the chain's default inputs
+    assert empty.status_code == 302 and Run.objects.latest("created_at").inputs == {}
 
 
 def test_validate_reports_problems_without_running(admin_web, chain):

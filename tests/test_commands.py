@@ -33,7 +33,8 @@ def test_run_chain_starts_a_run_by_name_or_id(capsys):
     runs = list(Run.objects.order_by("created_at"))
     assert [r.inputs for r in runs] == [[1, 2], {}]
     assert {r.trigger for r in runs} == {"command"}
-    assert capsys.readouterr().out.count("started (1 steps)") == 2
+    # stdout is the bare run id, one a line, for scripts: RUN=$(manage.py run_chain c)
+    assert capsys.readouterr().out.splitlines() == [str(run.id) for run in runs]
 
 
 @pytest.mark.parametrize(
@@ -87,7 +88,11 @@ def test_list_runs_and_chain_stats(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["id"] for r in rows] == [str(runs[2].id), str(runs[1].id)]
     call_command("list_runs", "--status", "FAILED")
-    assert capsys.readouterr().out == ""
+    assert capsys.readouterr().out == "no runs\n"
+    call_command("list_runs", "--limit", "1")
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["ID", "STATUS", "STEPS", "CHAIN", "OR", "TASK", "TYPE", "CREATED"]
+    assert row.startswith(f"{runs[2].id}  COMPLETED")
     with pytest.raises(CommandError, match="no chain named"):
         call_command("list_runs", "--chain", "nope")
     call_command("chain_stats", "--json")

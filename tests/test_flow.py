@@ -291,9 +291,11 @@ def test_run_chain_command_waits_for_the_result(capsys):
     Step.objects.create(chain=chain, position=0, step_type="math.multiply",
                         params={"numbers": [3]})
     call_command("run_chain", "cmd", "--input", "7", "--wait", "--timeout", "30")
-    out = capsys.readouterr().out
-    assert out.strip().splitlines()[-1] == "21"
-    assert Run.objects.get().trigger == "command"
+    captured = capsys.readouterr()
+    run = Run.objects.get()
+    assert captured.out.splitlines() == [str(run.id), "21"]  # the bare id, then the result
+    assert captured.err.splitlines()[-1] == "COMPLETED 1/1"  # progress goes to stderr
+    assert run.trigger == "command"
 
 
 def test_step_over_its_time_limit_fails_the_run(api):

@@ -50,13 +50,13 @@ def chain_run(request: HttpRequest, admin_site, chain_id: int) -> HttpResponse:
     if not can_start_runs(request.user):
         raise PermissionDenied
     inputs_text = json.dumps(chain.default_inputs, indent=2)
-    error = ""
+    error = inputs_error = ""
     if request.method == "POST":
-        inputs_text = request.POST.get("inputs", "").strip() or "null"
+        inputs_text = request.POST.get("inputs", "").strip()
         try:
-            inputs = parse_json(inputs_text)
+            inputs = parse_json(inputs_text) if inputs_text else None  # empty: the defaults
         except ValueError as exc:
-            error = f"inputs: {exc}"
+            inputs_error = str(exc)
         else:
             try:
                 run = services.run_start(chain=chain, inputs=inputs, trigger=RunTrigger.ADMIN,
@@ -70,7 +70,7 @@ def chain_run(request: HttpRequest, admin_site, chain_id: int) -> HttpResponse:
                      for step in chain.steps.all() if step.step_type in STEP_TYPES} | {"celery"})
     context = {
         **admin_site.each_context(request), "title": f"Run {chain.name}", "chain": chain,
-        "opts": Chain._meta, "inputs": inputs_text, "error": error,
+        "opts": Chain._meta, "inputs": inputs_text, "error": error, "inputs_error": inputs_error,
         "cluster_url": reverse("admin:chains_cluster_panel") + "?" + urlencode(
             {"queue": queues}, doseq=True),
     }

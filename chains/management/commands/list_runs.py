@@ -34,6 +34,10 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps(rows, indent=2))
             return
+        if not rows:
+            self.stdout.write("no runs")
+            return
+        self.stdout.write(f"{'ID':<36}  {'STATUS':<9}  {'STEPS':>7}  CHAIN OR TASK TYPE  CREATED")
         for row in rows:
             self.stdout.write(f"{row['id']}  {row['status']:<9}  {row['steps']:>7}  "
                               f"{row['chain'] or row['task_type']}  {row['created_at']}")

@@ -11,9 +11,9 @@ from chains.models import Chain, Run, RunStatus, RunTrigger
 
 class Command(BaseCommand):
     help = (
-        "Start a run of the chain named NAME (or with id ID). Prints the run id. With --wait, "
-        "waits until the run finishes and prints its result as JSON; exits 1 if it did not "
-        "complete."
+        "Start a run of the chain named NAME (or with id ID). Prints the bare run id on stdout. "
+        "With --wait, shows progress on stderr, then prints the run's result as JSON on stdout; "
+        "exits 1 if it did not complete."
     )
 
     def add_arguments(self, parser) -> None:
@@ -33,7 +33,7 @@ class Command(BaseCommand):
             run = services.run_start(chain=target, inputs=parsed, trigger=RunTrigger.COMMAND)
         except ChainError as exc:
             raise CommandError(json.dumps(exc.errors)) from exc
-        self.stdout.write(f"run {run.id} started ({run.steps_total} steps)")
+        self.stdout.write(str(run.id))  # bare, for scripts: RUN=$(manage.py run_chain …)
         if not wait:
             return
         run = self._wait(run, timeout)
