@@ -4,7 +4,9 @@ retry a failing one after fixing its params, open the dashboard. Screenshots are
 tests/artifacts/."""
 import os
 import shutil
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -41,10 +43,10 @@ def browser(monkeypatch):
 
 
 @pytest.fixture
-def page(browser, live_server, start_worker, request):
-    start_worker()
+def admin_page(browser, live_server, request):
+    """A superuser signed in, in a 1400x900 window; no worker (pages that run nothing)."""
     make_user("boss", superuser=True)
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(20_000)
     page.goto(f"{live_server.url}/admin/login/")
@@ -56,6 +58,28 @@ def page(browser, live_server, start_worker, request):
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
         shot(page, f"failed-{request.node.name}")
     context.close()
+
+
+@pytest.fixture
+def page(start_worker, admin_page):
+    """The signed-in admin, with a real worker for the runs it starts."""
+    start_worker()
+    return admin_page
+
+
+def fits(page) -> bool:
+    """The page does not scroll sideways."""
+    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def shot_sizes(page, name: str) -> None:
+    """Screenshots at 1400x900 and 1920x1080, and the page fits both widths."""
+    for width, height in ((1400, 900), (1920, 1080)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(200)
+        assert fits(page), f"{name} scrolls sideways at {width} px"
+        shot(page, f"{name}-{width}")
+    page.set_viewport_size({"width": 1400, "height": 900})
 
 
 def shot(page, name: str) -> None:
@@ -118,11 +142,25 @@ def test_cancel_a_slow_run(page, live_server):
     page.goto(f"{live_server.url}/admin/chains/chain/{chain.pk}/run/")
     page.click("input[type=submit]")
     wait_for_status(page, "RUNNING")
+    page.wait_for_selector(".tc-step-row[data-status=RUNNING]")
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.click("#tc-cancel")  # dismissed: nothing happens
+    assert asked and asked[0].startswith("Cancel this run?")
+    assert Run.objects.get(chain=chain).status == RunStatus.RUNNING
+    page.once("dialog", lambda dialog: dialog.accept())
     page.click("#tc-cancel")
     wait_for_status(page, "CANCELLED")
+    # The page says what really stopped: the running step on its worker, the next one unstarted.
+    assert page.inner_text(".messagelist") == (
+        "Cancelled: 1 running step stopped on the worker; 1 waiting step will not start.")
+    said = page.inner_text("#content-main")
+    assert "stopped on its worker by the cancel" in said
+    assert "Traceback" not in said  # a cancelled step shows no ChordError traceback
     run = Run.objects.get(chain=chain)
     assert run.status == RunStatus.CANCELLED
     assert set(run.step_runs.values_list("status", flat=True)) == {RunStatus.CANCELLED}
+    shot(page, "run-cancelled")
 
 
 def test_retry_a_failing_run_after_fixing_its_params(page, live_server):
@@ -147,6 +185,20 @@ def test_retry_a_failing_run_after_fixing_its_params(page, live_server):
     run = Run.objects.get(chain=chain)
     assert (run.status, run.result) == (RunStatus.COMPLETED, 0.25)
     assert run.step_runs.get(index=0).attempts == 1  # step 1's stored result was reused
+    # The failed attempt is kept and shown under its step; the run says it was retried.
+    page.wait_for_selector(".tc-attempts")
+    assert page.inner_text(".tc-attempts summary") == "1 earlier attempt"
+    page.click(".tc-attempts summary")  # folded: the step completed since
+    attempt = page.inner_text(".tc-attempt")
+    assert "FAILED" in attempt and "the run was retried" in attempt
+    assert "division by zero" in attempt
+    assert "Retried 1 time" in page.inner_text("#tc-retried")
+    assert "FAILED: step 2 (math.divide): division by zero" in page.inner_text("#tc-retried")
+    shot_sizes(page, "run-retried")
+    # The dashboard keeps the failure, marked retried, and does not count a first-time success.
+    page.goto(f"{live_server.url}/admin/chains/run/dashboard/")
+    failures = page.inner_text("text=Recent failures >> xpath=..")
+    assert "step 2 (math.divide): division by zero" in failures and "retried" in failures
 
 
 def test_dashboard(page, live_server):
@@ -155,11 +207,131 @@ def test_dashboard(page, live_server):
     from tests.helpers import wait_for_run
 
     assert wait_for_run(run.id).status == RunStatus.COMPLETED
-    page.goto(f"{live_server.url}/admin/")
-    page.click("text=Dashboard")
+    seed = services.run_submit_task(task_type="math_chain",
+                                    config={"operation": "add", "numbers": [1]})
+    assert wait_for_run(seed.id).status == RunStatus.COMPLETED
+    page.goto(f"{live_server.url}/admin/chains/run/")
+    page.click("#nav-sidebar a:text-is('Dashboard')")  # in the sidebar of every admin page
     page.wait_for_selector(".tc-chart svg")
+    assert "Data as of" in page.inner_text(".tc-as-of")  # and it refreshes itself
+    font = page.eval_on_selector(".tc-chart svg text", "t => getComputedStyle(t).fontFamily")
+    body_font = page.evaluate("getComputedStyle(document.body).fontFamily")
+    assert font == body_font  # the chart speaks the admin's font
     page.wait_for_selector(".tc-cluster table")  # the panel asked the workers after the page
     text = page.inner_text("#content-main")
     assert "dash" in text and "Workers and queues" in text
+    assert "math_chain (task type)" in text  # seed task types have their row too
     assert "celery, data, io, math" in page.inner_text(".tc-cluster")  # the test's worker
-    shot(page, "dashboard")
+    shot_sizes(page, "dashboard")
+
+
+def test_the_chain_builder_fits_numbers_stages_and_draws_what_is_on_screen(admin_page,
+                                                                          live_server):
+    page = admin_page
+    page.goto(f"{live_server.url}/admin/chains/chain/add/")
+    assert page.locator("text=History").count() == 0  # nothing has happened to a new chain
+    page.fill("#id_name", "on screen")
+    for _ in range(3):
+        page.click(".tc-steps .add-row a")
+    # Each new step takes the next stage: three steps are three stages, not one.
+    assert [page.input_value(f"#id_steps-{i}-stage") for i in range(3)] == ["0", "1", "2"]
+    page.select_option("#id_steps-0-step_type", "data.load")
+    page.locator("#steps-0 [data-django-jsonform-container] input").first.wait_for()
+    page.locator("#steps-0 [data-django-jsonform-container] input").first.fill("in.csv")
+    page.select_option("#id_steps-1-step_type", "math.add")
+    page.select_option("#id_steps-2-step_type", "math.multiply")
+    page.check("#steps-2 .tc-parallel-box")  # a deliberate choice: with the step above
+    assert page.input_value("#id_steps-2-stage") == "1"
+    # The picture follows the unsaved rows: two columns, the parallel pair stacked.
+    page.wait_for_function("document.querySelectorAll('#tc-picture .tc-node').length === 3")
+    xs = page.eval_on_selector_all("#tc-picture .tc-node rect",
+                                   "rects => rects.map(r => r.getAttribute('x'))")
+    assert len(set(xs)) == 2 and xs[1] == xs[2]
+    shot_sizes(page, "chain-builder-unsaved")
+
+    # Saving runs the checks Validate runs: a math step after a file is refused on its row.
+    page.click("input[name=_continue]")
+    page.wait_for_selector(".errornote")
+    row_errors = page.inner_text("#steps-1 .errorlist, .tc-steps .row-form-errors")
+    assert "stage 1: math.add needs a number or a list of numbers" in row_errors
+    assert not Chain.objects.filter(name="on screen").exists()
+    # Shown again, each row keeps its own type's params form, as typed.
+    assert "Add numbers, left to right" in page.inner_text("#steps-1")
+    assert page.locator("#steps-0 [data-django-jsonform-container] input").first.input_value(
+    ) == "in.csv"
+    shot(page, "chain-builder-refused")
+
+    page.select_option("#id_steps-0-step_type", "math.add")
+    page.click("input[name=_continue]")
+    page.wait_for_selector("text=was added successfully")
+    chain = Chain.objects.get(name="on screen")
+    assert list(chain.steps.order_by("position").values_list("step_type", "stage")) == [
+        ("math.add", 0), ("math.add", 1), ("math.multiply", 1)]
+    shot_sizes(page, "chain-builder-saved")
+    # Validate looks at the saved chain: with unsaved edits on screen it asks to save first.
+    page.fill("#id_steps-1-name", "renamed")
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    page.click("text=Validate")
+    assert asked and asked[0].startswith("This page has unsaved changes. Save first")
+    assert page.locator("text=The chain is valid").count() == 0
+    assert page.is_visible("#tc-dirty-note")
+
+
+def test_the_runs_list_shows_and_finds_runs(admin_page, live_server):
+    page = admin_page
+    chain = services.chain_save(name="nightly report", steps=[
+        StepSpec("math.add", {"numbers": [1]}, 0), StepSpec("math.divide", {"numbers": [0]}, 1)])
+    wanted = services.run_start(chain=chain, inputs=1)
+    services.step_execute(step_run_id=wanted.step_runs.get(index=0).id, previous=1)
+    services.step_fail(step_run_id=wanted.step_runs.get(index=1).id, error="division by zero")
+    for _ in range(3):
+        services.run_submit_task(task_type="math_chain",
+                                 config={"operation": "add", "numbers": [1]})
+    page.goto(f"{live_server.url}/admin/chains/run/")
+    row = page.locator("#result_list tr", has_text="nightly report")
+    assert row.locator(".tc-run-id").inner_text() == str(wanted.pk)[:8]  # short; full on hover
+    assert row.locator(".tc-run-id").get_attribute("title") == str(wanted.pk)
+    assert row.locator(".tc-progress").count() == 1 and "1/2" in row.inner_text()
+    assert "step 2 (math.divide): division by zero" in row.inner_text()
+    shot_sizes(page, "runs-list")
+    for term in (str(wanted.pk)[:6], "nightly", wanted.step_runs.get(index=1).task_id[:12]):
+        page.fill("#searchbar", term)
+        page.press("#searchbar", "Enter")
+        page.wait_for_selector("#result_list")
+        assert page.locator("#result_list tbody tr").count() == 1, term
+        assert page.locator(".tc-run-id").inner_text() == str(wanted.pk)[:8]
+
+
+def test_a_schedule_shows_its_kinds_fields_and_offers_timezones(admin_page, live_server):
+    page = admin_page
+    chain = services.chain_save(name="scheduled", steps=[StepSpec("math.add", {}, 0)])
+    page.goto(f"{live_server.url}/admin/chains/chain/{chain.pk}/change/")
+    page.click(".tc-schedules .add-row a, .tc-schedules a.addlink >> nth=0")
+    box = page.locator(".tc-schedules .inline-related:not(.empty-form)").last
+    kind = box.locator("select[name$='-kind']")
+    kind.select_option("interval")
+    assert box.locator(".form-row.field-every_seconds").is_visible()
+    assert not box.locator(".form-row.field-minute").is_visible()
+    assert not box.locator(".form-row.field-run_at").is_visible()
+    kind.select_option("crontab")
+    assert box.locator(".form-row.field-minute").is_visible()
+    assert not box.locator(".form-row.field-every_seconds").is_visible()
+    kind.select_option("once")
+    assert box.locator(".form-row.field-run_at").is_visible()
+    assert not box.locator(".form-row.field-minute").is_visible()
+    zone = box.locator("input[name$='-timezone']")
+    assert zone.get_attribute("list") == "tc-timezones"
+    assert page.locator("#tc-timezones option[value='Europe/Berlin']").count() == 1
+    assert box.locator("textarea[name$='-inputs']").input_value() == ""  # empty: the defaults
+    kind.select_option("interval")
+    box.locator("input[name$='-every_seconds']").fill("3600")
+    zone.fill("Europe/Berlin")
+    shot_sizes(page, "chain-schedule")
+    page.click("input[name=_continue]")
+    page.wait_for_selector("text=was changed successfully")
+    schedule = chain.schedules.get()
+    assert (schedule.kind, schedule.every_seconds, schedule.timezone, schedule.inputs) == (
+        "interval", 3600, "Europe/Berlin", None)
+    berlin = datetime.now(ZoneInfo("Europe/Berlin")).strftime("%Z")  # CET or CEST, by date
+    assert f" {berlin}" in page.inner_text(".field-next_fire_times")  # its own zone, labelled

@@ -85,7 +85,10 @@ class StepInlineForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        key = self.instance.step_type if self.instance.pk else None
+        # The type as posted (a page shown again with errors keeps each row's own form), else
+        # the saved one; a new row starts free-form until a type is picked.
+        key = (self.data.get(self.add_prefix("step_type")) if self.is_bound
+               else self.instance.step_type)
         schema = params_form_schema(STEP_TYPES[key]) if key in STEP_TYPES else FREE_FORM
         self.fields["params"].widget = JSONFormWidget(schema=schema)
         self.fields["params"].required = False
