@@ -432,4 +432,5 @@ def test_the_dashboard_is_in_the_sidebar_and_lists_task_types(admin_web, chain, 
     assert (f'<a href="{reverse("admin:chains_run_changelist")}?task_type=math_chain">'
             "math_chain</a> <small>(task type)</small>") in page
     assert "Data as of" in page and 'data-refresh-seconds="30"' in page
+    assert '<strong id="tc-retried-count">0</strong>' in page
     assert "var(--font-family-primary" in page  # the chart speaks the admin's font

@@ -367,6 +367,7 @@ def test_a_retried_run_keeps_its_failed_attempt_everywhere(api, admin_client):
     assert "Retried 1 time" in page
     dashboard = admin_client.get("/admin/chains/run/dashboard/").content.decode()
     assert "step 2 (math.divide)" in dashboard and "retried" in dashboard
+    assert '<strong id="tc-retried-count">1</strong>' in dashboard
 
 
 def test_cluster_status_lists_the_worker_and_its_step_tasks(capsys, celery_worker):

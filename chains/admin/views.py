@@ -222,7 +222,8 @@ def dashboard(request: HttpRequest, admin_site) -> HttpResponse:
     context = {
         **admin_site.each_context(request), "title": "Dashboard", "opts": Chain._meta,
         "counts": [(s.label, s.value, counts[s.value.lower()]) for s in RunStatus],
-        "total": counts["total"], "chart": _runs_per_hour_chart(request.user),
+        "total": counts["total"], "retried": counts["retried"],
+        "chart": _runs_per_hour_chart(request.user),
         "performance": selectors.chain_performance(user=request.user),
         "failures": selectors.recent_failures(user=request.user),
         "cluster_url": reverse("admin:chains_cluster_panel"), "as_of": timezone.now(),
