@@ -72,10 +72,11 @@ def _project_runner(filename: str):
     import django
 
     django.setup()
+    from chains.steps import STEP_TYPES
     from chains.steps.base import StepContext
-    from chains.steps.data import analyze
 
     def run() -> dict:
+        analyze = STEP_TYPES["data.analyze"]
         result = analyze.execute({"path": filename}, None, StepContext("bench", 0))
         return {"rows": result["rows"],
                 "columns": {name: {key: column[key] for key in STATS}

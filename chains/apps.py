@@ -1,5 +1,7 @@
-"""App configuration: connects the signal receivers; API tokens print as a key prefix."""
+"""App configuration: imports every installed app's `steps` module (the step types it
+declares), connects the signal receivers; API tokens print as a key prefix."""
 from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
 
 
 class ChainsConfig(AppConfig):
@@ -11,6 +13,10 @@ class ChainsConfig(AppConfig):
         from rest_framework.authtoken.models import Token
 
         from chains import login_guard, signals  # noqa: F401
+
+        # Step types, wherever they are declared: this app's own families first. A bad
+        # declaration is an ImproperlyConfigured here, in the web process, worker and beat.
+        autodiscover_modules("steps")
 
         # DRF's Token prints its whole key; Django's pages print related objects (deleting a
         # user lists their token), so a key would show to whoever may delete users.

@@ -10,7 +10,7 @@ from django.db import InterfaceError, OperationalError
 
 from chains import heartbeats, services
 from chains.canvas import FINISH_TASK
-from chains.steps import STEP_TYPES, StepFailed, StepType
+from chains.steps import StepFailed, StepType, on_register
 
 RETRY_DELAY_SECONDS = 2
 DATABASE_RETRY_SECONDS = 3
@@ -73,7 +73,10 @@ def _register_step_task(step_type: StepType) -> Task:
     return shared_task(run, bind=True, base=StepTask, name=step_type.task_name)
 
 
-STEP_TASKS: dict[str, Task] = {key: _register_step_task(st) for key, st in STEP_TYPES.items()}
+# One Celery task per step type, for those declared so far and those declared later.
+STEP_TASKS: dict[str, Task] = {}
+on_register(lambda step_type: STEP_TASKS.setdefault(step_type.key,
+                                                    _register_step_task(step_type)))
 
 
 @shared_task(name=FINISH_TASK, ignore_result=True)

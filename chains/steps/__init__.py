@@ -1,31 +1,23 @@
-"""The step registry: the only way a step names work. Key -> step type (schema + function);
-chains.tasks turns each row into a Celery task named chains.step.<key>.
+"""Step types: the public API for declaring them, and the registry of those declared.
 
-Adding a step type: write its function and params model in a family module, then add one
-line here.
+    from pydantic import BaseModel
+    from chains.steps import step, StepContext, StepFailed
+
+    class DoubleParams(BaseModel):
+        factor: int = 2
+
+    @step("shop.double", params=DoubleParams, description="Multiply the previous result.")
+    def double(params: DoubleParams, previous, context: StepContext):
+        return previous * params.factor
+
+Put such declarations in a `steps` module of any installed app: every one is imported at
+startup (web, worker and beat). The built-in families below are declared the same way.
 """
-from chains.steps import data, flow, io, math
 from chains.steps.base import ParamsInvalid, StepContext, StepFailed, StepType
+from chains.steps.registry import STEP_TYPES, on_register, register_task, step
 
-STEP_TYPES: dict[str, StepType] = {
-    step.key: step
-    for step in (
-        math.add,
-        math.subtract,
-        math.multiply,
-        math.divide,
-        math.power,
-        data.load,
-        data.clean,
-        data.transform,
-        data.analyze,
-        io.stat,
-        io.read,
-        io.checksum,
-        io.copy,
-        io.compress,
-        flow.wait_step,
-    )
-}
+# The built-in families declare themselves on import, in this order.
+from chains.steps import math, data, io, flow  # noqa: E402, F401, I001  isort: skip
 
-__all__ = ["STEP_TYPES", "ParamsInvalid", "StepContext", "StepFailed", "StepType"]
+__all__ = ["STEP_TYPES", "ParamsInvalid", "StepContext", "StepFailed", "StepType",
+           "on_register", "register_task", "step"]

@@ -103,7 +103,7 @@ class StepType:
 
     key: str
     description: str
-    params: type[Params]
+    params: type[BaseModel]
     run: StepFunction
     queue: str = ""
     # What the step takes from the previous stage and gives to the next, so a chain can be

@@ -13,9 +13,10 @@ from typing import Any, TextIO
 from django.conf import settings
 from pydantic import Field
 
-from chains.steps.base import Params, StepContext, StepFailed, StepType
+from chains.steps.base import Params, StepContext, StepFailed
 from chains.steps.files import open_output, readable
 from chains.steps.paths import DataPath, data_file_for_step
+from chains.steps.registry import step
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 MAX_NUMBER_CHARS = 64
@@ -439,17 +440,11 @@ def analyze_csv(params: FileRefParams, previous: Any, context: StepContext) -> d
     return {"file": source, "rows": count, "columns": numeric}
 
 
-load = StepType("data.load", "Check a CSV file and count its rows.", LoadParams, load_csv,
-                produces="file")
-clean = StepType(
-    "data.clean", "Strip cells, drop blank and duplicate rows, parse numbers.",
-    FileRefParams, clean_csv, accepts="file", produces="file",
-)
-transform = StepType(
-    "data.transform", "Min-max scale numeric columns to [0, 1].", FileRefParams, transform_csv,
-    accepts="file", produces="file",
-)
-analyze = StepType(
-    "data.analyze", "Count, mean, min, max and sample std of each numeric column.",
-    FileRefParams, analyze_csv, accepts="file", produces="record",
-)
+step("data.load", params=LoadParams, produces="file",
+     description="Check a CSV file and count its rows.")(load_csv)
+step("data.clean", params=FileRefParams, accepts="file", produces="file",
+     description="Strip cells, drop blank and duplicate rows, parse numbers.")(clean_csv)
+step("data.transform", params=FileRefParams, accepts="file", produces="file",
+     description="Min-max scale numeric columns to [0, 1].")(transform_csv)
+step("data.analyze", params=FileRefParams, accepts="file", produces="record",
+     description="Count, mean, min, max and sample std of each numeric column.")(analyze_csv)

@@ -4,21 +4,19 @@ from typing import Any
 
 from pydantic import Field
 
-from chains.steps.base import Params, StepContext, StepType
+from chains.steps.base import Params, StepContext
+from chains.steps.registry import step
 
 
 class WaitParams(Params):
     seconds: float = Field(ge=0, le=3600, description="How long to wait (within the time limit).")
 
 
+@step("flow.wait", params=WaitParams, queue="celery", produces="input",
+      description="Wait a number of seconds, then pass the previous result on.")
 def wait(params: WaitParams, previous: Any, context: StepContext) -> Any:
     """Wait, then pass the previous result on unchanged."""
     if params.seconds:
         time.sleep(params.seconds)
     return previous
 
-
-wait_step = StepType(
-    "flow.wait", "Wait a number of seconds, then pass the previous result on.", WaitParams, wait,
-    queue="celery", produces="input",
-)

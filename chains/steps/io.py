@@ -8,9 +8,10 @@ from typing import Annotated, Any, Literal
 from django.conf import settings
 from pydantic import AfterValidator, Field
 
-from chains.steps.base import Params, StepContext, StepFailed, StepType
+from chains.steps.base import Params, StepContext, StepFailed
 from chains.steps.files import destination_problem, open_output, readable, writable
 from chains.steps.paths import DataPath
+from chains.steps.registry import step
 
 CHUNK = 64 * 1024
 
@@ -104,8 +105,11 @@ def compress_file(params: FileParams, previous: Any, context: StepContext) -> di
     }
 
 
-stat = StepType("io.stat", "Size and modification time of a file.", FileParams, stat_file)
-read = StepType("io.read", "The first bytes of a file, as text.", ReadParams, read_file)
-checksum = StepType("io.checksum", "A file's checksum.", ChecksumParams, checksum_file)
-copy = StepType("io.copy", "Copy a file inside the data directory.", CopyParams, copy_file)
-compress = StepType("io.compress", "Gzip a file into runs/<run id>/.", FileParams, compress_file)
+step("io.stat", params=FileParams, description="Size and modification time of a file.")(
+    stat_file)
+step("io.read", params=ReadParams, description="The first bytes of a file, as text.")(read_file)
+step("io.checksum", params=ChecksumParams, description="A file's checksum.")(checksum_file)
+step("io.copy", params=CopyParams, description="Copy a file inside the data directory.")(
+    copy_file)
+step("io.compress", params=FileParams, description="Gzip a file into runs/<run id>/.")(
+    compress_file)

@@ -7,7 +7,8 @@ from typing import Any
 from django.conf import settings
 from pydantic import Field
 
-from chains.steps.base import Number, Params, StepContext, StepFailed, StepType
+from chains.steps.base import Number, Params, StepContext, StepFailed
+from chains.steps.registry import step
 
 OPERATIONS = ("add", "subtract", "multiply", "divide", "power")
 
@@ -84,19 +85,15 @@ def fold(operation: str, values: list[float]) -> int | float:
     return _as_json_number(accumulator)
 
 
-def _make(operation: str) -> StepType:
+def _declare(operation: str) -> None:
     def run(params: NumbersParams, previous: Any, context: StepContext) -> int | float:
         return fold(operation, _operands(previous, params.numbers))
 
-    return StepType(
-        key=f"math.{operation}",
-        description=f"{operation.capitalize()} numbers, left to right, starting from the "
-        "previous result.",
-        params=NumbersParams,
-        run=run,
-        accepts="numbers",
-        produces="number",
-    )
+    run.__qualname__ = f"math_{operation}"
+    step(f"math.{operation}", params=NumbersParams, accepts="numbers", produces="number",
+         description=f"{operation.capitalize()} numbers, left to right, starting from the "
+         "previous result.")(run)
 
 
-add, subtract, multiply, divide, power = (_make(op) for op in OPERATIONS)
+for _operation in OPERATIONS:
+    _declare(_operation)

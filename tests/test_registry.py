@@ -1,0 +1,98 @@
+"""The public step API: declaring step types with @step and register_task, and what a bad
+declaration says at startup."""
+import enum
+
+import pytest
+from celery import shared_task
+from django.core.exceptions import ImproperlyConfigured
+from pydantic import BaseModel
+
+from chains import services
+from chains.errors import ChainError
+from chains.presets import StepSpec
+from chains.steps import STEP_TYPES, StepContext, register_task, step
+from chains.steps.registry import KEY
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _registry():
+    """Each test declares into the registry; what it adds is taken out again."""
+    known = dict(STEP_TYPES)
+    yield
+    STEP_TYPES.clear()
+    STEP_TYPES.update(known)
+
+
+class Factor(BaseModel):
+    factor: int = 2
+
+
+def test_a_declared_step_is_a_step_type_like_the_built_in_ones():
+    @step("shop.double", params=Factor, description="Multiply the previous result.")
+    def double(params: Factor, previous, context: StepContext):
+        return previous * params.factor
+
+    declared = STEP_TYPES["shop.double"]
+    assert (declared.family, declared.default_queue, declared.task_name) == (
+        "shop", "shop", "chains.step.shop.double")
+    assert declared.execute({"factor": 3}, 7, StepContext("run", 0)) == 21
+    assert double(Factor(), 2, StepContext("run", 0)) == 4  # the function is left as it was
+    assert declared.validate_params({}) == {"factor": 2}
+    # A typo in a param is refused, naming it (the model did not say to ignore extra keys).
+    with pytest.raises(ChainError) as info:
+        services.chain_save(name="c", steps=[StepSpec("shop.double", {"factr": 3}, 0)])
+    assert info.value.errors == {"steps.0.params.factr": ["Extra inputs are not permitted"]}
+
+
+def test_an_existing_celery_task_becomes_a_step_type():
+    @shared_task(name="shop.tasks.invoice")
+    def invoice(customer: str, amount: int = 0, previous=None) -> dict:
+        return {"customer": customer, "amount": amount + (previous or 0)}
+
+    class InvoiceParams(BaseModel):
+        customer: str
+        amount: int = 0
+
+    register_task(invoice, key="shop.invoice", params=InvoiceParams)
+    declared = STEP_TYPES["shop.invoice"]
+    assert declared.execute({"customer": "acme", "amount": 5}, 10, StepContext("r", 0)) == {
+        "customer": "acme", "amount": 15}
+    assert invoice("acme", 1) == {"customer": "acme", "amount": 1}  # the task itself unchanged
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class NotJson(BaseModel):
+    when: object = object()
+
+
+@pytest.mark.parametrize(("declare", "message"), [
+    (lambda: step("Shop.Double", params=Factor), "'Shop.Double' is not a valid key"),
+    (lambda: step("double", params=Factor), "'double' is not a valid key"),
+    (lambda: step("shop.double", params=dict), "which is not a pydantic model"),
+    (lambda: step("shop.when", params=NotJson), "has a default for 'when' that is not JSON"),
+    (lambda: step("math.add", params=Factor), "'math.add' is already declared by "
+                                              "chains.steps.math.math_add"),
+    (lambda: step("shop.odd", params=Factor, accepts="cats"), "accepts 'cats'"),
+])
+def test_a_bad_declaration_is_improperly_configured_naming_module_and_key(declare, message):
+    with pytest.raises(ImproperlyConfigured) as info:
+        declare()(lambda params, previous, context: None)
+    assert str(info.value).startswith("tests.test_registry: step type ")
+    assert message in str(info.value)
+
+
+def test_an_enum_default_is_json():
+    class Paint(BaseModel):
+        colour: Colour = Colour.RED
+
+    step("shop.paint", params=Paint)(lambda params, previous, context: params.colour.value)
+    assert STEP_TYPES["shop.paint"].validate_params({}) == {"colour": "red"}
+
+
+def test_keys_are_family_dot_name():
+    assert KEY.fullmatch("shop.double_2") and not KEY.fullmatch("shop.double.x")
