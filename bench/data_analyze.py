@@ -73,7 +73,7 @@ def _project_runner(filename: str):
 
     django.setup()
     from chains.steps import STEP_TYPES
-    from chains.steps.base import StepContext
+    from chains.steps.context import StepContext
 
     def run() -> dict:
         analyze = STEP_TYPES["data.analyze"]

@@ -204,6 +204,11 @@ class StepRun(models.Model):
         null=True, blank=True, help_text="Process id of that worker (its main process).")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    progress = models.FloatField(null=True, blank=True,
+                                 help_text="How far the running step says it is, 0 to 1.")
+    progress_message = models.CharField(max_length=200, blank=True)
+    log = models.TextField(blank=True, help_text="What the step logged (context.log), bounded "
+                                                 "by CHAINS_MAX_STEP_LOG_BYTES.")
 
     class Meta:
         ordering = ["run", "index"]

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 
 from django.db.models import Case, Count, F, OuterRef, Q, QuerySet, Subquery, When, Window
-from django.db.models.functions import RowNumber, TruncHour
+from django.db.models.functions import Length, RowNumber, TruncHour
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 from rest_framework.authtoken.models import Token
@@ -54,7 +54,8 @@ def step_runs_with_results(run: Run) -> list[StepRun]:
     `task_status` and `task_traceback` from the result backend (None before the task stored a
     result), with their earlier attempts (two queries)."""
     task = TaskResult.objects.filter(task_id=OuterRef("task_id"))
-    return list(run.step_runs.annotate(
+    return list(run.step_runs.defer("log").annotate(
+        log_size=Length("log"),
         task_result_id=Subquery(task.values("id")[:1]),
         task_status=Subquery(task.values("status")[:1]),
         task_traceback=Subquery(task.values("traceback")[:1]),

@@ -273,6 +273,8 @@ CHAINS_QUEUES = env_list("CHAINS_QUEUES", ["celery", "math", "data", "io"])
 CHAINS_MAX_JSON_DEPTH = env_int("CHAINS_MAX_JSON_DEPTH", 32)
 CHAINS_MAX_INPUT_BYTES = env_int("CHAINS_MAX_INPUT_BYTES", 64 * 1024)
 CHAINS_MAX_RESULT_BYTES = env_int("CHAINS_MAX_RESULT_BYTES", 1024 * 1024)
+# What a step logs through context.log is kept with the step, up to this many bytes.
+CHAINS_MAX_STEP_LOG_BYTES = env_int("CHAINS_MAX_STEP_LOG_BYTES", 1024 * 1024)
 # Per-user limits for users who are not staff: open runs (PENDING or RUNNING) at a time (0:
 # no limit), schedules owned, and the shortest interval of an interval schedule.
 CHAINS_MAX_ACTIVE_RUNS_PER_USER = env_int("CHAINS_MAX_ACTIVE_RUNS_PER_USER", 20)

@@ -196,6 +196,7 @@ class StepRunSerializer(serializers.ModelSerializer):
     task_status = serializers.SerializerMethodField()
     traceback = serializers.SerializerMethodField()
     duration = serializers.FloatField(read_only=True, allow_null=True)
+    log_size = serializers.SerializerMethodField()
     earlier_attempts = StepAttemptSerializer(many=True, read_only=True, help_text=(
         "Every attempt before the one this row shows, oldest first (a retry, a resume or a "
         "lost worker starts a new attempt; none is overwritten)."))
@@ -204,7 +205,8 @@ class StepRunSerializer(serializers.ModelSerializer):
         model = StepRun
         fields = ["index", "stage", "name", "step_type", "params", "queue", "task_id", "status",
                   "task_status", "worker", "result", "error", "traceback", "attempts",
-                  "started_at", "finished_at", "duration", "earlier_attempts"]
+                  "started_at", "finished_at", "duration", "progress", "progress_message",
+                  "log_size", "earlier_attempts"]
 
     def get_task_status(self, step_run: StepRun) -> str | None:
         return getattr(step_run, "task_status", None)
@@ -212,6 +214,16 @@ class StepRunSerializer(serializers.ModelSerializer):
     def get_traceback(self, step_run: StepRun) -> str | None:
         return getattr(step_run, "task_traceback", None)
 
+    def get_log_size(self, step_run: StepRun) -> int:
+        """Characters the step logged: read them at /api/runs/{id}/steps/{index}/log/."""
+        return getattr(step_run, "log_size", None) or 0
+
+
+
+class StepLogSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StepRun
+        fields = ["index", "step_type", "log"]
 
 
 class RunSerializer(serializers.ModelSerializer):

@@ -1,4 +1,5 @@
 """Resource API: chains with their steps, runs and step types."""
+from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
@@ -20,6 +21,7 @@ from chains.api.serializers import (
     RunFilterSerializer,
     RunSerializer,
     RunStartSerializer,
+    StepLogSerializer,
     StepTypeSerializer,
     TokenSerializer,
     WorkerSerializer,
@@ -169,6 +171,17 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destro
         except ChainError as exc:
             raise as_api_error(exc) from exc
         return Response(RunDetailSerializer(run).data)
+
+    @extend_schema(request=None, responses=StepLogSerializer)
+    @action(detail=True, methods=["get"], url_path=r"steps/(?P<index>\d{1,5})/log",
+            serializer_class=StepLogSerializer)
+    def step_log(self, request: Request, pk=None, index: str = "0") -> Response:
+        """What one step logged through `context.log` (at most CHAINS_MAX_STEP_LOG_BYTES; a
+        marker says where it was cut)."""
+        run = self.get_object()
+        step_run = get_object_or_404(run.step_runs.only("index", "step_type", "log"),
+                                     index=int(index))
+        return Response(StepLogSerializer(step_run).data)
 
     @extend_schema(request=None, responses=RunDetailSerializer)
     @action(detail=True, methods=["post"], serializer_class=NoInputSerializer)

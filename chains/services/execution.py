@@ -1,13 +1,16 @@
 """The worker side of a run: execute a step idempotently, mark it running, fail it."""
 import json
+import logging
+import time
 import uuid
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F, Value
+from django.db.models import F, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_celery_results.models import TaskResult
@@ -21,6 +24,10 @@ from chains.models import (
 )
 from chains.services.runs import _cancel_outstanding_steps, _run_complete
 from chains.steps import STEP_TYPES, StepContext, StepFailed
+from chains.steps.context import StepLog
+
+# A running step's progress is written at most this often (seconds).
+PROGRESS_EVERY = 0.5
 
 
 class StepSkipped(Exception):
@@ -47,21 +54,34 @@ def step_execute(
     run = step_run.run
     if run.status in states.FINAL or step_run.status not in states.OPEN:
         raise StepSkipped(f"run {run.id} is {run.status}")
+    step_type = STEP_TYPES.get(step_run.step_type)
+    if step_type is None:  # its app was removed since the run started
+        raise StepFailed(f"unknown step type {step_run.step_type!r}: no installed app "
+                         "declares it")
     starts_allowed = step_run.max_retries + settings.CHAINS_MAX_DELIVERIES
     if step_run.attempts >= starts_allowed:
         raise StepFailed(
             f"started {step_run.attempts} times without finishing (its worker died each time)"
         )
     _step_mark_running(step_run, run, worker=worker, worker_pid=worker_pid)
+    this_delivery = StepRun.objects.filter(id=step_run.id, task_id=step_run.task_id)
+    kept = StepLog()
     context = StepContext(run_id=str(run.id), step_index=step_run.index,
-                          may_read_run=partial(_may_read_run, run))
-    result = STEP_TYPES[step_run.step_type].execute(step_run.params, previous, context)
+                          may_read_run=partial(_may_read_run, run),
+                          attempt=step_run.attempts + 1,
+                          report_progress=_progress_reporter(this_delivery),
+                          log=_step_logger(step_run, kept))
+    try:
+        result = step_type.execute(step_run.params, previous, context)
+    finally:
+        if kept.parts:  # kept with the step however it ends
+            this_delivery.update(log=kept.text)
     if problem := json_problem(result, max_bytes=settings.CHAINS_MAX_RESULT_BYTES):
         raise StepFailed(f"its result {problem}")
     now = timezone.now()
     with transaction.atomic():
-        done = states.move(StepRun.objects.filter(id=step_run.id, task_id=step_run.task_id),
-                           RunStatus.COMPLETED, result=result, error="", finished_at=now)
+        done = states.move(this_delivery, RunStatus.COMPLETED, result=result, error="",
+                           finished_at=now)
         if done and finish_run:
             _run_complete(run, result=result, now=now, steps_done=F("steps_done") + 1)
         elif done:
@@ -69,6 +89,30 @@ def step_execute(
                 steps_done=F("steps_done") + 1, last_progress_at=now
             )
     return result
+
+
+def _progress_reporter(delivery: QuerySet[StepRun]) -> Callable[[float, str], None]:
+    """Writes a running step's progress, at most every PROGRESS_EVERY seconds (and always
+    its end), for this delivery only."""
+    last = [0.0]
+
+    def report(fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if fraction < 1 and now - last[0] < PROGRESS_EVERY:
+            return
+        last[0] = now
+        delivery.filter(status=RunStatus.RUNNING).update(progress=fraction,
+                                                         progress_message=message)
+    return report
+
+
+def _step_logger(step_run: StepRun, kept: StepLog) -> logging.Logger:
+    """A logger for one execution of a step: its records are kept with the step (`kept`) and
+    also reach the worker's log."""
+    logger = logging.Logger(f"chains.step.{step_run.step_type}", level=logging.DEBUG)
+    logger.parent = logging.getLogger("chains.step")
+    logger.addHandler(kept)
+    return logger
 
 
 def _may_read_run(run: Run, other_run_id: str) -> bool:

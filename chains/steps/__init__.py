@@ -13,7 +13,8 @@
 Put such declarations in a `steps` module of any installed app: every one is imported at
 startup (web, worker and beat). The built-in families below are declared the same way.
 """
-from chains.steps.base import ParamsInvalid, StepContext, StepFailed, StepType
+from chains.steps.base import ParamsInvalid, StepFailed, StepType
+from chains.steps.context import StepContext
 from chains.steps.registry import STEP_TYPES, on_register, register_task, step
 
 # The built-in families declare themselves on import, in this order.

@@ -1,12 +1,14 @@
 """What a step type is: a key, a params schema, a function, and the family that queues it."""
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, WithJsonSchema
+
+if TYPE_CHECKING:
+    from chains.steps.context import StepContext
 
 TASK_NAME_PREFIX = "chains.step."
 
@@ -66,35 +68,7 @@ def validate(model: type[BaseModel], raw: Any, *, prefix: str = "") -> BaseModel
         raise ParamsInvalid(exc, prefix=prefix) from exc
 
 
-@dataclass(frozen=True)
-class StepContext:
-    """What a running step knows about where it runs."""
-
-    run_id: str
-    step_index: int
-    # Whether this run may read the output folder of the run with this id (its owner's runs,
-    # or any run when this run's owner is staff or an operator): see chains.steps.files.
-    may_read_run: Callable[[str], bool] = field(default=lambda run_id: False, compare=False)
-
-    @property
-    def data_dir(self) -> Path:
-        return Path(settings.CHAINS_DATA_DIR).resolve()
-
-    @property
-    def output_dir(self) -> Path:
-        """runs/<run id>/ in the data directory: where this run's steps write."""
-        return self.data_dir / "runs" / self.run_id
-
-    def output_path(self, filename: str) -> Path:
-        """A fresh file under runs/<run id>/ in the data directory for this step's output."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        return self.output_dir / f"step{self.step_index + 1}-{filename}"
-
-    def relative(self, path: Path) -> str:
-        return str(path.relative_to(self.data_dir))
-
-
-StepFunction = Callable[[Any, Any, StepContext], Any]
+StepFunction = Callable[[Any, Any, "StepContext"], Any]
 
 
 @dataclass(frozen=True)
@@ -134,5 +108,5 @@ class StepType:
     def params_schema(self) -> dict:
         return self.params.model_json_schema()
 
-    def execute(self, params: dict, previous: Any, context: StepContext) -> Any:
+    def execute(self, params: dict, previous: Any, context: "StepContext") -> Any:
         return self.run(self.params.model_validate(params), previous, context)

@@ -13,7 +13,8 @@ from typing import Any, TextIO
 from django.conf import settings
 from pydantic import Field
 
-from chains.steps.base import Params, StepContext, StepFailed
+from chains.steps.base import Params, StepFailed
+from chains.steps.context import StepContext
 from chains.steps.files import open_output, readable
 from chains.steps.paths import DataPath, data_file_for_step
 from chains.steps.registry import step

@@ -2,15 +2,20 @@
 output folders of other users' runs (runs/<run id>/). Writes: the run's own output folder, or
 a writable area an operator configured (CHAINS_WRITABLE_DIRS); each run writes at most
 CHAINS_MAX_RUN_WRITE_BYTES, wherever it writes."""
+from __future__ import annotations
+
 import fcntl
 import io
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from django.conf import settings
 
-from chains.steps.base import StepContext, StepFailed
+from chains.steps.base import StepFailed
 from chains.steps.paths import data_dir, data_file_for_step
+
+if TYPE_CHECKING:
+    from chains.steps.context import StepContext
 
 RUNS_DIR = "runs"
 

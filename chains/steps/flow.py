@@ -4,7 +4,8 @@ from typing import Any
 
 from pydantic import Field
 
-from chains.steps.base import Params, StepContext
+from chains.steps.base import Params
+from chains.steps.context import StepContext
 from chains.steps.registry import step
 
 

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 from django.conf import settings
 from pydantic import AfterValidator, Field
 
-from chains.steps.base import Params, StepContext, StepFailed
+from chains.steps.base import Params, StepFailed
+from chains.steps.context import StepContext
 from chains.steps.files import destination_problem, open_output, readable, writable
 from chains.steps.paths import DataPath
 from chains.steps.registry import step

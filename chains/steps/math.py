@@ -7,7 +7,8 @@ from typing import Any
 from django.conf import settings
 from pydantic import Field
 
-from chains.steps.base import Number, Params, StepContext, StepFailed
+from chains.steps.base import Number, Params, StepFailed
+from chains.steps.context import StepContext
 from chains.steps.registry import step
 
 OPERATIONS = ("add", "subtract", "multiply", "divide", "power")

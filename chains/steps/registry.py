@@ -13,7 +13,8 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
-from chains.steps.base import StepContext, StepType
+from chains.steps.base import StepType
+from chains.steps.context import StepContext
 
 KEY = re.compile(r"[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*")
 KINDS_ACCEPTED = ("any", "numbers", "file")

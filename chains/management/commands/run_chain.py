@@ -54,9 +54,14 @@ class Command(BaseCommand):
         last = None
         while time.monotonic() < deadline:
             run.refresh_from_db()
-            state = (run.status, run.steps_done)
+            running = run.step_runs.filter(status=RunStatus.RUNNING, progress__isnull=False
+                                           ).values_list("index", "progress", "progress_message")
+            state = (run.status, run.steps_done, tuple(running))
             if state != last:
-                self.stderr.write(f"{run.status} {run.steps_done}/{run.steps_total}")
+                line = f"{run.status} {run.steps_done}/{run.steps_total}"
+                for index, progress, message in state[2]:  # what a running step says
+                    line += f"; step {index + 1}: {progress:.0%}{' ' + message if message else ''}"
+                self.stderr.write(line)
                 last = state
             if run.is_finished:
                 return run
