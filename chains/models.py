@@ -11,8 +11,13 @@ from chains.states import RunStatus
 from chains.steps import STEP_TYPES
 
 
-def _step_type_choices() -> list[tuple[str, str]]:
-    return [(key, key) for key in STEP_TYPES]
+def _step_type_choices() -> list[tuple[str, list[tuple[str, str]]]]:
+    """The registered step types grouped by family, built-in and declared ones alike (read
+    when a form is made, so types declared by any app are there)."""
+    families: dict[str, list[tuple[str, str]]] = {}
+    for key in STEP_TYPES:
+        families.setdefault(key.split(".", 1)[0], []).append((key, key))
+    return list(families.items())
 
 
 class Chain(models.Model):

@@ -96,3 +96,63 @@ def test_an_enum_default_is_json():
 
 def test_keys_are_family_dot_name():
     assert KEY.fullmatch("shop.double_2") and not KEY.fullmatch("shop.double.x")
+
+
+class Address(BaseModel):
+    city: str
+    zip: str = ""
+
+
+class Shipping(BaseModel):
+    colour: Colour = Colour.RED
+    to: Address
+    weights: list[float] = []
+
+
+def test_the_catalogue_and_the_builder_know_declared_steps(admin_client):
+    from django.urls import reverse
+
+    from chains.models import Chain, Step
+
+    step("shop.ship", params=Shipping, description="Ship a parcel.")(
+        lambda params, previous, context: None)
+    chain = services.chain_save(name="shipping", steps=[
+        StepSpec("shop.ship", {"to": {"city": "Oslo"}}, 0)])
+    gone = Chain.objects.create(name="old")
+    Step.objects.create(chain=gone, position=0, step_type="shop.gone")
+
+    page = admin_client.get(reverse("admin:chains_step_types")).content.decode()
+    assert '<div class="tc-step-type" id="step-shop.ship">' in page
+    assert "<td><code>colour</code></td><td>one of red</td>" in page
+    assert "<td><code>to.city</code></td><td>string</td><td>required</td>" in page
+    assert "<td><code>weights</code></td><td>list of number</td>" in page
+    assert f'<a href="{reverse("admin:chains_chain_change", args=[chain.pk])}">shipping</a>' in page
+    assert "<code>shop.gone</code>" in page and "(cannot be started)" in page
+    assert 'id="step-math.add"' in page  # built-in ones beside them
+
+    # The builder's picker groups types by family, and the schema form has the enum as
+    # choices and the nested model as a sub-form.
+    builder = admin_client.get(reverse("admin:chains_chain_add")).content.decode()
+    assert '<optgroup label="shop">' in builder and '<optgroup label="math">' in builder
+    schema = admin_client.get(reverse("admin:chains_step_form_schema",
+                                      args=["shop.ship"])).json()
+    assert schema["keys"]["colour"]["choices"] == ["red"]
+    assert schema["keys"]["to"]["type"] == "dict"
+    assert set(schema["keys"]["to"]["keys"]) == {"city", "zip"}
+    assert schema["keys"]["weights"]["type"] == "array"
+
+
+def test_the_chain_list_says_which_chains_name_unknown_step_types(admin_client):
+    from django.urls import reverse
+
+    from chains.models import Chain, Step
+
+    services.chain_save(name="fine", steps=[StepSpec("math.add", {}, 0)])
+    gone = Chain.objects.create(name="old")
+    Step.objects.create(chain=gone, position=0, step_type="shop.gone")
+    page = admin_client.get(reverse("admin:chains_chain_changelist")).content.decode()
+    assert '<span class="tc-error">unknown: shop.gone</span>' in page
+    assert '<span class="tc-ok">all known</span>' in page
+    api = admin_client.post(f"/api/chains/{gone.pk}/run/", {}, content_type="application/json")
+    assert api.status_code == 400
+    assert api.json() == {"steps.0.step_type": ["unknown step type 'shop.gone'"]}

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.paginator import Paginator
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 from django.forms import TextInput
 from django.http import HttpRequest
 from django.urls import path, reverse
@@ -49,6 +49,7 @@ from chains.permissions import can_change_run, can_start_runs
 from chains.picture import chain_picture
 from chains.presets import PRESETS
 from chains.schedules import next_fire_times, schedule_errors, zone
+from chains.steps import STEP_TYPES
 
 
 class CappedCountPaginator(Paginator):
@@ -184,7 +185,7 @@ class ChainScheduleInline(admin.StackedInline):
 
 @admin.register(Chain)
 class ChainAdmin(admin.ModelAdmin):
-    list_display = ["name", "enabled", "step_count", "created_by", "updated_at"]
+    list_display = ["name", "enabled", "step_count", "step_check", "created_by", "updated_at"]
     list_filter = ["enabled"]
     search_fields = ["name", "description"]
     list_select_related = ["created_by"]
@@ -216,6 +217,7 @@ class ChainAdmin(admin.ModelAdmin):
                  name="chains_step_form_schema"),
             path("picture/", view(admin_views.chain_picture_preview),
                  name="chains_chain_picture"),
+            path("step-types/", view(admin_views.step_types), name="chains_step_types"),
             *super().get_urls(),
         ]
 
@@ -241,7 +243,16 @@ class ChainAdmin(admin.ModelAdmin):
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(step_total=Count("steps"))
+        return super().get_queryset(request).annotate(step_total=Count("steps")).prefetch_related(
+            Prefetch("steps", queryset=Step.objects.only("chain_id", "step_type")))
+
+    @admin.display(description="step types")
+    def step_check(self, chain: Chain) -> str:
+        """A chain naming a step type no app declares any more cannot be started."""
+        unknown = sorted({s.step_type for s in chain.steps.all()} - set(STEP_TYPES))
+        if not unknown:
+            return format_html('<span class="tc-ok">{}</span>', "all known")
+        return format_html('<span class="tc-error">unknown: {}</span>', ", ".join(unknown))
 
     @admin.display(description="steps", ordering="step_total")
     def step_count(self, chain: Chain) -> int:

@@ -45,19 +45,32 @@ JSON_FIELD_OVERRIDES: dict[type[models.Field], dict[str, Any]] = {
 FREE_FORM = {"type": "dict", "keys": {}, "additionalProperties": True}
 
 
-def _form_property(schema: dict) -> dict:
-    """One property of a pydantic JSON schema in the dialect django-jsonform renders."""
-    options = [option for option in schema.get("anyOf", []) if option.get("type") != "null"]
+def _form_property(schema: dict, defs: dict | None = None) -> dict:
+    """One property of a pydantic JSON schema in the dialect django-jsonform renders: enums
+    as choices, nested models as sub-forms, lists of either."""
+    defs = defs or {}
+    schema = _resolved(schema, defs)
+    options = [_resolved(option, defs) for option in schema.get("anyOf", [])
+               if option.get("type") != "null"]
     merged = {**schema, **(options[0] if options else {})}
     merged.pop("anyOf", None)
+    if merged.get("type") == "object" and "properties" in merged:
+        nested = {"type": "dict", "keys": {name: _form_property(prop, defs)
+                                           for name, prop in merged["properties"].items()},
+                  "required": merged.get("required", [])}
+        if "title" in merged:
+            nested["title"] = merged["title"]
+        return nested
     out = {key: merged[key] for key in ("type", "title", "minimum", "maximum", "enum",
                                          "minItems", "maxItems") if key in merged}
     if "description" in merged:
         out["help_text"] = merged["description"]
     if "default" in merged and merged["default"] is not None:
         out["default"] = merged["default"]
+    if "enum" in merged:
+        out["choices"] = merged["enum"]
     if merged.get("type") == "array":
-        out["items"] = _form_property(merged.get("items", {"type": "string"}))
+        out["items"] = _form_property(merged.get("items", {"type": "string"}), defs)
     if "type" not in out:
         out["type"] = "string"
     return out
@@ -65,12 +78,58 @@ def _form_property(schema: dict) -> dict:
 
 def params_form_schema(step_type: StepType) -> dict:
     schema = step_type.params_schema()
+    defs = schema.get("$defs", {})
     return {
         "type": "dict",
         "title": step_type.description,
-        "keys": {name: _form_property(prop) for name, prop in schema["properties"].items()},
+        "keys": {name: _form_property(prop, defs)
+                 for name, prop in schema.get("properties", {}).items()},
         "required": schema.get("required", []),
     }
+
+
+def params_rows(schema: dict, *, prefix: str = "", defs: dict | None = None) -> list[dict]:
+    """A params JSON schema as rows a person reads: name (dotted inside nested models), type,
+    required or default, and description with bounds."""
+    defs = schema.get("$defs", {}) if defs is None else defs
+    rows = []
+    required = set(schema.get("required", []))
+    for name, prop in schema.get("properties", {}).items():
+        prop = _resolved(prop, defs)
+        options = [_resolved(o, defs) for o in prop.get("anyOf", []) if o.get("type") != "null"]
+        shape = {**prop, **(options[0] if options else {})}
+        kind = shape.get("type", "any")
+        if "enum" in shape:
+            kind = "one of " + ", ".join(map(str, shape["enum"]))
+        elif kind == "array":
+            item = _resolved(shape.get("items", {}), defs)
+            kind = f"list of {item.get('title', item.get('type', 'any'))}"
+        elif kind == "object" and "properties" in shape:
+            kind = f"object ({shape.get('title', name)})"
+        bounds = [f"{word} {shape[key]}" for key, word in (
+            ("minimum", "at least"), ("maximum", "at most"), ("minItems", "at least items"),
+            ("maxItems", "at most items"), ("maxLength", "at most characters")) if key in shape]
+        rows.append({"name": prefix + name, "type": kind + (" or null" if len(
+            prop.get("anyOf", [])) > len(options) else ""),
+            "required": name in required, "default": prop.get("default"),
+            "description": "; ".join([prop.get("description", ""), *bounds]).strip("; ")})
+        if kind.startswith("object (") or (shape.get("type") == "array" and "properties" in
+                                           _resolved(shape.get("items", {}), defs)):
+            inner = shape if kind.startswith("object (") else _resolved(shape["items"], defs)
+            rows += params_rows(inner, prefix=f"{prefix}{name}.", defs=defs)
+    return rows
+
+
+def _resolved(schema: dict, defs: dict) -> dict:
+    """`schema` with its $ref (or a lone allOf, as pydantic writes a described reference)
+    replaced by the definition it points to."""
+    if len(schema.get("allOf", [])) == 1:
+        schema = {**schema, **schema["allOf"][0]}
+        schema.pop("allOf")
+    if "$ref" in schema:
+        target = defs.get(schema["$ref"].rsplit("/", 1)[-1], {})
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
 
 
 class StepInlineForm(forms.ModelForm):

@@ -18,11 +18,11 @@ from django.views.decorators.http import require_POST
 from pygal.style import Style
 
 from chains import selectors, services
-from chains.admin.forms import params_form_schema
+from chains.admin.forms import params_form_schema, params_rows
 from chains.bounds import parse_json
 from chains.cluster import cluster_state
 from chains.errors import ChainError
-from chains.models import Chain, RunStatus, RunTrigger
+from chains.models import Chain, RunStatus, RunTrigger, Step
 from chains.permissions import can_change_run, can_start_runs, signed_in
 from chains.picture import chain_picture
 from chains.queues import allowed_queues
@@ -126,6 +126,26 @@ def chain_picture_preview(request: HttpRequest, admin_site) -> HttpResponse:
     stages = [[(label, "") for _, (_, label) in group]
               for _, group in groupby(ordered, key=lambda pair: pair[1][0])]
     return render(request, "admin/chains/_picture.html", {"picture": chain_picture(stages)})
+
+
+def step_types(request: HttpRequest, admin_site) -> HttpResponse:
+    """The step-type catalogue: every registered type by family (built-in and declared by
+    apps alike), what it takes and gives, its params, and the chains that use it."""
+    used: dict[str, list[tuple[int, str]]] = {}
+    for key, chain_id, name in (Step.objects.order_by("chain__name").distinct()
+                                .values_list("step_type", "chain_id", "chain__name")):
+        used.setdefault(key, []).append((chain_id, name))
+    families: dict[str, list[dict]] = {}
+    for key, step_type in STEP_TYPES.items():
+        families.setdefault(step_type.family, []).append({
+            "type": step_type, "params": params_rows(step_type.params_schema()),
+            "chains": used.get(key, []), "origin": step_type.run.__module__})
+    unknown = sorted(set(used) - set(STEP_TYPES))
+    context = {
+        **admin_site.each_context(request), "title": "Step types", "opts": Chain._meta,
+        "families": families, "unknown": [(key, used[key]) for key in unknown],
+    }
+    return render(request, "admin/chains/step_types.html", context)
 
 
 def step_form_schema(request: HttpRequest, admin_site, key: str) -> JsonResponse:
