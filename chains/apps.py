@@ -1,7 +1,13 @@
 """App configuration: imports every installed app's `steps` module (the step types it
 declares), connects the signal receivers; API tokens print as a key prefix."""
 from django.apps import AppConfig
+from django.conf import settings
 from django.utils.module_loading import autodiscover_modules
+
+from chains.conf import apply_defaults
+
+# Before any model or step module reads them: the defaults of the settings not set.
+apply_defaults(settings)
 
 
 class ChainsConfig(AppConfig):

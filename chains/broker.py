@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from config.celery import app
+from celery import current_app as app
 
 logger = logging.getLogger(__name__)
 

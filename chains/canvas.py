@@ -4,12 +4,12 @@ from itertools import groupby
 from typing import Any
 
 from celery import chain, group
+from celery import current_app as app
 from celery.canvas import Signature
 
 from chains.models import Run, StepRun
 from chains.steps import STEP_TYPES
-from config.celery import app
-from config.time_limits import hard_time_limit
+from chains.time_limits import hard_time_limit
 
 FINISH_TASK = "chains.run_finish"
 

@@ -3,8 +3,9 @@ many messages wait in each queue. Read from Celery's remote control and the brok
 import logging
 from dataclasses import dataclass, field
 
+from celery import current_app as app
+
 from chains.queues import allowed_queues
-from config.celery import app
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from chains.time_limits import hard_time_limit
 from config.env import env_bool, env_int, env_list, env_path, env_str
-from config.time_limits import hard_time_limit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = env_path("TASK_CHAIN_VAR_DIR", BASE_DIR / "var")
@@ -206,7 +206,8 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_step": 0.5,
     "interval_max": 1,
 }
-CELERY_TASK_SOFT_TIME_LIMIT = env_int("CHAINS_STEP_TIME_LIMIT", 300)
+CHAINS_STEP_TIME_LIMIT = env_int("CHAINS_STEP_TIME_LIMIT", 300)
+CELERY_TASK_SOFT_TIME_LIMIT = CHAINS_STEP_TIME_LIMIT
 CELERY_TASK_TIME_LIMIT = hard_time_limit(CELERY_TASK_SOFT_TIME_LIMIT)
 # Workers send task events, so Flower and `celery inspect` see workers and tasks. A
 # "task-sent" event is a second message for every task published (a tenth of a submit's

@@ -5,13 +5,11 @@ from django.views.generic import RedirectView
 
 from chains.admin import site_view
 from chains.admin import views as admin_views
-from chains.api.urls import api_urlpatterns, seed_urlpatterns
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/token/", site_view(admin.site, admin_views.api_token), name="admin-token"),
     path("admin/", admin.site.urls),
     path("api-auth/", include("rest_framework.urls")),
-    path("api/", include(api_urlpatterns)),
-    *seed_urlpatterns,
+    path("", include("chains.urls")),
 ]

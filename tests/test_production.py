@@ -1,4 +1,5 @@
 """The production profile for real: collectstatic, gunicorn, whitenoise, HTTPS-only headers."""
+import json
 import os
 import secrets
 import subprocess
@@ -42,9 +43,16 @@ def test_gunicorn_serves_the_app_and_whitenoise_the_static_files(tmp_path):
         assert headers.get("X-Frame-Options") == "DENY"
         css = [line for line in body.decode().split('"') if line.startswith("/static/")
                and line.endswith(".css")]
-        assert css and any("chains/admin." in href for href in css)  # hashed by the manifest
-        status, headers, _ = _get(base + css[0])
-        assert status == 200 and "max-age" in headers.get("Cache-Control", "")
+        assert css and all("/static/admin/css/" in href for href in css)
+        icon = [part for part in body.decode().split('"') if part.startswith("/static/config/")]
+        assert icon and icon[0].endswith(".svg") and icon[0] != "/static/config/favicon.svg"
+        # The app's own files ship inside its package, collected and hashed with the rest.
+        manifest = json.loads((tmp_path / "staticfiles" / "staticfiles.json").read_text())
+        for name in ("chains/admin.css", "chains/chain_builder.js", css[0][len("/static/"):]):
+            hashed = manifest["paths"].get(name, name)
+            status, headers, _ = _get(f"{base}/static/{hashed}")
+            assert status == 200 and "max-age" in headers.get("Cache-Control", ""), name
+        assert manifest["paths"]["chains/admin.css"] != "chains/admin.css"
         assert _get(f"{base}/tasks", **{"X-Forwarded-Proto": "https"})[0] == 401
     finally:
         stop(server)

@@ -31,9 +31,10 @@ def test_every_registry_key_has_a_registered_celery_task():
         assert step_type.task_name in app.tasks, key
 
 
-def test_step_model_choices_are_the_registry_keys():
-    choices = [value for value, _ in Step._meta.get_field("step_type").choices]
-    assert choices == list(STEP_TYPES)
+def test_step_model_choices_are_the_registry_keys_by_family():
+    groups = Step._meta.get_field("step_type").choices
+    assert [family for family, _ in groups] == ["math", "data", "io", "flow"]
+    assert [key for _, options in groups for key, _ in options] == list(STEP_TYPES)
 
 
 def test_step_families_have_queues():

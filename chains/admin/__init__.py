@@ -203,6 +203,7 @@ class ChainAdmin(admin.ModelAdmin):
     change_form_template = "admin/chains/chain/change_form.html"
 
     class Media:
+        css = {"all": ["chains/admin.css"]}
         js = ["chains/chain_builder.js"]
 
     def get_urls(self):
@@ -340,6 +341,7 @@ class RunAdmin(admin.ModelAdmin):
     change_form_template = "admin/chains/run/change_form.html"
 
     class Media:
+        css = {"all": ["chains/admin.css"]}
         js = ["chains/run_live.js"]
 
     def get_urls(self):

@@ -15,7 +15,7 @@ from chains.models import Chain, Run, Step, StepRun
 from chains.presets import StepSpec
 from chains.queues import queue_problem
 from chains.steps import STEP_TYPES, ParamsInvalid
-from config.time_limits import hard_time_limit
+from chains.time_limits import hard_time_limit
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -160,7 +160,7 @@ def chain_problems(chain: Chain) -> list[str]:
                        task_id=f"check-{i}", time_limit=s.time_limit)
                for i, s in enumerate(checked)]
     build_run_signature(Run(), unsaved, first_input=None,
-                        time_limit_default=settings.CELERY_TASK_SOFT_TIME_LIMIT)
+                        time_limit_default=settings.CHAINS_STEP_TIME_LIMIT)
     return problems
 
 

@@ -26,7 +26,7 @@ from chains.models import (
 )
 from chains.services.attempts import attempts_keep
 from chains.services.runs import _cancel_outstanding_steps, _renew_task_ids
-from config.time_limits import hard_time_limit
+from chains.time_limits import hard_time_limit
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def _is_stalled(run: Run, now: datetime) -> bool:
     running = list(run.step_runs.filter(status=RunStatus.RUNNING)
                    .values_list("time_limit", "started_at"))
     allowance = max(
-        [hard_time_limit(limit or settings.CELERY_TASK_SOFT_TIME_LIMIT) for limit, _ in running],
+        [hard_time_limit(limit or settings.CHAINS_STEP_TIME_LIMIT) for limit, _ in running],
         default=0,
     )
     stamps = [run.last_progress_at, *(started for _, started in running)]

@@ -11,6 +11,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from celery import current_app as app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -38,7 +39,6 @@ from chains.presets import PRESETS, Preset, StepSpec, build_preset
 from chains.services.attempts import attempts_keep
 from chains.services.chains import chain_step_specs, validate_step_specs
 from chains.steps import STEP_TYPES, ParamsInvalid
-from config.celery import app
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -212,7 +212,7 @@ def run_publish(
         return True
     signature = build_run_signature(
         run, remaining, first_input=first_input,
-        time_limit_default=settings.CELERY_TASK_SOFT_TIME_LIMIT,
+        time_limit_default=settings.CHAINS_STEP_TIME_LIMIT,
     )
     try:
         signature.apply_async()

@@ -1,0 +1,11 @@
+"""Task Chain's URLs, for a project to include: `path("", include("chains.urls"))` serves the
+seed contract (/tasks/...) and the resource API with its docs (/api/...). The admin pages come
+with the project's admin site."""
+from django.urls import include, path
+
+from chains.api.urls import api_urlpatterns, seed_urlpatterns
+
+urlpatterns = [
+    path("api/", include(api_urlpatterns)),
+    *seed_urlpatterns,
+]
