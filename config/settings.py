@@ -4,8 +4,15 @@ from pathlib import Path
 
 import dj_database_url
 
+from chains.conf import DEFAULTS as D  # the app's defaults; the environment overrides them
 from chains.time_limits import hard_time_limit
 from config.env import env_bool, env_int, env_list, env_path, env_str
+
+
+def _chains(read, name: str):
+    """A CHAINS_* setting: the environment's value, else the app's default (chains.conf)."""
+    return read(name, D[name])
+
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = env_path("TASK_CHAIN_VAR_DIR", BASE_DIR / "var")
@@ -100,9 +107,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # CHAINS_LOGIN_FAILURES_PER_ADDRESS, until CHAINS_LOGIN_LOCK_SECONDS have passed (counted in
 # Django's cache: per process unless CACHES points at a shared cache).
 AUTHENTICATION_BACKENDS = ["chains.login_guard.LockingModelBackend"]
-CHAINS_LOGIN_FAILURES = env_int("CHAINS_LOGIN_FAILURES", 5)
-CHAINS_LOGIN_FAILURES_PER_ADDRESS = env_int("CHAINS_LOGIN_FAILURES_PER_ADDRESS", 20)
-CHAINS_LOGIN_LOCK_SECONDS = env_int("CHAINS_LOGIN_LOCK_SECONDS", 900)
+CHAINS_LOGIN_FAILURES = _chains(env_int, "CHAINS_LOGIN_FAILURES")
+CHAINS_LOGIN_FAILURES_PER_ADDRESS = _chains(env_int, "CHAINS_LOGIN_FAILURES_PER_ADDRESS")
+CHAINS_LOGIN_LOCK_SECONDS = _chains(env_int, "CHAINS_LOGIN_LOCK_SECONDS")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -190,7 +197,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Redis redelivers a message that was taken but not acknowledged after this many seconds
 # (a worker that died with it). Longer than a step's hard time limit, so a step that is
 # still running is not delivered twice.
-CHAINS_VISIBILITY_TIMEOUT = env_int("CHAINS_VISIBILITY_TIMEOUT", 600)
+CHAINS_VISIBILITY_TIMEOUT = _chains(env_int, "CHAINS_VISIBILITY_TIMEOUT")
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": CHAINS_VISIBILITY_TIMEOUT,
     # A worker checks for such messages every 10th tick of this interval (kombu's
@@ -206,7 +213,7 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_step": 0.5,
     "interval_max": 1,
 }
-CHAINS_STEP_TIME_LIMIT = env_int("CHAINS_STEP_TIME_LIMIT", 300)
+CHAINS_STEP_TIME_LIMIT = _chains(env_int, "CHAINS_STEP_TIME_LIMIT")
 CELERY_TASK_SOFT_TIME_LIMIT = CHAINS_STEP_TIME_LIMIT
 CELERY_TASK_TIME_LIMIT = hard_time_limit(CELERY_TASK_SOFT_TIME_LIMIT)
 # Workers send task events, so Flower and `celery inspect` see workers and tasks. A
@@ -234,60 +241,60 @@ CELERY_TIMEZONE = TIME_ZONE
 # CHAINS_MAX_RESUMES times, then failed. A run whose canvas could not be published is
 # published again after CHAINS_PUBLISH_GRACE_SECONDS. A step is started at most its retries +
 # CHAINS_MAX_DELIVERIES times (a step that kills its worker fails instead of looping).
-CHAINS_STALL_SECONDS = env_int("CHAINS_STALL_SECONDS", 600)
-CHAINS_MAX_RESUMES = env_int("CHAINS_MAX_RESUMES", 3)
-CHAINS_PUBLISH_GRACE_SECONDS = env_int("CHAINS_PUBLISH_GRACE_SECONDS", 10)
-CHAINS_MAX_DELIVERIES = env_int("CHAINS_MAX_DELIVERIES", 3)
+CHAINS_STALL_SECONDS = _chains(env_int, "CHAINS_STALL_SECONDS")
+CHAINS_MAX_RESUMES = _chains(env_int, "CHAINS_MAX_RESUMES")
+CHAINS_PUBLISH_GRACE_SECONDS = _chains(env_int, "CHAINS_PUBLISH_GRACE_SECONDS")
+CHAINS_MAX_DELIVERIES = _chains(env_int, "CHAINS_MAX_DELIVERIES")
 # Recovery within a minute: each worker writes a heartbeat every CHAINS_HEARTBEAT_SECONDS; one
 # silent for CHAINS_WORKER_DEAD_SECONDS (by the database's clock; longer than a heartbeat waits
 # for SQLite's write lock in practice) is dead. A run with no progress for CHAINS_ORPHAN_SECONDS
 # whose next steps no live worker holds (RUNNING on a dead worker, or a message the broker no
 # longer has, or one it gave to a consumer that has not started it for CHAINS_ORPHAN_SECONDS)
 # is published again at once from its last completed stage, not after CHAINS_STALL_SECONDS.
-CHAINS_HEARTBEAT_SECONDS = env_int("CHAINS_HEARTBEAT_SECONDS", 5)
-CHAINS_WORKER_DEAD_SECONDS = env_int("CHAINS_WORKER_DEAD_SECONDS", 20)
-CHAINS_ORPHAN_SECONDS = env_int("CHAINS_ORPHAN_SECONDS", 15)
+CHAINS_HEARTBEAT_SECONDS = _chains(env_int, "CHAINS_HEARTBEAT_SECONDS")
+CHAINS_WORKER_DEAD_SECONDS = _chains(env_int, "CHAINS_WORKER_DEAD_SECONDS")
+CHAINS_ORPHAN_SECONDS = _chains(env_int, "CHAINS_ORPHAN_SECONDS")
 # Every file a step reads or writes is resolved inside this directory. A run writes into its
 # own folder runs/<run id>/ there, and into the CHAINS_WRITABLE_DIRS (paths relative to the
 # data directory) when an operator allows them; at most CHAINS_MAX_RUN_WRITE_BYTES per run.
 # Reading another user's runs/<run id>/ is refused (staff and operators may).
 CHAINS_DATA_DIR = env_path("CHAINS_DATA_DIR", VAR_DIR / "data")
-CHAINS_WRITABLE_DIRS = env_list("CHAINS_WRITABLE_DIRS", [])
-CHAINS_MAX_RUN_WRITE_BYTES = env_int("CHAINS_MAX_RUN_WRITE_BYTES", 512 * 1024 * 1024)
-CHAINS_MAX_NUMBERS = env_int("CHAINS_MAX_NUMBERS", 1000)
-CHAINS_MAX_ABS_NUMBER = 1e15
-CHAINS_MAX_ITERATIONS = env_int("CHAINS_MAX_ITERATIONS", 100)
-CHAINS_MAX_STEPS = env_int("CHAINS_MAX_STEPS", 200)
-CHAINS_MAX_FILE_BYTES = env_int("CHAINS_MAX_FILE_BYTES", 100 * 1024 * 1024)
-CHAINS_MAX_READ_BYTES = env_int("CHAINS_MAX_READ_BYTES", 64 * 1024)
-CHAINS_MAX_CSV_FIELD_BYTES = env_int("CHAINS_MAX_CSV_FIELD_BYTES", 64 * 1024)
-CHAINS_MAX_CSV_COLUMNS = env_int("CHAINS_MAX_CSV_COLUMNS", 1000)
+CHAINS_WRITABLE_DIRS = _chains(env_list, "CHAINS_WRITABLE_DIRS")
+CHAINS_MAX_RUN_WRITE_BYTES = _chains(env_int, "CHAINS_MAX_RUN_WRITE_BYTES")
+CHAINS_MAX_NUMBERS = _chains(env_int, "CHAINS_MAX_NUMBERS")
+CHAINS_MAX_ABS_NUMBER = D["CHAINS_MAX_ABS_NUMBER"]
+CHAINS_MAX_ITERATIONS = _chains(env_int, "CHAINS_MAX_ITERATIONS")
+CHAINS_MAX_STEPS = _chains(env_int, "CHAINS_MAX_STEPS")
+CHAINS_MAX_FILE_BYTES = _chains(env_int, "CHAINS_MAX_FILE_BYTES")
+CHAINS_MAX_READ_BYTES = _chains(env_int, "CHAINS_MAX_READ_BYTES")
+CHAINS_MAX_CSV_FIELD_BYTES = _chains(env_int, "CHAINS_MAX_CSV_FIELD_BYTES")
+CHAINS_MAX_CSV_COLUMNS = _chains(env_int, "CHAINS_MAX_CSV_COLUMNS")
 # The chain builder posts about ten fields a step: one step more than CHAINS_MAX_STEPS must
 # still reach the validator, which says what the limit is (Django's default of 1,000 fields
 # would answer a bare 400 at 100 steps).
 DATA_UPLOAD_MAX_NUMBER_FIELDS = max(1000, 12 * (CHAINS_MAX_STEPS + 1) + 200)
 # The queues a step may name (besides those registered step types declare): a queue name
 # reaches the broker as a key, so it is never free text. Workers consume these by default.
-CHAINS_QUEUES = env_list("CHAINS_QUEUES", ["celery", "math", "data", "io"])
+CHAINS_QUEUES = _chains(env_list, "CHAINS_QUEUES")
 # Every JSON value accepted (inputs, params, schedule inputs, imports, request bodies) and
 # every step result nests at most this deep; inputs and results are bounded in size too.
-CHAINS_MAX_JSON_DEPTH = env_int("CHAINS_MAX_JSON_DEPTH", 32)
-CHAINS_MAX_INPUT_BYTES = env_int("CHAINS_MAX_INPUT_BYTES", 64 * 1024)
-CHAINS_MAX_RESULT_BYTES = env_int("CHAINS_MAX_RESULT_BYTES", 1024 * 1024)
+CHAINS_MAX_JSON_DEPTH = _chains(env_int, "CHAINS_MAX_JSON_DEPTH")
+CHAINS_MAX_INPUT_BYTES = _chains(env_int, "CHAINS_MAX_INPUT_BYTES")
+CHAINS_MAX_RESULT_BYTES = _chains(env_int, "CHAINS_MAX_RESULT_BYTES")
 # What a step logs through context.log is kept with the step, up to this many bytes.
-CHAINS_MAX_STEP_LOG_BYTES = env_int("CHAINS_MAX_STEP_LOG_BYTES", 1024 * 1024)
+CHAINS_MAX_STEP_LOG_BYTES = _chains(env_int, "CHAINS_MAX_STEP_LOG_BYTES")
 # Per-user limits for users who are not staff: open runs (PENDING or RUNNING) at a time (0:
 # no limit), schedules owned, and the shortest interval of an interval schedule.
-CHAINS_MAX_ACTIVE_RUNS_PER_USER = env_int("CHAINS_MAX_ACTIVE_RUNS_PER_USER", 20)
-CHAINS_MAX_SCHEDULES_PER_USER = env_int("CHAINS_MAX_SCHEDULES_PER_USER", 10)
-CHAINS_MIN_INTERVAL_SECONDS = env_int("CHAINS_MIN_INTERVAL_SECONDS", 60)
+CHAINS_MAX_ACTIVE_RUNS_PER_USER = _chains(env_int, "CHAINS_MAX_ACTIVE_RUNS_PER_USER")
+CHAINS_MAX_SCHEDULES_PER_USER = _chains(env_int, "CHAINS_MAX_SCHEDULES_PER_USER")
+CHAINS_MIN_INTERVAL_SECONDS = _chains(env_int, "CHAINS_MIN_INTERVAL_SECONDS")
 # A run-starting request with an Idempotency-Key header gives the same run again when the
 # same user sends the same key and body within this many seconds.
-CHAINS_IDEMPOTENCY_SECONDS = env_int("CHAINS_IDEMPOTENCY_SECONDS", 24 * 3600)
+CHAINS_IDEMPOTENCY_SECONDS = _chains(env_int, "CHAINS_IDEMPOTENCY_SECONDS")
 # The most rows one page of /api/... gives (`limit` above it is capped).
-CHAINS_MAX_PAGE_SIZE = env_int("CHAINS_MAX_PAGE_SIZE", 200)
+CHAINS_MAX_PAGE_SIZE = _chains(env_int, "CHAINS_MAX_PAGE_SIZE")
 # Text fields (chain and run descriptions; names are bounded by their columns).
-CHAINS_MAX_DESCRIPTION_CHARS = env_int("CHAINS_MAX_DESCRIPTION_CHARS", 10_000)
+CHAINS_MAX_DESCRIPTION_CHARS = _chains(env_int, "CHAINS_MAX_DESCRIPTION_CHARS")
 
 LOGGING = {
     "version": 1,

@@ -28,7 +28,7 @@ MAX_CHAIN_NAME = 200
 def max_step_time_limit() -> int:
     """The longest soft time limit whose hard limit still ends within the broker's
     visibility timeout."""
-    limit = settings.CHAINS_VISIBILITY_TIMEOUT
+    limit: int = settings.CHAINS_VISIBILITY_TIMEOUT
     while limit > 1 and hard_time_limit(limit) >= settings.CHAINS_VISIBILITY_TIMEOUT:
         limit -= 1
     return limit
