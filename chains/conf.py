@@ -46,6 +46,9 @@ DEFAULTS: dict[str, Any] = {
     "CHAINS_MAX_SCHEDULES_PER_USER": 10,
     "CHAINS_MIN_INTERVAL_SECONDS": 60,
     "CHAINS_IDEMPOTENCY_SECONDS": 24 * 3600,
+    # API rates: anonymous requests and wrong tokens per address, and each user's requests.
+    "CHAINS_API_RATE_ANON": "60/min",
+    "CHAINS_API_RATE_USER": "6000/min",
     # Sign-in lockout.
     "CHAINS_LOGIN_FAILURES": 5,
     "CHAINS_LOGIN_FAILURES_PER_ADDRESS": 20,

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chains import selectors, services
+from chains.api.base import ChainsAPI
 from chains.api.errors import as_api_error
 from chains.api.idempotency import IDEMPOTENCY_HEADER, idempotency_key, request_fingerprint
 from chains.api.serializers import (
@@ -25,7 +26,7 @@ def _visible_run(request: Request, task_id) -> Run:
     return get_object_or_404(selectors.runs_visible_to(request.user), id=task_id)
 
 
-class TaskSubmitView(APIView):
+class TaskSubmitView(ChainsAPI, APIView):
     @extend_schema(request=TaskSubmitSerializer, parameters=[IDEMPOTENCY_HEADER],
                    responses={201: TaskStatusSerializer, 200: TaskStatusSerializer},
                    tags=["tasks (seed contract)"])
@@ -47,13 +48,13 @@ class TaskSubmitView(APIView):
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
-class TaskStatusView(APIView):
+class TaskStatusView(ChainsAPI, APIView):
     @extend_schema(responses=TaskStatusSerializer, tags=["tasks (seed contract)"])
     def get(self, request: Request, task_id) -> Response:
         return Response(TaskStatusSerializer.represent(_visible_run(request, task_id)))
 
 
-class TaskResultView(APIView):
+class TaskResultView(ChainsAPI, APIView):
     @extend_schema(responses={200: TaskStatusSerializer, 409: TaskStatusSerializer},
                    tags=["tasks (seed contract)"])
     def get(self, request: Request, task_id) -> Response:
@@ -67,7 +68,7 @@ class TaskResultView(APIView):
         return Response(body)
 
 
-class TaskDetailView(APIView):
+class TaskDetailView(ChainsAPI, APIView):
     @extend_schema(responses={204: None}, tags=["tasks (seed contract)"])
     def delete(self, request: Request, task_id) -> Response:
         """Revoke anything outstanding, then delete the task and its results."""
@@ -78,7 +79,7 @@ class TaskDetailView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class TaskStatisticsView(APIView):
+class TaskStatisticsView(ChainsAPI, APIView):
     @extend_schema(responses=TaskStatisticsSerializer, tags=["tasks (seed contract)"])
     def get(self, request: Request) -> Response:
         counts = selectors.run_statistics(user=request.user)
@@ -87,7 +88,7 @@ class TaskStatisticsView(APIView):
         return Response(body)
 
 
-class TaskListView(APIView):
+class TaskListView(ChainsAPI, APIView):
     @extend_schema(
         parameters=[
             OpenApiParameter("status", enum=RunStatus.values),

@@ -1,17 +1,35 @@
 """Anonymous requests and wrong tokens are throttled per address (CHAINS_API_RATE_ANON). DRF
 checks throttles after permissions, so a request refused for want of a login (401) would
 never reach its throttle: the permission and the token check apply it themselves."""
+from django.conf import settings
 from rest_framework import permissions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed, Throttled
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
+
+
+class AnonThrottle(AnonRateThrottle):
+    """Anonymous requests, at CHAINS_API_RATE_ANON (whatever the project's DRF rates are)."""
+
+    def get_rate(self) -> str:
+        return settings.CHAINS_API_RATE_ANON
+
+
+class UserThrottle(UserRateThrottle):
+    """Each user's requests, at CHAINS_API_RATE_USER."""
+
+    def get_rate(self) -> str:
+        return settings.CHAINS_API_RATE_USER
 
 
 class AddressThrottle(SimpleRateThrottle):
-    """The `anon` rate, keyed by the client's address alone (it never asks who the user is,
-    so it can run while the user is being authenticated)."""
+    """The anonymous rate, keyed by the client's address alone (it never asks who the user
+    is, so it can run while the user is being authenticated)."""
 
     scope = "anon"
+
+    def get_rate(self) -> str:
+        return settings.CHAINS_API_RATE_ANON
 
     def get_cache_key(self, request, view) -> str:
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}

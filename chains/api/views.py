@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chains import selectors, services
+from chains.api.base import ChainsAPI
 from chains.api.errors import as_api_error
 from chains.api.idempotency import IDEMPOTENCY_HEADER, idempotency_key, request_fingerprint
 from chains.api.pagination import RunPagination
@@ -70,7 +71,7 @@ class RunPermission(permissions.BasePermission):
         return True
 
 
-class ChainViewSet(viewsets.ModelViewSet):
+class ChainViewSet(ChainsAPI, viewsets.ModelViewSet):
     serializer_class = ChainSerializer
     lookup_value_regex = r"\d{1,18}"
     permission_classes = [Authenticated, IsOwnerOrStaffForWrites]
@@ -131,8 +132,8 @@ class ChainViewSet(viewsets.ModelViewSet):
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
-class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
-                 viewsets.GenericViewSet):
+class RunViewSet(ChainsAPI, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                 mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """Runs: filter by status, trigger, chain or task_type; cancel; retry; delete."""
 
     permission_classes = [Authenticated, RunPermission]
@@ -196,7 +197,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destro
         return Response(RunDetailSerializer(run).data)
 
 
-class StepTypeViewSet(viewsets.ViewSet):
+class StepTypeViewSet(ChainsAPI, viewsets.ViewSet):
     """The step registry: every key a step may name, with its params JSON schema."""
 
     lookup_value_regex = r"[a-z]+\.[a-z_]+"
@@ -220,7 +221,7 @@ class StepTypeViewSet(viewsets.ViewSet):
 
 
 
-class ChainScheduleViewSet(viewsets.ModelViewSet):
+class ChainScheduleViewSet(ChainsAPI, viewsets.ModelViewSet):
     """Schedules of chains; each keeps its beat entry in step. Staff or the chain's author
     edit them, if they may also start runs: a schedule's runs are its owner's. Users who are
     not staff see their own schedules and those of their chains."""
@@ -257,7 +258,7 @@ class ChainScheduleViewSet(viewsets.ModelViewSet):
             raise as_api_error(exc) from exc
 
 
-class WorkersView(APIView):
+class WorkersView(ChainsAPI, APIView):
     """Workers online and the queues they consume (staff only)."""
 
     permission_classes = [Authenticated, permissions.IsAdminUser]
@@ -271,7 +272,7 @@ class WorkersView(APIView):
                          for name, queues, active in state.worker_rows])
 
 
-class QueuesView(APIView):
+class QueuesView(ChainsAPI, APIView):
     """Messages waiting in each queue and how many workers consume it (staff only)."""
 
     permission_classes = [Authenticated, permissions.IsAdminUser]
@@ -288,7 +289,7 @@ class QueuesView(APIView):
         ])
 
 
-class TokenView(APIView):
+class TokenView(ChainsAPI, APIView):
     """Your own API token: GET shows it, POST replaces it (the old one stops working)."""
 
     @extend_schema(request=None, responses=TokenSerializer)
