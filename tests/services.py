@@ -103,11 +103,11 @@ class CeleryProcess:
     group so that the whole of it (pool children included) can be killed at once."""
 
     def __init__(self, args: list[str], *, env: dict[str, str], log_path: Path,
-                 prefix: tuple[str, ...] = ()) -> None:
+                 prefix: tuple[str, ...] = (), app: str = "config") -> None:
         self.log_path = log_path
         self.log = log_path.open("ab")
         self.process = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "celery", "-A", "config", *args],
+            [*prefix, sys.executable, "-m", "celery", "-A", app, *args],
             cwd=ROOT, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -156,15 +156,15 @@ class CeleryProcess:
 class CeleryWorker(CeleryProcess):
     """`celery -A config worker` (prefork, 2 processes) consuming every queue."""
 
-    def __init__(self, *, env: dict[str, str], log_path: Path, name: str = "w") -> None:
+    def __init__(self, *, env: dict[str, str], log_path: Path, name: str = "w",
+                 app: str = "config", queues: str = WORKER_QUEUES) -> None:
         self.hostname = f"{name}-{os.getpid()}-{free_port()}@%h"
         super().__init__(
             ["worker", "--loglevel", "INFO", "--pool", "prefork", "--concurrency", "2",
-             "--queues", WORKER_QUEUES, "--hostname", self.hostname, "--without-mingle",
+             "--queues", queues, "--hostname", self.hostname, "--without-mingle",
              "--without-gossip", "--events"],
-            env=env, log_path=log_path,
+            env=env, log_path=log_path, app=app,
         )
-
 
     def owns(self, pid: int) -> bool:
         """True when `pid` is this worker's main process or one of its pool children."""

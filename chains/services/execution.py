@@ -3,7 +3,6 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -65,16 +64,16 @@ def step_execute(
         )
     _step_mark_running(step_run, run, worker=worker, worker_pid=worker_pid)
     this_delivery = StepRun.objects.filter(id=step_run.id, task_id=step_run.task_id)
-    kept = StepLog()
+    kept, progress = StepLog(), _ProgressReporter(this_delivery)
     context = StepContext(run_id=str(run.id), step_index=step_run.index,
                           may_read_run=partial(_may_read_run, run),
-                          attempt=step_run.attempts + 1,
-                          report_progress=_progress_reporter(this_delivery),
+                          attempt=step_run.attempts + 1, report_progress=progress,
                           log=_step_logger(step_run, kept))
     try:
         result = step_type.execute(step_run.params, previous, context)
-    finally:
-        if kept.parts:  # kept with the step however it ends
+    finally:  # kept with the step however it ends
+        progress.flush()
+        if kept.parts:
             this_delivery.update(log=kept.text)
     if problem := json_problem(result, max_bytes=settings.CHAINS_MAX_RESULT_BYTES):
         raise StepFailed(f"its result {problem}")
@@ -91,19 +90,26 @@ def step_execute(
     return result
 
 
-def _progress_reporter(delivery: QuerySet[StepRun]) -> Callable[[float, str], None]:
-    """Writes a running step's progress, at most every PROGRESS_EVERY seconds (and always
-    its end), for this delivery only."""
-    last = [0.0]
+class _ProgressReporter:
+    """Writes a running step's progress for this delivery only, at most every
+    PROGRESS_EVERY seconds; what came in between is written by `flush` when the step ends."""
 
-    def report(fraction: float, message: str) -> None:
-        now = time.monotonic()
-        if fraction < 1 and now - last[0] < PROGRESS_EVERY:
-            return
-        last[0] = now
-        delivery.filter(status=RunStatus.RUNNING).update(progress=fraction,
-                                                         progress_message=message)
-    return report
+    def __init__(self, delivery: QuerySet[StepRun]) -> None:
+        self.delivery = delivery
+        self.written_at = 0.0
+        self.pending: tuple[float, str] | None = None
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.pending = (fraction, message)
+        if time.monotonic() - self.written_at >= PROGRESS_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            fraction, message = self.pending
+            self.delivery.filter(status=RunStatus.RUNNING).update(
+                progress=fraction, progress_message=message)
+            self.pending, self.written_at = None, time.monotonic()
 
 
 def _step_logger(step_run: StepRun, kept: StepLog) -> logging.Logger:
