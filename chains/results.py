@@ -54,8 +54,10 @@ class ResultBackend(DatabaseBackend):
         step task the run fails with it, in the process that recorded it (no error callback
         in every message, no task to queue)."""
         super().mark_as_failure(task_id, exc, *args, request=request, **kwargs)
-
-        if (getattr(request, "task", None) or "").startswith(TASK_NAME_PREFIX):
+        # A worker that does not know the task (its step type is declared by no app there)
+        # reports it with the task's `name`.
+        task = getattr(request, "task", None) or getattr(request, "name", None) or ""
+        if task.startswith(TASK_NAME_PREFIX):
 
             try:
                 services.step_fail_by_task_id(task_id=task_id)

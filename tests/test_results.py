@@ -197,3 +197,24 @@ def test_the_backend_ends_a_chord_as_the_stock_backend_does(outcome, monkeypatch
         assert ended["stock"][1] == ["ValueError('boom')"]
         assert ended["project"][1] == ["Dependency *-b raised FAILURE"]
         assert ended["stock"][2] is ended["project"][2] is False
+
+
+def test_a_step_task_the_worker_does_not_know_fails_its_run_naming_the_type(backend, user):
+    from celery.exceptions import NotRegistered
+    from celery.utils.objects import Bunch
+
+    from chains import services
+    from chains.models import RunStatus
+
+    run = services.run_submit_task(task_type="math_chain", user=user,
+                                   config={"operation": "add", "numbers": [1]})
+    step = run.step_runs.get()
+    # What a worker does with a message for a task it has not registered.
+    request = Bunch(name="chains.step.math.add", chord=None, root_id=None,
+                    correlation_id=step.task_id, reply_to=None, errbacks=None)
+    backend.mark_as_failure(step.task_id, NotRegistered("chains.step.math.add"),
+                            request=request)
+    run.refresh_from_db()
+    assert (run.status, run.error) == (RunStatus.FAILED, (
+        "step 1 (math.add): unknown step type 'math.add': no app on the worker that took it "
+        "declares it"))

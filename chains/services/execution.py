@@ -23,6 +23,7 @@ from chains.models import (
 )
 from chains.services.runs import _cancel_outstanding_steps, _run_complete
 from chains.steps import STEP_TYPES, StepContext, StepFailed
+from chains.steps.base import TASK_NAME_PREFIX
 from chains.steps.context import StepLog
 
 # A running step's progress is written at most this often (seconds).
@@ -200,5 +201,8 @@ def _task_error(task_result: TaskResult) -> str:
         message = info.get("exc_message")
         if isinstance(message, list | tuple):
             message = " ".join(str(part) for part in message)
+        if info["exc_type"] == "NotRegistered":  # the worker has no task for this step type
+            key = str(message).strip("'\"").removeprefix(TASK_NAME_PREFIX)
+            return f"unknown step type {key!r}: no app on the worker that took it declares it"
         return f"{info['exc_type']}: {message}" if message else str(info["exc_type"])
     return str(task_result.status)
