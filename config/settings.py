@@ -51,6 +51,8 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "django_jsonform",
     "chains",
+    # Your own apps (their `steps` modules declare step types), e.g. TASK_CHAIN_APPS=shop.
+    *env_list("TASK_CHAIN_APPS", []),
 ]
 
 MIDDLEWARE = [
