@@ -252,6 +252,7 @@ class StepAttempt(models.Model):
     status = models.CharField(max_length=16, choices=RunStatus.choices)
     error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
+    log = models.TextField(blank=True, help_text="What the attempt logged (context.log).")
     worker = models.CharField(max_length=255, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

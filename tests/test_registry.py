@@ -156,3 +156,37 @@ def test_the_chain_list_says_which_chains_name_unknown_step_types(admin_client):
     api = admin_client.post(f"/api/chains/{gone.pk}/run/", {}, content_type="application/json")
     assert api.status_code == 400
     assert api.json() == {"steps.0.step_type": ["unknown step type 'shop.gone'"]}
+
+
+class Node(BaseModel):
+    name: str = ""
+    children: list["Node"] = []
+
+
+def test_a_params_model_that_contains_itself_still_has_a_form_and_a_page(admin_client):
+    from django.urls import reverse
+
+    step("shop.tree", params=Node)(lambda params, previous, context: None)
+    page = admin_client.get(reverse("admin:chains_step_types"))
+    assert page.status_code == 200 and 'id="step-shop.tree"' in page.content.decode()
+    schema = admin_client.get(reverse("admin:chains_step_form_schema", args=["shop.tree"]))
+    assert schema.status_code == 200
+    assert schema.json()["keys"]["children"]["type"] == "array"
+
+
+def test_register_task_gives_the_body_json_values():
+    @shared_task(name="shop.tasks.paint")
+    def paint(colour: str) -> str:
+        return colour.upper()
+
+    class PaintParams(BaseModel):
+        colour: Colour = Colour.RED
+
+    register_task(paint, key="shop.paint_task", params=PaintParams)
+    assert STEP_TYPES["shop.paint_task"].execute({}, None, StepContext("r", 0)) == "RED"
+
+
+def test_the_step_type_api_serves_every_key_the_registry_accepts(admin_client):
+    step("my_shop.price_v2", params=Factor)(lambda params, previous, context: None)
+    response = admin_client.get("/api/step-types/my_shop.price_v2/")
+    assert response.status_code == 200 and response.json()["key"] == "my_shop.price_v2"

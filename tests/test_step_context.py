@@ -105,3 +105,27 @@ def test_the_run_page_shows_progress_and_links_the_log(admin_client, admin_user)
     page = admin_client.get(reverse("admin:chains_run_change", args=[run.pk])).content.decode()
     assert "50% · half way" in page
     assert f'href="/api/runs/{run.pk}/steps/0/log/" class="tc-step-log"' in page
+
+
+def test_a_steps_log_reaches_the_worker_log_as_the_project_allows(user, caplog):
+    import logging
+
+    run = make_run(StepSpec("test.report", {}, 0), user=user, inputs=3)
+    with caplog.at_level(logging.WARNING, logger="chains.step"):
+        services.step_execute(step_run_id=run.step_runs.get().id, previous=3)
+    passed = [r.getMessage() for r in caplog.records if r.name.startswith("chains.step")]
+    assert passed == ["careful"]  # the INFO line is kept with the step, not logged here
+    assert "working on 3" in run.step_runs.get().log
+
+
+def test_a_retried_step_keeps_its_log_with_the_attempt_and_starts_clean(user):
+    run = make_run(StepSpec("test.report", {}, 0), user=user, inputs=2)
+    step_run = run.step_runs.get()
+    services.step_execute(step_run_id=step_run.id, previous=2)  # progress and a log...
+    StepRun.objects.filter(id=step_run.id).update(status="RUNNING")
+    services.step_fail(step_run_id=step_run.id, error="then it failed")
+    run = services.run_retry(run=run)
+    step_run.refresh_from_db()
+    assert (step_run.progress, step_run.progress_message, step_run.log) == (None, "", "")
+    (kept,) = step_run.earlier_attempts.all()
+    assert "working on 2" in kept.log and kept.error == "then it failed"

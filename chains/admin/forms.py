@@ -43,19 +43,24 @@ JSON_FIELD_OVERRIDES: dict[type[models.Field], dict[str, Any]] = {
     models.JSONField: {"form_class": BoundedJSONFormField}}
 
 FREE_FORM = {"type": "dict", "keys": {}, "additionalProperties": True}
+# How deep a params form or table follows nested models: a model that contains itself stops
+# here (the rest is edited as free JSON).
+MAX_NESTING = 6
 
 
-def _form_property(schema: dict, defs: dict | None = None) -> dict:
+def _form_property(schema: dict, defs: dict | None = None, depth: int = 0) -> dict:
     """One property of a pydantic JSON schema in the dialect django-jsonform renders: enums
     as choices, nested models as sub-forms, lists of either."""
     defs = defs or {}
+    if depth > MAX_NESTING:
+        return FREE_FORM
     schema = _resolved(schema, defs)
     options = [_resolved(option, defs) for option in schema.get("anyOf", [])
                if option.get("type") != "null"]
     merged = {**schema, **(options[0] if options else {})}
     merged.pop("anyOf", None)
     if merged.get("type") == "object" and "properties" in merged:
-        nested = {"type": "dict", "keys": {name: _form_property(prop, defs)
+        nested = {"type": "dict", "keys": {name: _form_property(prop, defs, depth + 1)
                                            for name, prop in merged["properties"].items()},
                   "required": merged.get("required", [])}
         if "title" in merged:
@@ -70,7 +75,7 @@ def _form_property(schema: dict, defs: dict | None = None) -> dict:
     if "enum" in merged:
         out["choices"] = merged["enum"]
     if merged.get("type") == "array":
-        out["items"] = _form_property(merged.get("items", {"type": "string"}), defs)
+        out["items"] = _form_property(merged.get("items", {"type": "string"}), defs, depth + 1)
     if "type" not in out:
         out["type"] = "string"
     return out
@@ -88,10 +93,13 @@ def params_form_schema(step_type: StepType) -> dict:
     }
 
 
-def params_rows(schema: dict, *, prefix: str = "", defs: dict | None = None) -> list[dict]:
+def params_rows(schema: dict, *, prefix: str = "", defs: dict | None = None,
+                depth: int = 0) -> list[dict]:
     """A params JSON schema as rows a person reads: name (dotted inside nested models), type,
     required or default, and description with bounds."""
     defs = schema.get("$defs", {}) if defs is None else defs
+    if depth > MAX_NESTING:
+        return []
     rows = []
     required = set(schema.get("required", []))
     for name, prop in schema.get("properties", {}).items():
@@ -116,7 +124,7 @@ def params_rows(schema: dict, *, prefix: str = "", defs: dict | None = None) -> 
         if kind.startswith("object (") or (shape.get("type") == "array" and "properties" in
                                            _resolved(shape.get("items", {}), defs)):
             inner = shape if kind.startswith("object (") else _resolved(shape["items"], defs)
-            rows += params_rows(inner, prefix=f"{prefix}{name}.", defs=defs)
+            rows += params_rows(inner, prefix=f"{prefix}{name}.", defs=defs, depth=depth + 1)
     return rows
 
 

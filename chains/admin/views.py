@@ -118,7 +118,7 @@ def chain_picture_preview(request: HttpRequest, admin_site) -> HttpResponse:
     try:
         rows = json.loads(request.GET.get("steps", "[]"))
         pairs = [(int(stage), str(label)[:100]) for stage, label in rows]
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         return HttpResponseBadRequest("steps: a JSON list of [stage, label]")
     if len(pairs) > settings.CHAINS_MAX_STEPS:
         return HttpResponseBadRequest(f"steps: at most {settings.CHAINS_MAX_STEPS}")

@@ -188,7 +188,7 @@ class StepAttemptSerializer(serializers.ModelSerializer):
     class Meta:
         model = StepAttempt
         fields = ["number", "status", "ended_by", "task_id", "worker", "error", "traceback",
-                  "started_at", "finished_at"]
+                  "log", "started_at", "finished_at"]
 
 
 class StepRunSerializer(serializers.ModelSerializer):

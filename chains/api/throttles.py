@@ -9,7 +9,10 @@ from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, User
 
 
 class AnonThrottle(AnonRateThrottle):
-    """Anonymous requests, at CHAINS_API_RATE_ANON (whatever the project's DRF rates are)."""
+    """Anonymous requests, at CHAINS_API_RATE_ANON (whatever the project's DRF rates are;
+    its own scope, so its counts never mix with the project's throttles)."""
+
+    scope = "chains_anon"
 
     def get_rate(self) -> str:
         return settings.CHAINS_API_RATE_ANON
@@ -17,6 +20,8 @@ class AnonThrottle(AnonRateThrottle):
 
 class UserThrottle(UserRateThrottle):
     """Each user's requests, at CHAINS_API_RATE_USER."""
+
+    scope = "chains_user"
 
     def get_rate(self) -> str:
         return settings.CHAINS_API_RATE_USER
@@ -26,7 +31,7 @@ class AddressThrottle(SimpleRateThrottle):
     """The anonymous rate, keyed by the client's address alone (it never asks who the user
     is, so it can run while the user is being authenticated)."""
 
-    scope = "anon"
+    scope = "chains_anon"
 
     def get_rate(self) -> str:
         return settings.CHAINS_API_RATE_ANON

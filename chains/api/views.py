@@ -39,6 +39,7 @@ from chains.permissions import (
     signed_in,
 )
 from chains.steps import STEP_TYPES
+from chains.steps.registry import KEY
 
 
 class IsOwnerOrStaffForWrites(permissions.BasePermission):
@@ -176,7 +177,7 @@ class RunViewSet(ChainsAPI, mixins.ListModelMixin, mixins.RetrieveModelMixin,
     @extend_schema(request=None, responses=StepLogSerializer)
     @action(detail=True, methods=["get"], url_path=r"steps/(?P<index>\d{1,5})/log",
             serializer_class=StepLogSerializer)
-    def step_log(self, request: Request, pk=None, index: str = "0") -> Response:
+    def step_log(self, request: Request, pk=None, index: str = "0", **kwargs) -> Response:
         """What one step logged through `context.log` (at most CHAINS_MAX_STEP_LOG_BYTES; a
         marker says where it was cut)."""
         run = self.get_object()
@@ -200,7 +201,7 @@ class RunViewSet(ChainsAPI, mixins.ListModelMixin, mixins.RetrieveModelMixin,
 class StepTypeViewSet(ChainsAPI, viewsets.ViewSet):
     """The step registry: every key a step may name, with its params JSON schema."""
 
-    lookup_value_regex = r"[a-z]+\.[a-z_]+"
+    lookup_value_regex = KEY.pattern  # every key the registry accepts
 
     def _row(self, key: str) -> dict:
         step_type = STEP_TYPES[key]

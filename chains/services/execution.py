@@ -113,12 +113,23 @@ class _ProgressReporter:
             self.pending, self.written_at = None, time.monotonic()
 
 
+class _ToWorkerLog(logging.Handler):
+    """Passes a step's records on to the `chains.step` logger when the project's logging
+    lets that level through there (the step's own logger keeps every level)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        target = logging.getLogger("chains.step")
+        if target.isEnabledFor(record.levelno):
+            target.handle(record)
+
+
 def _step_logger(step_run: StepRun, kept: StepLog) -> logging.Logger:
     """A logger for one execution of a step: its records are kept with the step (`kept`) and
-    also reach the worker's log."""
+    reach the worker's log as the project's logging configures `chains.step`."""
     logger = logging.Logger(f"chains.step.{step_run.step_type}", level=logging.DEBUG)
-    logger.parent = logging.getLogger("chains.step")
+    logger.propagate = False
     logger.addHandler(kept)
+    logger.addHandler(_ToWorkerLog())
     return logger
 
 
@@ -150,7 +161,8 @@ def _step_mark_running(step_run: StepRun, run: Run, *, worker: str = "",
     now = timezone.now()
     started = states.move(
         StepRun.objects.filter(id=step_run.id, task_id=step_run.task_id), RunStatus.RUNNING,
-        started_at=now, attempts=F("attempts") + 1, worker=worker[:255], worker_pid=worker_pid)
+        started_at=now, attempts=F("attempts") + 1, worker=worker[:255], worker_pid=worker_pid,
+        progress=None, progress_message="", log="")  # this start's own, not an earlier one's
     if not started:
         raise StepSkipped(f"step run {step_run.id} was cancelled or retried meanwhile")
     if run.status == RunStatus.PENDING:

@@ -73,11 +73,21 @@ def reconcile_runs(*, now: datetime | None = None) -> dict[str, int]:
         if run.resumes >= settings.CHAINS_MAX_RESUMES:
             report["failed"] += _fail_stalled(run, now)
         elif _claim_resume(run):
-            attempts_keep(run.step_runs.exclude(status=RunStatus.COMPLETED),
-                          ended_by=AttemptEnd.RUN_RESUMED)
-            _renew_task_ids(run)
-            report["resumed"] += _reconcile_one(_publish_again, run_id=run.id, resumed=True)
+            report["resumed"] += _reconcile_one(_resume, run=run)
     return report
+
+
+def _resume(*, run: Run) -> bool:
+    """Keep the stalled attempts, start the unfinished steps afresh (PENDING, new task ids),
+    and publish the run again from its last completed stage."""
+    with transaction.atomic():
+        unfinished = run.step_runs.exclude(status=RunStatus.COMPLETED)
+        attempts_keep(unfinished, ended_by=AttemptEnd.RUN_RESUMED)
+        states.move(unfinished.filter(status=RunStatus.RUNNING), RunStatus.PENDING,
+                    started_at=None, worker="", worker_pid=None, progress=None,
+                    progress_message="", log="")
+        _renew_task_ids(run)
+    return _publish_again(run_id=run.id, resumed=True)
 
 
 def _publish_again(*, run_id: uuid.UUID, resumed: bool = False) -> bool:
@@ -162,7 +172,8 @@ def _republish_orphan(*, run_id: uuid.UUID, steps: list[StepRun]) -> bool:
         if step.status == RunStatus.PENDING:
             renewed = as_read.update(task_id=str(uuid.uuid4()))
         else:
-            renewed = states.move(as_read, RunStatus.PENDING, task_id=str(uuid.uuid4()))
+            renewed = states.move(as_read, RunStatus.PENDING, task_id=str(uuid.uuid4()),
+                                  progress=None, progress_message="", log="")
         if not renewed:  # it moved meanwhile: leave the run alone this time
             transaction.set_rollback(True)
             return False

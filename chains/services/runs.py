@@ -287,7 +287,8 @@ def run_retry(*, run: Run) -> Run:
     unfinished = run.step_runs.exclude(status=RunStatus.COMPLETED)
     attempts_keep(unfinished, ended_by=AttemptEnd.RUN_RETRIED)
     states.move(unfinished, RunStatus.PENDING, error="", attempts=0, worker="",
-                worker_pid=None, started_at=None, finished_at=None, result=None)
+                worker_pid=None, started_at=None, finished_at=None, result=None,
+                progress=None, progress_message="", log="")
     _take_fixed_params(run)
     _renew_task_ids(run)
     run_ready.send(sender=Run, run_id=run.id)

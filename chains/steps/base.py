@@ -7,12 +7,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, WithJsonSchema
 
+from chains.conf import DEFAULTS
+
 if TYPE_CHECKING:
     from chains.steps.context import StepContext
 
 TASK_NAME_PREFIX = "chains.step."
 
-MAX_ABS_NUMBER = settings.CHAINS_MAX_ABS_NUMBER
+# Read when this module is imported, which may be before the app's defaults are applied (an
+# app listed before "chains" importing the step API in its own apps.py).
+MAX_ABS_NUMBER = getattr(settings, "CHAINS_MAX_ABS_NUMBER", DEFAULTS["CHAINS_MAX_ABS_NUMBER"])
 
 
 def _finite_number(value: Any) -> int | float:

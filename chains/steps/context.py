@@ -7,11 +7,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from django.conf import settings
 
 from chains.steps.base import StepFailed
-from chains.steps.files import readable, writable
+from chains.steps.files import open_output, readable, writable
 
 LOG_CUT_MARKER = "\n… (log cut: over {limit} bytes)\n"
 
@@ -60,8 +61,14 @@ class StepContext:
     def data_path(self, relative: str, *, write: bool = False) -> Path:
         """`relative` inside the data directory, refused as the io steps refuse it (outside
         the directory, another user's run folder; for `write`, outside this run's folder and
-        the writable areas): a StepFailed that says why."""
+        the writable areas): a StepFailed that says why. Write through `open_output` so the
+        bytes count against the run's CHAINS_MAX_RUN_WRITE_BYTES."""
         return writable(self, relative) if write else readable(self, relative)
+
+    def open_output(self, path: Path) -> BinaryIO:
+        """`path` (from `data_path(..., write=True)` or `output_path`) opened for writing,
+        counted against the run's write budget."""
+        return open_output(self, path)
 
     def progress(self, fraction: float, message: str = "") -> None:
         """How far the step is (0 to 1), and what it is doing: shown live on the run page,

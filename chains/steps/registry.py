@@ -79,7 +79,7 @@ def register_task(task: Any, *, key: str, params: type[BaseModel], description: 
     takes_previous = "previous" in inspect.signature(body).parameters
 
     def run(values: BaseModel, previous: Any, context: StepContext) -> Any:
-        arguments = values.model_dump()
+        arguments = values.model_dump(mode="json")  # as a message would bring them
         if takes_previous:
             arguments["previous"] = previous
         return body(**arguments)
