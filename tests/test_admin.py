@@ -428,6 +428,8 @@ def test_the_dashboard_is_in_the_sidebar_and_lists_task_types(admin_web, chain, 
     page = admin_web.get(reverse("admin:chains_chain_changelist")).content.decode()
     dashboard = reverse("admin:chains_dashboard")
     assert f'<th scope="row" id="chains-dashboard"><a href="{dashboard}">Dashboard</a>' in page
+    runs = admin_web.get(reverse("admin:chains_run_changelist")).content.decode()
+    assert f'<a href="{dashboard}" class="tc-dashboard-tool">Dashboard</a>' in runs  # any project
     page = admin_web.get(dashboard).content.decode()
     assert (f'<a href="{reverse("admin:chains_run_changelist")}?task_type=math_chain">'
             "math_chain</a> <small>(task type)</small>") in page
