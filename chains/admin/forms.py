@@ -114,13 +114,15 @@ def params_rows(schema: dict, *, prefix: str = "", defs: dict | None = None,
             kind = f"list of {item.get('title', item.get('type', 'any'))}"
         elif kind == "object" and "properties" in shape:
             kind = f"object ({shape.get('title', name)})"
-        bounds = [f"{word} {shape[key]}" for key, word in (
-            ("minimum", "at least"), ("maximum", "at most"), ("minItems", "at least items"),
-            ("maxItems", "at most items"), ("maxLength", "at most characters")) if key in shape]
+        bounds = [phrase.format(shape[key]) for key, phrase in (
+            ("minimum", "at least {}"), ("maximum", "at most {}"),
+            ("minItems", "at least {} items"), ("maxItems", "at most {} items"),
+            ("maxLength", "at most {} characters")) if key in shape]
         rows.append({"name": prefix + name, "type": kind + (" or null" if len(
             prop.get("anyOf", [])) > len(options) else ""),
             "required": name in required, "default": prop.get("default"),
-            "description": "; ".join([prop.get("description", ""), *bounds]).strip("; ")})
+            "description": "; ".join(part for part in [
+                prop.get("description", "").rstrip("."), *bounds] if part)})
         if kind.startswith("object (") or (shape.get("type") == "array" and "properties" in
                                            _resolved(shape.get("items", {}), defs)):
             inner = shape if kind.startswith("object (") else _resolved(shape["items"], defs)
