@@ -436,3 +436,14 @@ def test_the_dashboard_is_in_the_sidebar_and_lists_task_types(admin_web, chain, 
     assert "Data as of" in page and 'data-refresh-seconds="30"' in page
     assert '<strong id="tc-retried-count">0</strong>' in page
     assert "var(--font-family-primary" in page  # the chart speaks the admin's font
+
+
+def test_the_picture_preview_draws_the_rows_on_screen(admin_web):
+    url = reverse("admin:chains_chain_picture")
+    page = admin_web.get(url, {"steps": json.dumps([[0, "load"], [1, "a"], [1, "b"]])})
+    assert page.status_code == 200
+    svg = page.content.decode()
+    assert svg.count('class="tc-node') == 3
+    assert "1. load" in svg and "2. a" in svg and "3. b" in svg
+    assert admin_web.get(url, {"steps": "[[1e999, \"x\"]]"}).status_code == 400
+    assert admin_web.get(url, {"steps": "nope"}).status_code == 400

@@ -1,7 +1,6 @@
 """The admin's own pages: run a chain, validate, duplicate, the live run panel, run actions,
 and the dashboard. Each calls the same services and selectors as the API."""
 import json
-from itertools import groupby
 from urllib.parse import urlencode
 
 import pygal
@@ -21,10 +20,12 @@ from chains import selectors, services
 from chains.admin.forms import params_form_schema, params_rows
 from chains.bounds import parse_json
 from chains.cluster import cluster_state
+from chains.compatibility import stages_of
 from chains.errors import ChainError
 from chains.models import Chain, RunStatus, RunTrigger, Step
 from chains.permissions import can_change_run, can_start_runs, signed_in
 from chains.picture import chain_picture
+from chains.presets import StepSpec
 from chains.queues import allowed_queues
 from chains.steps import STEP_TYPES
 
@@ -122,9 +123,9 @@ def chain_picture_preview(request: HttpRequest, admin_site) -> HttpResponse:
         return HttpResponseBadRequest("steps: a JSON list of [stage, label]")
     if len(pairs) > settings.CHAINS_MAX_STEPS:
         return HttpResponseBadRequest(f"steps: at most {settings.CHAINS_MAX_STEPS}")
-    ordered = sorted(enumerate(pairs), key=lambda pair: (pair[1][0], pair[0]))
-    stages = [[(label, "") for _, (_, label) in group]
-              for _, group in groupby(ordered, key=lambda pair: pair[1][0])]
+    rows_as_specs = [StepSpec(step_type="", params={}, stage=stage, name=label)
+                     for stage, label in pairs]
+    stages = [[(spec.name, "") for spec in stage] for stage in stages_of(rows_as_specs)]
     return render(request, "admin/chains/_picture.html", {"picture": chain_picture(stages)})
 
 
