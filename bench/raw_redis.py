@@ -1,5 +1,5 @@
-"""A plain Celery app with the Redis result backend: the fan-out's reference. Same broker and
-Celery settings as the project, only the result backend differs."""
+"""A plain Celery app with the Redis result backend: the reference of the fan-out and of the
+map. Same broker and Celery settings as the project, only the result backend differs."""
 import os
 
 from celery import Celery
@@ -17,3 +17,8 @@ app.conf.task_default_queue = QUEUE
 @app.task(name="bench.redis_noop")
 def noop(previous=None):
     return previous
+
+
+@app.task(name="bench.redis_double")
+def double(item):
+    return 2 * item

@@ -1,7 +1,8 @@
 """`make bench`: every benchmark, each measured against its reference in the same run, printed
 as one table of medians and ratios and written as JSON.
 
-    python -m bench.run [--only chains,submit,reads,purge,data,recovery] [--quick] [--repeat 3]
+    python -m bench.run [--only chains,submit,reads,purge,data,recovery,map] [--quick]
+                        [--repeat 3] [--map-items 10000]
 """
 import argparse
 import json
@@ -50,9 +51,16 @@ def _recovery(args) -> list[dict]:
     return recovery.measure()
 
 
+def _map(args) -> list[dict]:
+    from bench import map_items
+
+    items = args.map_items or (1_000 if args.quick else map_items.ITEMS)
+    return map_items.measure(repeat=1 if args.quick else args.repeat, items=items)
+
+
 SUITES: dict[str, Callable] = {
     "chains": _chains, "submit": _submit, "reads": _reads, "purge": _purge, "data": _data,
-    "recovery": _recovery,
+    "recovery": _recovery, "map": _map,
 }
 
 
@@ -63,6 +71,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="smaller sizes and one repeat: a smoke run, not the figures")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--map-items", type=int, default=None,
+                        help="items of the map benchmark (default 10,000; 1,000 with --quick)")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args()
     names = [name.strip() for name in args.only.split(",") if name.strip()]

@@ -17,12 +17,25 @@ def _indexed_stages(specs: Sequence[StepSpec]) -> list[list[tuple[int, StepSpec]
 
 
 def _output(stage: list[StepSpec], given: str) -> str:
-    """What a stage hands on: one step's output, or a list from a parallel stage."""
+    """What a stage hands on: one step's output, or a list from a parallel stage (or a map
+    step). A step with a condition may pass its input on instead: then nothing is known."""
+    spec = stage[0]
+    if len(stage) == 1 and spec.map:
+        produces = STEP_TYPES[spec.step_type].produces
+        return {"number": "numbers", "input": given}.get(produces, "list")
     outputs = {given if STEP_TYPES[s.step_type].produces == "input" else
                STEP_TYPES[s.step_type].produces for s in stage}
     if len(stage) == 1:
-        return outputs.pop()
+        output = outputs.pop()
+        return output if spec.when is None or output == given else "any"
+    if any(s.when is not None for s in stage):  # a skipped step gives null
+        return "list"
     return "numbers" if outputs <= {"number", "numbers"} else "list"
+
+
+def _item_kind(given: str) -> str:
+    """What each item of a map step's list is."""
+    return "number" if given == "numbers" else "any"
 
 
 def stage_problems(specs: Sequence[StepSpec], *, first_input: str = "any") -> list[str]:
@@ -37,8 +50,14 @@ def stage_problems_by_step(specs: Sequence[StepSpec], *, first_input: str = "any
     given = first_input
     for indexed in _indexed_stages(specs):
         number = indexed[0][1].stage  # as stored: stages count from 0
+        stage_input = given
         for index, spec in indexed:
             accepts = STEP_TYPES[spec.step_type].accepts
+            if spec.map and stage_input in ("number", "file"):
+                problems.append((index, f"stage {number}: a map step needs a list, but the "
+                                        f"stage before gives {_describe(stage_input)}"))
+                continue
+            given = _item_kind(stage_input) if spec.map else stage_input
             if accepts == "numbers" and given not in ("number", "numbers", "any", "none"):
                 problems.append((index, f"stage {number}: {spec.step_type} needs a number or a "
                                         f"list of numbers, but the stage before gives "
@@ -49,7 +68,7 @@ def stage_problems_by_step(specs: Sequence[StepSpec], *, first_input: str = "any
                 problems.append((index, f"stage {number}: {spec.step_type} needs a file from "
                                         f"the stage before (or a 'path' param), but gets "
                                         f"{_describe(given)}"))
-        given = _output([spec for _, spec in indexed], given)
+        given = _output([spec for _, spec in indexed], stage_input)
     return problems
 
 

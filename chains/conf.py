@@ -41,6 +41,9 @@ DEFAULTS: dict[str, Any] = {
     "CHAINS_MAX_STEP_LOG_BYTES": MIB,
     "CHAINS_MAX_DESCRIPTION_CHARS": 10_000,
     "CHAINS_MAX_PAGE_SIZE": 200,
+    # Workflows: the items one map step runs over, and how deep sub-chains nest.
+    "CHAINS_MAX_MAP_ITEMS": 10_000,
+    "CHAINS_MAX_DEPTH": 5,
     # Per user (0: no limit).
     "CHAINS_MAX_ACTIVE_RUNS_PER_USER": 20,
     "CHAINS_MAX_SCHEDULES_PER_USER": 10,

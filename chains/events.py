@@ -6,3 +6,7 @@ from django.dispatch import Signal
 # `step_runs`, its rows as just written (published whole, without reading them back); for a
 # resumed run `resumed=True`, so a broker that is still away gives the resume back.
 run_ready = Signal()
+
+# A run ended (COMPLETED, FAILED or CANCELLED): sent with `run_id` by the one service that
+# ends runs (services.runs.run_end); a parent run waiting for it goes on.
+run_ended = Signal()

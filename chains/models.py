@@ -29,6 +29,10 @@ class Chain(models.Model):
     default_inputs = models.JSONField(
         default=dict, blank=True, help_text="Given to the first stage when a run has no inputs."
     )
+    inputs_schema = models.JSONField(
+        null=True, blank=True,
+        help_text="A JSON Schema every run's inputs must fit (checked when a run starts).",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="chains",
@@ -66,6 +70,18 @@ class Step(models.Model):
     queue = models.CharField(
         max_length=64, blank=True, help_text="Empty means the step family's queue."
     )
+    map = models.BooleanField(
+        default=False, help_text="Run once per item of the list the stage receives, in "
+        "parallel; the result is the list of the items' results. Alone in its stage.")
+    when = models.JSONField(
+        null=True, blank=True,
+        help_text='Run only if {"path": "a.b", "op": ">", "value": 1} holds for the input; '
+        "otherwise the step is SKIPPED.")
+    retry_backoff = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds before the first retry, doubling each time "
+        "with full jitter; empty means 2 s each time.")
+    retry_backoff_max = models.PositiveIntegerField(
+        default=600, help_text="The longest wait between retries (seconds).")
 
     class Meta:
         ordering = ["chain", "position"]
@@ -85,6 +101,7 @@ class RunTrigger(models.TextChoices):
     API = "api", "API"
     SCHEDULE = "schedule", "Schedule"
     COMMAND = "command", "Command"
+    PARENT = "parent", "Parent run"
 
 
 class ResultMode(models.TextChoices):
@@ -147,9 +164,15 @@ class Run(models.Model):
     scheduled_for = models.DateTimeField(
         null=True, blank=True, help_text="The schedule's time slot this run was started for."
     )
+    parent_step = models.ForeignKey(
+        "StepRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="child_runs",
+        help_text="The flow.chain step of another run that started this one.")
+    depth = models.PositiveSmallIntegerField(
+        default=0, help_text="How deep this run is nested in sub-chains (0: a top run).")
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("approve_run", "Can approve or reject a run waiting for approval")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(steps_done__lte=F("steps_total")), name="run_steps_done_lte_total"
@@ -198,6 +221,13 @@ class StepRun(models.Model):
     queue = models.CharField(max_length=64)
     max_retries = models.PositiveSmallIntegerField(default=0)
     time_limit = models.PositiveIntegerField(null=True, blank=True)
+    map = models.BooleanField(default=False)
+    when = models.JSONField(null=True, blank=True)
+    retry_backoff = models.PositiveIntegerField(null=True, blank=True)
+    retry_backoff_max = models.PositiveIntegerField(default=600)
+    items_total = models.PositiveIntegerField(
+        null=True, blank=True, help_text="A map step's items (once it has started).")
+    items_done = models.PositiveIntegerField(default=0)
     task_id = models.CharField(max_length=255, unique=True)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
     result = models.JSONField(null=True, blank=True)
@@ -230,6 +260,69 @@ class StepRun(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class MapItem(models.Model):
+    """One item of a map step: the step's function run on one element of its input list."""
+
+    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="items")
+    index = models.PositiveIntegerField(help_text="0-based position in the input list.")
+    task_id = models.CharField(max_length=255, unique=True)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=255, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["step_run", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["step_run", "index"], name="mapitem_unique_index"),
+        ]
+        indexes = [models.Index(fields=["step_run", "status"], name="mapitem_step_status")]
+
+    def __str__(self) -> str:
+        return f"item {self.index} of {self.step_run}"
+
+
+class Decision(models.TextChoices):
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    TIMED_OUT = "timed_out", "Timed out"
+
+
+class Approval(models.Model):
+    """A flow.approval step waiting for (or given) a person's decision. A retry of the run asks
+    again: a new row; earlier decisions stay."""
+
+    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="approvals")
+    task_id = models.CharField(max_length=255, help_text="The step's task that asked.")
+    message = models.TextField(blank=True)
+    approvers_group = models.CharField(max_length=150, blank=True)
+    input = models.JSONField(null=True, blank=True,
+                             help_text="What the step passes on once approved.")
+    due_at = models.DateTimeField()
+    decision = models.CharField(max_length=16, choices=Decision.choices, blank=True)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["step_run", "created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["step_run", "task_id"], name="approval_per_task"),
+        ]
+        indexes = [
+            models.Index(fields=["due_at"], name="approval_open_due",
+                         condition=Q(decision="")),
+        ]
+
+    def __str__(self) -> str:
+        return f"approval of {self.step_run}"
 
 
 class AttemptEnd(models.TextChoices):

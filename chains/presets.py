@@ -23,6 +23,10 @@ class StepSpec:
     max_retries: int = 0
     time_limit: int | None = None
     queue: str = ""
+    map: bool = False
+    when: dict[str, Any] | None = None
+    retry_backoff: int | None = None
+    retry_backoff_max: int = 600
 
 
 @dataclass(frozen=True)

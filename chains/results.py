@@ -58,9 +58,12 @@ class ResultBackend(DatabaseBackend):
         # reports it with the task's `name`.
         task = getattr(request, "task", None) or getattr(request, "name", None) or ""
         if task.startswith(TASK_NAME_PREFIX):
-
             try:
-                services.step_fail_by_task_id(task_id=task_id)
+                # A map step's item stores no result (chains.services.workflows): it fails
+                # with the exception at hand.
+                if not services.map_item_fail_by_task_id(
+                        task_id=task_id, error=f"{type(exc).__name__}: {exc}"):
+                    services.step_fail_by_task_id(task_id=task_id)
             except Exception:  # the reconciler fails or resumes the run later
                 logger.exception("could not fail the run of step task %s", task_id)
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 from rest_framework.authtoken.models import Token
 
+from chains import states
 from chains.models import Chain, ChainSchedule, Run, RunStatus, StepRun
 
 
@@ -23,11 +24,13 @@ def runs_visible_to(user) -> QuerySet[Run]:
 
 def run_list(
     *, user, status: str | None = None, chain: int | None = None, trigger: str | None = None,
-    task_type: str | None = None,
+    task_type: str | None = None, statuses: list[str] | None = None,
 ) -> QuerySet[Run]:
     runs = runs_visible_to(user)
     if status:
         runs = runs.filter(status=status)
+    if statuses:
+        runs = runs.filter(status__in=statuses)
     if chain:
         runs = runs.filter(chain_id=chain)
     if trigger:
@@ -44,7 +47,8 @@ def run_statistics(*, user) -> dict[str, int]:
     rows = (runs_visible_to(user).order_by().values_list("status")
             .annotate(n=Count("*")))
     by_status = dict(rows)
-    counts = {status.value.lower(): by_status.get(status.value, 0) for status in RunStatus}
+    counts = {status.value.lower(): by_status.get(status.value, 0)
+              for status in states.RUN_STATUSES}
     retried = runs_visible_to(user).filter(retries__gt=0).count()
     return {"total": sum(by_status.values()), **counts, "retried": retried}
 
@@ -192,7 +196,7 @@ def recent_failures(*, user, limit: int = 10) -> QuerySet[Run]:
 SCHEDULE_EXPORT_FIELDS = ["name", "kind", "every_seconds", "minute", "hour", "day_of_month",
                           "month_of_year", "day_of_week", "timezone", "inputs", "enabled"]
 STEP_EXPORT_FIELDS = ["stage", "name", "step_type", "params", "max_retries", "time_limit",
-                      "queue"]
+                      "queue", "map", "when", "retry_backoff", "retry_backoff_max"]
 
 
 def chains_export(names: list[str] | None = None) -> dict:
@@ -203,7 +207,7 @@ def chains_export(names: list[str] | None = None) -> dict:
     return {"version": 1, "chains": [
         {
             "name": chain.name, "description": chain.description, "enabled": chain.enabled,
-            "default_inputs": chain.default_inputs,
+            "default_inputs": chain.default_inputs, "inputs_schema": chain.inputs_schema,
             "steps": [{f: getattr(step, f) for f in STEP_EXPORT_FIELDS}
                       for step in sorted(chain.steps.all(), key=lambda s: s.position)],
             "schedules": [

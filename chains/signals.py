@@ -1,14 +1,15 @@
 """Signal receivers: a run that services made ready is published once their transaction
-commits; a schedule's beat entry follows the schedule."""
+commits; a run that ended lets its parent go on; a schedule's beat entry follows the
+schedule."""
 from functools import partial
 
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from chains.events import run_ready
+from chains.events import run_ended, run_ready
 from chains.models import ChainSchedule, Run
-from chains.services import run_publish, schedule_sync, schedule_unsync
+from chains.services import child_run_ended, run_publish, schedule_sync, schedule_unsync
 
 
 @receiver(run_ready, dispatch_uid="chains.publish_ready_run")
@@ -18,6 +19,13 @@ def publish_ready_run(sender, run_id, run: Run | None = None, step_runs=None,
     (at once when none is open)."""
     transaction.on_commit(partial(run_publish, run_id=run_id, run=run, step_runs=step_runs,
                                   resumed=resumed))
+
+
+@receiver(run_ended, dispatch_uid="chains.continue_parent_run")
+def continue_parent_run(sender, run_id, **kwargs) -> None:
+    """A flow.chain step waiting for this run goes on once its end commits (the reconciler
+    catches an end this misses)."""
+    transaction.on_commit(partial(child_run_ended, run_id=run_id))
 
 
 @receiver(post_save, sender=ChainSchedule, dispatch_uid="chains.sync_schedule")

@@ -15,30 +15,64 @@ class RunStatus(models.TextChoices):
     COMPLETED = "COMPLETED", "Completed"
     FAILED = "FAILED", "Failed"
     CANCELLED = "CANCELLED", "Cancelled"
+    # A run waiting for an approval or a child run; a step doing so (the seed endpoints say
+    # RUNNING). It holds no worker and no broker message meanwhile.
+    WAITING = "WAITING", "Waiting"
+    # A step whose condition (`when`) was false: it did not run.
+    SKIPPED = "SKIPPED", "Skipped"
 
 
 S = RunStatus
-OPEN = frozenset({S.PENDING, S.RUNNING})
+OPEN = frozenset({S.PENDING, S.RUNNING, S.WAITING})
 FINAL = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED})
+# Open and in the hands of a worker or the broker (WAITING runs are in nobody's): what the
+# reconciler watches for stalls.
+ACTIVE = frozenset({S.PENDING, S.RUNNING})
+# A step that is over and hands a value on: it ran, or its condition skipped it.
+DONE = frozenset({S.COMPLETED, S.SKIPPED})
+# What a run can be (SKIPPED is a step's only).
+RUN_STATUSES = [S.PENDING, S.RUNNING, S.WAITING, S.COMPLETED, S.FAILED, S.CANCELLED]
+
+# The seed contract's clients know five words: a run's other statuses are reported as one.
+SEED_STATUSES = [S.PENDING, S.RUNNING, S.COMPLETED, S.FAILED, S.CANCELLED]
+AS_SEED = {S.WAITING: S.RUNNING}
+
+
+def seed_status(status: str) -> str:
+    """A run's status as the seed endpoints report it (WAITING is RUNNING there)."""
+    return str(AS_SEED.get(status, status))  # type: ignore[call-overload]
+
+
+def reported_as(seed: str) -> list[str]:
+    """The statuses the seed endpoints report as `seed`."""
+    return [seed, *(status for status, shown in AS_SEED.items() if shown == seed)]
+
 
 # from -> what it may become
 RUN_MOVES: dict[str, frozenset[str]] = {
     S.PENDING: frozenset({S.RUNNING, S.COMPLETED, S.FAILED, S.CANCELLED}),
-    S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED}),
+    S.RUNNING: frozenset({S.WAITING, S.COMPLETED, S.FAILED, S.CANCELLED}),
+    # Approved, or its child run ended: on with the next stage, or done.
+    S.WAITING: frozenset({S.RUNNING, S.COMPLETED, S.FAILED, S.CANCELLED}),
     S.COMPLETED: frozenset(),
     S.FAILED: frozenset({S.PENDING}),     # retried
     S.CANCELLED: frozenset({S.PENDING}),  # retried
 }
 STEP_MOVES: dict[str, frozenset[str]] = {
-    S.PENDING: frozenset({S.RUNNING, S.FAILED, S.CANCELLED}),
+    S.PENDING: frozenset({S.RUNNING, S.FAILED, S.CANCELLED, S.SKIPPED}),
     # RUNNING again: delivered again after its worker died, and started again. PENDING again:
-    # its worker died and the reconciler published it anew.
-    S.RUNNING: frozenset({S.RUNNING, S.COMPLETED, S.FAILED, S.CANCELLED, S.PENDING}),
+    # its worker died and the reconciler published it anew. WAITING: an approval or a child
+    # run. SKIPPED (before it starts): its condition was false.
+    S.RUNNING: frozenset({S.RUNNING, S.WAITING, S.COMPLETED, S.FAILED, S.CANCELLED,
+                          S.PENDING}),
+    S.WAITING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED}),
     S.COMPLETED: frozenset(),
+    S.SKIPPED: frozenset(),
     S.FAILED: frozenset({S.PENDING}),     # its run retried
     S.CANCELLED: frozenset({S.PENDING}),  # its run retried
 }
-TABLES = {"run": RUN_MOVES, "steprun": STEP_MOVES}
+# A map step's items move as steps do (an item is never WAITING or SKIPPED).
+TABLES = {"run": RUN_MOVES, "steprun": STEP_MOVES, "mapitem": STEP_MOVES}
 
 
 def sources(table: dict[str, frozenset[str]], to: str) -> list[str]:
@@ -59,5 +93,6 @@ def mermaid(table: dict[str, frozenset[str]]) -> str:
     lines = ["stateDiagram-v2", f"    [*] --> {S.PENDING.value}"]
     for status, targets in table.items():
         lines += [f"    {status} --> {target}" for target in sorted(targets)]
-    lines += [f"    {status} --> [*]" for status in sorted(FINAL)]
+    ends = FINAL | {status for status, targets in table.items() if not targets}
+    lines += [f"    {status} --> [*]" for status in sorted(ends)]
     return "\n".join(lines)

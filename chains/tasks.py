@@ -12,7 +12,6 @@ from chains import heartbeats, services
 from chains.canvas import FINISH_TASK
 from chains.steps import StepFailed, StepType, on_register
 
-RETRY_DELAY_SECONDS = 2
 DATABASE_RETRY_SECONDS = 3
 DATABASE_ERRORS = (OperationalError, InterfaceError)
 
@@ -28,9 +27,22 @@ class StepTask(Task):
 
     throws = (StepFailed,)
 
-    def execute_step(self, previous: Any, step_run_id: int, finish_run: bool) -> Any:
+    def execute_step(self, previous: Any, step_run_id: int, finish_run: bool,
+                     item: int | None = None) -> Any:
+        """One step, or with `item` one item of a map step (`previous` is then the item)."""
         task_id = self.request.id
+        if item is None:
+            def fail(error: str) -> None:
+                services.step_fail(step_run_id=step_run_id, error=error, task_id=task_id)
+        else:
+            def fail(error: str) -> None:
+                services.map_item_fail(step_run_id=step_run_id, index=item, error=error,
+                                       task_id=task_id)
         try:
+            if item is not None:
+                return services.map_item_execute(step_run_id=step_run_id, index=item,
+                                                 value=previous, task_id=task_id,
+                                                 worker=self.request.hostname or "")
             return services.step_execute(step_run_id=step_run_id, previous=previous,
                                          task_id=task_id, finish_run=finish_run,
                                          worker=self.request.hostname or "",
@@ -38,35 +50,35 @@ class StepTask(Task):
         except services.StepSkipped as exc:
             raise Ignore(str(exc)) from exc
         except StepFailed as exc:
-            logger.warning("step %s (task %s) failed: %s", step_run_id, task_id, exc)
-            services.step_fail(step_run_id=step_run_id, error=str(exc), task_id=task_id)
+            logger.warning("step %s%s (task %s) failed: %s", step_run_id,
+                           "" if item is None else f" item {item}", task_id, exc)
+            fail(str(exc))
             raise
         except SoftTimeLimitExceeded:
-            services.step_fail(step_run_id=step_run_id, error="time limit exceeded",
-                               task_id=task_id)
+            fail("time limit exceeded")
             raise
         except DATABASE_ERRORS as exc:
             # The ledger is unreachable (a restart, a failover): try again until it is back.
             raise self.retry(exc=exc, countdown=DATABASE_RETRY_SECONDS, max_retries=None) from exc
         except Exception as exc:
-            max_retries = services.step_max_retries(step_run_id=step_run_id)
-            if self.request.retries < max_retries:
-                services.attempt_failed(step_run_id=step_run_id,
-                                        error=f"{type(exc).__name__}: {exc}",
-                                        traceback=traceback.format_exc())
-                raise self.retry(
-                    exc=exc, countdown=RETRY_DELAY_SECONDS, max_retries=max_retries
-                ) from exc
-            services.step_fail(step_run_id=step_run_id, error=f"{type(exc).__name__}: {exc}",
-                               task_id=task_id)
+            policy = services.step_retry_policy(step_run_id=step_run_id)
+            if self.request.retries < policy.max_retries:
+                if item is None:
+                    services.attempt_failed(step_run_id=step_run_id,
+                                            error=f"{type(exc).__name__}: {exc}",
+                                            traceback=traceback.format_exc())
+                raise self.retry(exc=exc, countdown=policy.delay(self.request.retries),
+                                 max_retries=policy.max_retries) from exc
+            fail(f"{type(exc).__name__}: {exc}")
             raise
 
 
 def _register_step_task(step_type: StepType) -> Task:
     def run(self: StepTask, previous: Any = None, *, step_run_id: int,
-            finish_run: bool = False, run_id: str = "", chain: str = "") -> Any:
+            finish_run: bool = False, item: int | None = None, run_id: str = "",
+            chain: str = "") -> Any:
         # run_id and chain are for Flower and `celery inspect`; the step's row knows both.
-        return self.execute_step(previous, step_run_id, finish_run)
+        return self.execute_step(previous, step_run_id, finish_run, item)
 
     run.__name__ = step_type.key.replace(".", "_")
     run.__doc__ = step_type.description

@@ -296,6 +296,9 @@ CHAINS_MIN_INTERVAL_SECONDS = _chains(env_int, "CHAINS_MIN_INTERVAL_SECONDS")
 CHAINS_IDEMPOTENCY_SECONDS = _chains(env_int, "CHAINS_IDEMPOTENCY_SECONDS")
 # The most rows one page of /api/... gives (`limit` above it is capped).
 CHAINS_MAX_PAGE_SIZE = _chains(env_int, "CHAINS_MAX_PAGE_SIZE")
+# Workflows: the most items one map step runs over, and how deep sub-chains nest.
+CHAINS_MAX_MAP_ITEMS = _chains(env_int, "CHAINS_MAX_MAP_ITEMS")
+CHAINS_MAX_DEPTH = _chains(env_int, "CHAINS_MAX_DEPTH")
 # Text fields (chain and run descriptions; names are bounded by their columns).
 CHAINS_MAX_DESCRIPTION_CHARS = _chains(env_int, "CHAINS_MAX_DESCRIPTION_CHARS")
 

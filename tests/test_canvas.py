@@ -8,6 +8,7 @@ from chains.canvas import FINISH_TASK, build_run_signature
 
 def step_run(index, stage, key="math.add", queue="math", time_limit=None):
     return SimpleNamespace(id=100 + index, index=index, stage=stage, step_type=key, queue=queue,
+                           map=False,
                            task_id=f"task-{index}", time_limit=time_limit)
 
 

@@ -271,6 +271,7 @@ class ChainAdmin(admin.ModelAdmin):
         chain = services.chain_save(
             chain=form.instance, name=data["name"], description=data.get("description", ""),
             enabled=data.get("enabled", False), default_inputs=data.get("default_inputs"),
+            inputs_schema=data.get("inputs_schema", form.instance.inputs_schema),
             steps=by_model[Step].specs, user=request.user)
         schedules = by_model.get(ChainSchedule)
         for schedule_form in schedules.forms if schedules else []:

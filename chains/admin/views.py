@@ -16,7 +16,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 from pygal.style import Style
 
-from chains import selectors, services
+from chains import selectors, services, states
 from chains.admin.forms import params_form_schema, params_rows
 from chains.bounds import parse_json
 from chains.cluster import cluster_state
@@ -242,7 +242,7 @@ def dashboard(request: HttpRequest, admin_site) -> HttpResponse:
     counts = selectors.run_statistics(user=request.user)
     context = {
         **admin_site.each_context(request), "title": "Dashboard", "opts": Chain._meta,
-        "counts": [(s.label, s.value, counts[s.value.lower()]) for s in RunStatus],
+        "counts": [(s.label, s.value, counts[s.value.lower()]) for s in states.RUN_STATUSES],
         "total": counts["total"], "retried": counts["retried"],
         "chart": _runs_per_hour_chart(request.user),
         "performance": selectors.chain_performance(user=request.user),

@@ -7,7 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chains import selectors, services
+from chains import selectors, services, states
 from chains.api.base import ChainsAPI
 from chains.api.errors import as_api_error
 from chains.api.idempotency import IDEMPOTENCY_HEADER, idempotency_key, request_fingerprint
@@ -60,10 +60,11 @@ class TaskResultView(ChainsAPI, APIView):
     def get(self, request: Request, task_id) -> Response:
         """The result of a finished task; 409 with the status while it is not finished."""
         run = _visible_run(request, task_id)
-        body = {"task_id": str(run.id), "status": run.status, "result": run.result,
+        shown = states.seed_status(run.status)
+        body = {"task_id": str(run.id), "status": shown, "result": run.result,
                 "error": run.error}
         if not run.is_finished:
-            body["detail"] = f"task is {run.status}; the result is not available yet"
+            body["detail"] = f"task is {shown}; the result is not available yet"
             return Response(body, status=status.HTTP_409_CONFLICT)
         return Response(body)
 
@@ -84,14 +85,17 @@ class TaskStatisticsView(ChainsAPI, APIView):
     def get(self, request: Request) -> Response:
         counts = selectors.run_statistics(user=request.user)
         body = {"total_tasks": counts["total"]}
-        body.update({f"{s.value.lower()}_tasks": counts[s.value.lower()] for s in RunStatus})
+        for status_ in RunStatus:
+            if status_.value in states.SEED_STATUSES or status_ in states.AS_SEED:
+                key = f"{states.seed_status(status_).lower()}_tasks"
+                body[key] = body.get(key, 0) + counts[status_.value.lower()]
         return Response(body)
 
 
 class TaskListView(ChainsAPI, APIView):
     @extend_schema(
         parameters=[
-            OpenApiParameter("status", enum=RunStatus.values),
+            OpenApiParameter("status", enum=states.SEED_STATUSES),
             OpenApiParameter("limit", int, description="1 to 1000, default 10"),
         ],
         responses=TaskStatusSerializer(many=True), tags=["tasks (seed contract)"],
@@ -100,5 +104,7 @@ class TaskListView(ChainsAPI, APIView):
         """Tasks newest first, optionally of one status."""
         query = TaskListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        runs = selectors.run_list(user=request.user, status=query.validated_data.get("status"))
+        seed = query.validated_data.get("status")
+        runs = selectors.run_list(user=request.user,
+                                  statuses=states.reported_as(seed) if seed else None)
         return Response(TaskStatusSerializer(runs[: query.validated_data["limit"]], many=True).data)

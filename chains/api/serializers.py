@@ -9,6 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.utils.serializer_helpers import ReturnDict
 
+from chains import states
 from chains.bounds import json_problem
 from chains.models import (
     Chain,
@@ -79,6 +80,7 @@ class TaskSubmitSerializer(serializers.Serializer):
 
 class TaskStatusSerializer(serializers.ModelSerializer):
     task_id = serializers.UUIDField(source="id")
+    status = serializers.SerializerMethodField()
     completed_at = serializers.DateTimeField(source="finished_at")
     progress = serializers.SerializerMethodField()
 
@@ -89,6 +91,10 @@ class TaskStatusSerializer(serializers.ModelSerializer):
 
     def get_progress(self, run: Run) -> dict:
         return {"steps_done": run.steps_done, "steps_total": run.steps_total}
+
+    @extend_schema_field(serializers.ChoiceField(choices=states.SEED_STATUSES))
+    def get_status(self, run: Run) -> str:
+        return states.seed_status(run.status)
 
     @classmethod
     def represent(cls, run: Run) -> ReturnDict:
@@ -106,7 +112,7 @@ def _shared(serializer_class: type[serializers.Serializer]) -> serializers.Seria
 
 
 class TaskListQuerySerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
+    status = serializers.ChoiceField(choices=states.SEED_STATUSES, required=False)
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=10)
 
 
@@ -130,7 +136,7 @@ class StepSerializer(BoundedModelSerializer):
     class Meta:
         model = Step
         fields = ["position", "stage", "name", "step_type", "params", "max_retries",
-                  "time_limit", "queue"]
+                  "time_limit", "queue", "map", "when", "retry_backoff", "retry_backoff_max"]
         read_only_fields = ["position"]
         extra_kwargs = {"max_retries": {"max_value": 10}, "time_limit": {"min_value": 1}}
 
@@ -139,7 +145,9 @@ class StepSerializer(BoundedModelSerializer):
             step_type=data["step_type"], params=data.get("params", {}),
             stage=data.get("stage", 0), name=data.get("name", ""),
             max_retries=data.get("max_retries", 0), time_limit=data.get("time_limit"),
-            queue=data.get("queue", ""),
+            queue=data.get("queue", ""), map=data.get("map", False), when=data.get("when"),
+            retry_backoff=data.get("retry_backoff"),
+            retry_backoff_max=data.get("retry_backoff_max", 600),
         )
 
 
@@ -151,8 +159,8 @@ class ChainSerializer(BoundedModelSerializer):
 
     class Meta:
         model = Chain
-        fields = ["id", "name", "description", "enabled", "default_inputs", "steps",
-                  "created_by", "created_at", "updated_at"]
+        fields = ["id", "name", "description", "enabled", "default_inputs", "inputs_schema",
+                  "steps", "created_by", "created_at", "updated_at"]
         read_only_fields = ["created_by", "created_at", "updated_at"]
         # Uniqueness is checked by the service, inside the same transaction as the write.
         extra_kwargs: dict[str, dict[str, Any]] = {

@@ -87,7 +87,8 @@ class ChainViewSet(ChainsAPI, viewsets.ModelViewSet):
             chain = services.chain_save(
                 chain=chain, name=data["name"], description=data.get("description", ""),
                 enabled=data.get("enabled", True), default_inputs=data.get("default_inputs"),
-                steps=serializer.step_specs(), user=signed_in(self.request.user),
+                inputs_schema=data.get("inputs_schema"), steps=serializer.step_specs(),
+                user=signed_in(self.request.user),
             )
         except ChainError as exc:
             raise as_api_error(exc) from exc

@@ -4,7 +4,8 @@ purges and tokens. Admin, API, commands, tasks and beat all come through here.
     chains      validate steps, save, duplicate, delete chains
     runs        start, publish, retry, finish, cancel, delete runs
     attempts    keep a step's attempt before another one replaces it
-    execution   the worker side: execute a step, mark it running, fail it
+    execution   the worker side: execute a step or a map item, mark it running
+    workflows   conditions, map steps, approvals and sub-chains: steps that pause a run
     reconcile   publish, recover and resume what the broker or a worker lost
     schedules   save schedules, keep beat in step, start a firing's run
     imports     chains from an export file
@@ -24,11 +25,12 @@ from chains.services.chains import (
     validate_step_specs,
 )
 from chains.services.execution import (
+    RetryPolicy,
     StepSkipped,
+    map_item_execute,
     step_execute,
-    step_fail,
     step_fail_by_task_id,
-    step_max_retries,
+    step_retry_policy,
 )
 from chains.services.imports import chains_import
 from chains.services.purge import runs_purge
@@ -38,12 +40,14 @@ from chains.services.runs import (
     run_cancel,
     run_create,
     run_delete,
+    run_end,
     run_finish,
     run_publish,
     run_retry,
     run_start,
     run_start_once,
     run_submit_task,
+    step_fail,
 )
 from chains.services.schedules import (
     SCHEDULE_FIELDS,
@@ -56,14 +60,29 @@ from chains.services.schedules import (
     schedule_unsync,
 )
 from chains.services.tokens import token_regenerate
+from chains.services.workflows import (
+    approvals_time_out,
+    child_run_ended,
+    map_counts,
+    map_item_fail,
+    map_item_fail_by_task_id,
+    may_decide,
+    pending_approval,
+    run_decide,
+    step_continue,
+    waiting_children_ended,
+)
 
 __all__ = [
-    "SCHEDULE_FIELDS", "StepSkipped", "attempt_failed", "attempts_keep", "chain_delete",
+    "SCHEDULE_FIELDS", "RetryPolicy", "StepSkipped", "approvals_time_out", "child_run_ended",
+    "map_counts", "map_item_execute", "map_item_fail", "map_item_fail_by_task_id", "may_decide",
+    "pending_approval", "run_decide", "run_end", "step_continue", "step_retry_policy",
+    "waiting_children_ended", "attempt_failed", "attempts_keep", "chain_delete",
     "chain_duplicate", "chain_problems", "chain_save", "chain_step_specs", "chains_import",
     "check_chain_fields", "check_stage_fit", "max_step_time_limit", "reconcile_runs",
     "recover_orphans", "run_again", "run_cancel", "run_create", "run_delete", "run_finish",
     "run_publish", "run_retry", "run_start", "run_start_once", "run_start_scheduled",
     "run_submit_task", "runs_purge", "schedule_check", "schedule_delete", "schedule_disable",
     "schedule_save", "schedule_sync", "schedule_unsync", "step_execute", "step_fail",
-    "step_fail_by_task_id", "step_max_retries", "token_regenerate", "validate_step_specs",
+    "step_fail_by_task_id", "token_regenerate", "validate_step_specs",
 ]

@@ -10,11 +10,14 @@ from django.db import IntegrityError, transaction
 from chains.bounds import check_inputs, check_text, json_problem
 from chains.canvas import build_run_signature
 from chains.compatibility import stage_problems, stage_problems_by_step, value_kind
+from chains.conditions import when_problems
 from chains.errors import ChainError
+from chains.inputs_schema import inputs_errors, schema_problem
 from chains.models import Chain, Run, Step, StepRun
 from chains.presets import StepSpec
 from chains.queues import queue_problem
 from chains.steps import STEP_TYPES, ParamsInvalid
+from chains.steps.flow import PAUSING, SUBCHAIN
 from chains.time_limits import hard_time_limit
 
 if TYPE_CHECKING:
@@ -23,6 +26,9 @@ if TYPE_CHECKING:
 MAX_STAGE = 10_000
 MAX_STEP_NAME = 100
 MAX_CHAIN_NAME = 200
+# The longest wait before a retry: a retried message waits in its worker (unacknowledged)
+# until then, so it must stay well inside the broker's visibility timeout.
+MAX_BACKOFF = 3600
 
 
 def max_step_time_limit() -> int:
@@ -35,7 +41,9 @@ def max_step_time_limit() -> int:
 
 
 def validate_step_specs(specs: list[StepSpec], *, prefix: str = "steps") -> list[StepSpec]:
-    """Each step's type is in the registry and its params fit the type's schema."""
+    """Each step's type is in the registry and its params fit the type's schema; its
+    workflow settings (map, when, retry backoff) make sense, and a step that maps or pauses
+    its run is alone in its stage."""
     errors: dict[str, list[str]] = {}
     checked: list[StepSpec] = []
     max_time_limit = max_step_time_limit()
@@ -54,6 +62,8 @@ def validate_step_specs(specs: list[StepSpec], *, prefix: str = "steps") -> list
         if problem := json_problem(spec.params, max_bytes=settings.CHAINS_MAX_INPUT_BYTES):
             errors[f"{prefix}.{index}.params"] = [problem]
             continue
+        for field, problem in _workflow_problems(spec, specs):
+            errors.setdefault(f"{prefix}.{index}.{field}", []).append(problem)
         if spec.time_limit is not None and spec.time_limit > max_time_limit:
             errors[f"{prefix}.{index}.time_limit"] = [
                 f"must be at most {max_time_limit} s, so that the step ends before "
@@ -74,6 +84,28 @@ def validate_step_specs(specs: list[StepSpec], *, prefix: str = "steps") -> list
     return checked
 
 
+def _workflow_problems(spec: StepSpec, specs: list[StepSpec]) -> list[tuple[str, str]]:
+    """(field, problem) for a step's map, when and retry backoff settings."""
+    problems: list[tuple[str, str]] = []
+    alone = sum(1 for other in specs if other.stage == spec.stage) == 1
+    if spec.map and spec.step_type in PAUSING:
+        problems.append(("map", f"{spec.step_type} cannot map over a list"))
+    elif spec.map and not alone:
+        problems.append(("map", "a map step is alone in its stage: give it a stage of its own"))
+    if spec.step_type in PAUSING and not alone:
+        problems.append(("stage", f"a {spec.step_type} step is alone in its stage: give it a "
+                                  "stage of its own"))
+    if spec.when is not None:
+        problems += [("when", problem) for problem in when_problems(spec.when)]
+        if problem := json_problem(spec.when, max_bytes=settings.CHAINS_MAX_INPUT_BYTES):
+            problems.append(("when", problem))
+    if spec.retry_backoff is not None and not 1 <= spec.retry_backoff <= MAX_BACKOFF:
+        problems.append(("retry_backoff", f"must be between 1 and {MAX_BACKOFF} seconds"))
+    if not 1 <= spec.retry_backoff_max <= MAX_BACKOFF:
+        problems.append(("retry_backoff_max", f"must be between 1 and {MAX_BACKOFF} seconds"))
+    return problems
+
+
 def check_stage_fit(specs: list[StepSpec], *, default_inputs: Any,
                     prefix: str = "steps") -> None:
     """Each stage's input fits its steps (what Validate reports), or ChainError on the steps
@@ -85,8 +117,10 @@ def check_stage_fit(specs: list[StepSpec], *, default_inputs: Any,
         raise ChainError("stages do not fit", errors=errors)
 
 
-def check_chain_fields(*, name: str, description: str, default_inputs: Any) -> None:
-    """A chain's own fields (its steps are validate_step_specs'), or ChainError."""
+def check_chain_fields(*, name: str, description: str, default_inputs: Any,
+                       inputs_schema: Any = None) -> None:
+    """A chain's own fields (its steps are validate_step_specs'), or ChainError. The inputs
+    schema must be a valid JSON Schema, and default inputs, when given, must fit it."""
     errors: dict[str, list[str]] = {}
     check_text(errors, "name", name, MAX_CHAIN_NAME)
     check_text(errors, "description", description, settings.CHAINS_MAX_DESCRIPTION_CHARS)
@@ -94,8 +128,65 @@ def check_chain_fields(*, name: str, description: str, default_inputs: Any) -> N
         check_inputs(default_inputs or {}, field="default_inputs")
     except ChainError as exc:
         errors.update(exc.errors)
+    if problem := schema_problem(inputs_schema):
+        errors["inputs_schema"] = [problem]
+    elif default_inputs and not errors:
+        errors.update(inputs_errors(inputs_schema, default_inputs, field="default_inputs"))
     if errors:
         raise ChainError("invalid chain", errors=errors)
+
+
+def check_subchains(name: str, specs: list[StepSpec], *, prefix: str = "steps") -> None:
+    """Each flow.chain step names a chain that exists (or this one's own name, which is a
+    cycle), the calls make no cycle (A calls B calls A), and they nest at most
+    CHAINS_MAX_DEPTH deep; or ChainError on the step."""
+    calls = {index: spec.params.get("chain") for index, spec in enumerate(specs)
+             if spec.step_type == SUBCHAIN}
+    if not calls:
+        return
+    graph: dict[str, set[str]] = {}
+    for caller, params in Step.objects.filter(step_type=SUBCHAIN).values_list("chain__name",
+                                                                              "params"):
+        if isinstance(params, dict) and isinstance(params.get("chain"), str):
+            graph.setdefault(caller, set()).add(params["chain"])
+    graph[name] = {callee for callee in calls.values() if isinstance(callee, str)}
+    known = set(Chain.objects.filter(name__in=graph[name]).values_list("name", flat=True))
+    errors: dict[str, list[str]] = {}
+    limit = settings.CHAINS_MAX_DEPTH
+    for index, callee in calls.items():
+        field = f"{prefix}.{index}.params.chain"
+        if callee != name and callee not in known:
+            errors[field] = [f"no chain named {callee!r}"]
+        elif cycle := _cycle(graph, name, callee):
+            errors[field] = ["a cycle: " + " calls ".join(cycle)]
+        elif (depth := 1 + _depth(graph, callee)) > limit:
+            errors[field] = [f"sub-chains would nest {depth} deep; the limit is {limit} "
+                             "(CHAINS_MAX_DEPTH)"]
+    if errors:
+        raise ChainError("sub-chains", errors=errors)
+
+
+def _cycle(graph: dict[str, set[str]], start: str, callee: str) -> list[str] | None:
+    """The path start -> callee -> ... -> start, if there is one."""
+    stack: list[tuple[str, list[str]]] = [(callee, [start, callee])]
+    seen: set[str] = set()
+    while stack:
+        node, path = stack.pop()
+        if node == start:
+            return path
+        if node in seen:
+            continue
+        seen.add(node)
+        stack.extend((nxt, [*path, nxt]) for nxt in sorted(graph.get(node, ())))
+    return None
+
+
+def _depth(graph: dict[str, set[str]], node: str, seen: frozenset[str] = frozenset()) -> int:
+    """How many levels of sub-chains a run of `node` nests below itself."""
+    if node in seen:
+        return 0
+    return max((1 + _depth(graph, callee, seen | {node}) for callee in graph.get(node, ())),
+               default=0)
 
 
 @transaction.atomic
@@ -106,13 +197,16 @@ def chain_save(
     description: str = "",
     enabled: bool = True,
     default_inputs: dict[str, Any] | None = None,
+    inputs_schema: Any = None,
     steps: list[StepSpec],
     user: User | None = None,
 ) -> Chain:
     """Create a chain, or replace an existing chain's fields and steps, all or nothing."""
-    check_chain_fields(name=name, description=description, default_inputs=default_inputs)
+    check_chain_fields(name=name, description=description, default_inputs=default_inputs,
+                       inputs_schema=inputs_schema)
     checked = validate_step_specs(steps)
     check_stage_fit(checked, default_inputs=default_inputs or {})
+    check_subchains(name, checked)
     others = Chain.objects.filter(name=name)
     if chain is not None:
         others = others.exclude(pk=chain.pk)
@@ -122,6 +216,7 @@ def chain_save(
         chain = Chain(created_by=user if getattr(user, "is_authenticated", False) else None)
     chain.name, chain.description, chain.enabled = name, description, enabled
     chain.default_inputs = default_inputs or {}
+    chain.inputs_schema = inputs_schema
     try:
         with transaction.atomic():
             chain.save()
@@ -169,6 +264,8 @@ def chain_step_specs(chain: Chain) -> list[StepSpec]:
         StepSpec(
             step_type=step.step_type, params=step.params, stage=step.stage, name=step.name,
             max_retries=step.max_retries, time_limit=step.time_limit, queue=step.queue,
+            map=step.map, when=step.when, retry_backoff=step.retry_backoff,
+            retry_backoff_max=step.retry_backoff_max,
         )
         for step in chain.steps.order_by("position")
     ]
@@ -182,5 +279,5 @@ def chain_duplicate(*, chain: Chain, user: User | None = None) -> Chain:
         n += 1
         name = f"{chain.name} (copy {n})"
     return chain_save(name=name, description=chain.description, enabled=chain.enabled,
-                      default_inputs=chain.default_inputs, steps=chain_step_specs(chain),
-                      user=user)
+                      default_inputs=chain.default_inputs, inputs_schema=chain.inputs_schema,
+                      steps=chain_step_specs(chain), user=user)

@@ -1,30 +1,39 @@
 """The worker side of a run: execute a step idempotently, mark it running, fail it."""
 import json
 import logging
+import random
 import time
 import uuid
+from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F, QuerySet, Value
+from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from chains import states
 from chains.bounds import json_problem
-from chains.models import (
-    Run,
-    RunStatus,
-    StepRun,
+from chains.canvas import pauses
+from chains.models import MapItem, Run, RunStatus, StepRun
+from chains.services.runs import _run_complete, step_fail
+from chains.services.workflows import (
+    MAP_PROGRESS_EVERY,
+    approval_wait,
+    map_start,
+    step_continue,
+    step_skip_if,
+    subchain_start,
 )
-from chains.services.runs import _cancel_outstanding_steps, _run_complete
 from chains.steps import STEP_TYPES, StepContext, StepFailed
 from chains.steps.base import TASK_NAME_PREFIX
 from chains.steps.context import StepLog
+from chains.steps.flow import APPROVAL
 
 # A running step's progress is written at most this often (seconds).
 PROGRESS_EVERY = 0.5
@@ -63,7 +72,18 @@ def step_execute(
         raise StepFailed(
             f"started {step_run.attempts} times without finishing (its worker died each time)"
         )
+    skipped, handed_on = step_skip_if(step_run, previous, finish_run=finish_run)
+    if skipped:
+        return handed_on
     _step_mark_running(step_run, run, worker=worker, worker_pid=worker_pid)
+    if pauses(step_run):  # the run's canvas ends here; the step goes on by itself
+        if step_run.map:
+            map_start(step_run, previous, time_limit_default=settings.CHAINS_STEP_TIME_LIMIT)
+        elif step_run.step_type == APPROVAL:
+            approval_wait(step_run, previous)
+        else:
+            subchain_start(step_run, run, previous)
+        return None
     this_delivery = StepRun.objects.filter(id=step_run.id, task_id=step_run.task_id)
     kept, progress = StepLog(), _ProgressReporter(this_delivery)
     context = StepContext(run_id=str(run.id), step_index=step_run.index,
@@ -88,6 +108,61 @@ def step_execute(
             Run.objects.filter(id=run.id).update(
                 steps_done=F("steps_done") + 1, last_progress_at=now
             )
+    return result
+
+
+def map_item_execute(*, step_run_id: int, index: int, value: Any, task_id: str | None,
+                     worker: str = "") -> Any:
+    """Run one item: an item already done returns its result; a delivery whose task id is not
+    the item's (the map started again since) or whose run is over is skipped. The item that
+    completes the last one completes the step, in the same transaction."""
+    item = (MapItem.objects.select_related("step_run", "step_run__run")
+            .filter(step_run_id=step_run_id, index=index).first())
+    if item is None or (task_id is not None and item.task_id != task_id):
+        raise StepSkipped(f"item {index} of step run {step_run_id} is not this delivery's")
+    if item.status == RunStatus.COMPLETED:
+        return item.result
+    step_run, run = item.step_run, item.step_run.run
+    if run.status in states.FINAL or step_run.status != RunStatus.RUNNING:
+        raise StepSkipped(f"run {run.id} is {run.status}")
+    if item.attempts >= step_run.max_retries + settings.CHAINS_MAX_DELIVERIES:
+        raise StepFailed(f"started {item.attempts} times without finishing (its worker died "
+                         "each time)")
+    this_delivery = MapItem.objects.filter(id=item.id, task_id=item.task_id)
+    now = timezone.now()
+    if not states.move(this_delivery, RunStatus.RUNNING, attempts=F("attempts") + 1,
+                       started_at=now, worker=worker[:255]):
+        raise StepSkipped(f"item {index} of step run {step_run_id} moved meanwhile")
+    step_type = STEP_TYPES.get(step_run.step_type)
+    if step_type is None:
+        raise StepFailed(f"unknown step type {step_run.step_type!r}: no installed app "
+                         "declares it")
+    context = StepContext(run_id=str(run.id), step_index=step_run.index,
+                          may_read_run=partial(_may_read_run, run), attempt=item.attempts + 1,
+                          report_progress=lambda fraction, message: None,
+                          log=_step_logger(step_run, StepLog()))
+    result = step_type.execute(step_run.params, value, context)
+    if problem := json_problem(result, max_bytes=settings.CHAINS_MAX_RESULT_BYTES):
+        raise StepFailed(f"its result {problem}")
+    now = timezone.now()
+    with transaction.atomic():
+        if not states.move(this_delivery, RunStatus.COMPLETED, result=result, error="",
+                           finished_at=now):
+            return result
+        mapped = StepRun.objects.filter(id=step_run.id)
+        mapped.update(items_done=F("items_done") + 1)
+        done, total = mapped.values_list("items_done", "items_total").get()
+        total = total or 0
+        if done >= total:
+            results = list(MapItem.objects.filter(step_run_id=step_run.id).order_by("index")
+                           .values_list("result", flat=True))
+            step_continue(step_run, result=results, now=now)
+        else:
+            mapped.update(progress=done / total, progress_message=f"{done} of {total} items")
+            Run.objects.filter(id=run.id).filter(
+                Q(last_progress_at__isnull=True)
+                | Q(last_progress_at__lt=now - timedelta(seconds=MAP_PROGRESS_EVERY))
+            ).update(last_progress_at=now)
     return result
 
 
@@ -170,26 +245,34 @@ def _step_mark_running(step_run: StepRun, run: Run, *, worker: str = "",
                     started_at=Coalesce(F("started_at"), Value(now)), last_progress_at=now)
 
 
-def step_max_retries(*, step_run_id: int) -> int:
-    return StepRun.objects.filter(id=step_run_id).values_list("max_retries", flat=True).first() or 0
+# Seconds before a retry when a step sets no backoff.
+RETRY_DELAY_SECONDS = 2
 
 
-def step_fail(*, step_run_id: int, error: str, task_id: str | None = None) -> None:
-    """A step failed for good: the step and its run become FAILED with the step's error, and
-    any other outstanding step of the run is cancelled. A report from an older delivery
-    (`task_id` no longer the step's) changes nothing."""
-    step_run = StepRun.objects.filter(id=step_run_id).first()
-    if step_run is None or (task_id is not None and step_run.task_id != task_id):
-        return
-    now = timezone.now()
-    run_error = f"step {step_run.index + 1} ({step_run.step_type}): {error}"
-    with transaction.atomic():
-        states.move(StepRun.objects.filter(id=step_run.id), RunStatus.FAILED, error=error,
-                    finished_at=now)
-        failed = states.move(Run.objects.filter(id=step_run.run_id), RunStatus.FAILED,
-                             error=run_error, finished_at=now)
-        if failed:
-            _cancel_outstanding_steps(step_run.run_id)
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a step is tried again after an unexpected error, and how long it waits."""
+
+    max_retries: int = 0
+    backoff: int | None = None
+    backoff_max: int = 600
+
+    def delay(self, retries: int) -> float:
+        """Seconds before retry number `retries + 1`: RETRY_DELAY_SECONDS, or with a backoff
+        a random wait up to backoff * 2**retries (full jitter), at most backoff_max and at
+        most half the broker's visibility timeout (a retried message waits, unacknowledged,
+        in its worker until then)."""
+        if self.backoff is None:
+            return RETRY_DELAY_SECONDS
+        ceiling = min(self.backoff * 2 ** min(retries, 30), self.backoff_max,
+                      settings.CHAINS_VISIBILITY_TIMEOUT // 2)
+        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not a secret
+
+
+def step_retry_policy(*, step_run_id: int) -> RetryPolicy:
+    row = (StepRun.objects.filter(id=step_run_id)
+           .values_list("max_retries", "retry_backoff", "retry_backoff_max").first())
+    return RetryPolicy(*row) if row else RetryPolicy()
 
 
 def step_fail_by_task_id(*, task_id: str) -> None:

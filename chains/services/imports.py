@@ -13,6 +13,7 @@ from chains.models import Chain
 from chains.presets import StepSpec
 from chains.services.chains import chain_save
 from chains.services.schedules import schedule_save
+from chains.steps.flow import SUBCHAIN
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -27,7 +28,7 @@ def chains_import(*, data: Any, user: User | None = None) -> list[Chain]:
     ):
         raise ChainError("format", errors={"file": ["not a chains export (version 1)"]})
     imported = []
-    for index, item in enumerate(data["chains"]):
+    for index, item in _callees_first(data["chains"]):
         prefix = f"chains.{index}"
         try:
             _refuse_unknown_keys(item, CHAIN_IMPORT_FIELDS)
@@ -39,7 +40,8 @@ def chains_import(*, data: Any, user: User | None = None) -> list[Chain]:
             chain = chain_save(chain=chain, name=item["name"],
                                description=item.get("description", ""),
                                enabled=item.get("enabled", True),
-                               default_inputs=item.get("default_inputs") or {}, steps=steps,
+                               default_inputs=item.get("default_inputs") or {},
+                               inputs_schema=item.get("inputs_schema"), steps=steps,
                                user=user)
         except ChainError as exc:
             raise ChainError("invalid", errors={f"{prefix}.{k}": v
@@ -63,9 +65,34 @@ def chains_import(*, data: Any, user: User | None = None) -> list[Chain]:
     return imported
 
 
-CHAIN_IMPORT_FIELDS = {"name", "description", "enabled", "default_inputs", "steps", "schedules"}
+def _callees_first(items: list[Any]) -> list[tuple[int, Any]]:
+    """The file's chains with those that others call (flow.chain) before their callers, so
+    that each call names a chain that exists when its caller is saved; else in file order."""
+    by_name = {item.get("name"): n for n, item in enumerate(items) if isinstance(item, dict)}
+    ordered: list[int] = []
+    seen: set[int] = set()
+
+    def visit(n: int, path: tuple[int, ...]) -> None:
+        if n in seen or n in path:  # a cycle: chain_save names it
+            return
+        steps = items[n].get("steps") if isinstance(items[n], dict) else None
+        for step in steps if isinstance(steps, list) else []:
+            params = step.get("params") if isinstance(step, dict) else None
+            if (step.get("step_type") == SUBCHAIN and isinstance(params, dict)
+                    and params.get("chain") in by_name):
+                visit(by_name[params["chain"]], (*path, n))
+        seen.add(n)
+        ordered.append(n)
+
+    for n in range(len(items)):
+        visit(n, ())
+    return [(n, items[n]) for n in ordered]
+
+
+CHAIN_IMPORT_FIELDS = {"name", "description", "enabled", "default_inputs", "inputs_schema",
+                       "steps", "schedules"}
 STEP_IMPORT_FIELDS = {"stage", "name", "step_type", "params", "max_retries", "time_limit",
-                      "queue"}
+                      "queue", "map", "when", "retry_backoff", "retry_backoff_max"}
 
 
 def _refuse_unknown_keys(item: Any, allowed: set[str], *, prefix: str = "") -> None:

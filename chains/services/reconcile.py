@@ -25,7 +25,8 @@ from chains.models import (
     WorkerHeartbeat,
 )
 from chains.services.attempts import attempts_keep
-from chains.services.runs import _cancel_outstanding_steps, _renew_task_ids
+from chains.services.runs import _cancel_outstanding_steps, _renew_task_ids, run_end
+from chains.services.workflows import approvals_time_out, waiting_children_ended
 from chains.time_limits import hard_time_limit
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,9 @@ def reconcile_runs(*, now: datetime | None = None) -> dict[str, int]:
     now = now or timezone.now()
     IdempotencyKey.objects.filter(
         created_at__lt=now - timedelta(seconds=settings.CHAINS_IDEMPOTENCY_SECONDS)).delete()
-    report = {"published": 0, "resumed": 0, "failed": 0, "recovered": recover_orphans(now=now)}
+    report = {"published": 0, "resumed": 0, "failed": 0, "recovered": recover_orphans(now=now),
+              "approvals_timed_out": approvals_time_out(now=now),
+              "children_ended": waiting_children_ended()}
     grace = now - timedelta(seconds=settings.CHAINS_PUBLISH_GRACE_SECONDS)
     unpublished = Run.objects.filter(
         status=RunStatus.PENDING, published_at__isnull=True, created_at__lt=grace,
@@ -63,8 +66,8 @@ def reconcile_runs(*, now: datetime | None = None) -> dict[str, int]:
              ).values_list("id", flat=True)
     for run_id in list(unpublished):
         report["published"] += _reconcile_one(_publish_again, run_id=run_id)
-    stalled = Run.objects.filter(
-        status__in=states.OPEN, published_at__isnull=False,
+    stalled = Run.objects.filter(  # a WAITING run waits for a person or a child run
+        status__in=states.ACTIVE, published_at__isnull=False,
         last_progress_at__lt=now - timedelta(seconds=settings.CHAINS_STALL_SECONDS),
     )
     for run in list(stalled):
@@ -81,7 +84,7 @@ def _resume(*, run: Run) -> bool:
     """Keep the stalled attempts, start the unfinished steps afresh (PENDING, new task ids),
     and publish the run again from its last completed stage."""
     with transaction.atomic():
-        unfinished = run.step_runs.exclude(status=RunStatus.COMPLETED)
+        unfinished = run.step_runs.exclude(status__in=states.DONE)
         attempts_keep(unfinished, ended_by=AttemptEnd.RUN_RESUMED)
         states.move(unfinished.filter(status=RunStatus.RUNNING), RunStatus.PENDING,
                     started_at=None, worker="", worker_pid=None, progress=None,
@@ -110,12 +113,12 @@ def recover_orphans(*, now: datetime | None = None) -> int:
     now = now or timezone.now()
     quiet = now - timedelta(seconds=settings.CHAINS_ORPHAN_SECONDS)
     run_ids = list(Run.objects.filter(
-        status__in=states.OPEN, published_at__isnull=False, last_progress_at__lt=quiet,
+        status__in=states.ACTIVE, published_at__isnull=False, last_progress_at__lt=quiet,
     ).order_by("last_progress_at").values_list("id", flat=True)[:ORPHAN_BATCH])
     if not run_ids:
         return 0
     unfinished = list(StepRun.objects.filter(run_id__in=run_ids).exclude(
-        status=RunStatus.COMPLETED).order_by("run_id", "stage", "index"))
+        status__in=states.DONE).order_by("run_id", "stage", "index"))
     alive = _live_workers()
     broker = None
     if any(step.status == RunStatus.PENDING for step in unfinished):
@@ -193,15 +196,15 @@ def _reconcile_one(function: Callable[..., bool], **kwargs: Any) -> bool:
 
 def _claim_resume(run: Run) -> bool:
     """Only one reconciler resumes a run for a given stall: the update is the claim."""
-    return bool(Run.objects.filter(id=run.id, resumes=run.resumes, status__in=states.OPEN)
+    return bool(Run.objects.filter(id=run.id, resumes=run.resumes, status__in=states.ACTIVE)
                 .update(resumes=run.resumes + 1, last_progress_at=timezone.now()))
 
 
 @transaction.atomic
 def _fail_stalled(run: Run, now: datetime) -> int:
     seconds = int((now - (run.last_progress_at or now)).total_seconds())
-    failed = states.move(
-        Run.objects.filter(id=run.id), RunStatus.FAILED, finished_at=now,
+    failed = run_end(
+        run.id, RunStatus.FAILED, finished_at=now,
         error=f"no progress for {seconds}s after {run.resumes} resumes "
         "(lost messages, or workers that died or do not consume the step's queue)",
     )

@@ -22,12 +22,14 @@ from chains import states
 from chains.bounds import check_inputs
 from chains.canvas import build_run_signature
 from chains.errors import ChainError, Conflict, LimitReached
-from chains.events import run_ready
+from chains.events import run_ended, run_ready
+from chains.inputs_schema import check_inputs_schema
 from chains.models import (
     AttemptEnd,
     Chain,
     ChainSchedule,
     IdempotencyKey,
+    MapItem,
     ResultMode,
     Run,
     RunStatus,
@@ -52,9 +54,11 @@ logger = logging.getLogger(__name__)
 def run_start(
     *, chain: Chain, inputs: Any = None, trigger: str = RunTrigger.API,
     user: User | None = None, schedule: ChainSchedule | None = None,
-    scheduled_for: datetime | None = None,
+    scheduled_for: datetime | None = None, parent_step: StepRun | None = None,
 ) -> Run:
-    """Start a run of `chain`: snapshot its steps now, publish once the transaction commits."""
+    """Start a run of `chain`: snapshot its steps now, publish once the transaction commits.
+    Its inputs must fit the chain's inputs schema. `parent_step`: the flow.chain step of
+    another run that starts this one as its child."""
     if not chain.enabled:
         raise ChainError("disabled", errors={"chain": [f"chain {chain.name!r} is disabled"]})
     if (inputs is None and chain.default_inputs and user is not None
@@ -63,10 +67,12 @@ def run_start(
             "required: this chain's default inputs are its author's"]})
     inputs = chain.default_inputs if inputs is None else inputs
     check_inputs(inputs, field="inputs")
+    check_inputs_schema(chain.inputs_schema, inputs, field="inputs")
     specs = validate_step_specs(chain_step_specs(chain))
     return run_create(
         preset=Preset(specs=specs, inputs=inputs), chain=chain, trigger=trigger, user=user,
         description=chain.description, schedule=schedule, scheduled_for=scheduled_for,
+        parent_step=parent_step,
     )
 
 
@@ -128,7 +134,9 @@ def run_again(*, run: Run, trigger: str = RunTrigger.ADMIN, user: User | None = 
         raise ChainError("disabled", errors={"chain": [f"chain {run.chain.name!r} is disabled"]})
     specs = validate_step_specs([
         StepSpec(step_type=sr.step_type, params=sr.params, stage=sr.stage, name=sr.name,
-                 max_retries=sr.max_retries, time_limit=sr.time_limit, queue=sr.queue)
+                 max_retries=sr.max_retries, time_limit=sr.time_limit, queue=sr.queue,
+                 map=sr.map, when=sr.when, retry_backoff=sr.retry_backoff,
+                 retry_backoff_max=sr.retry_backoff_max)
         for sr in run.step_runs.order_by("index")])
     return run_create(
         preset=Preset(specs=specs, inputs=run.inputs, result_mode=run.result_mode),
@@ -140,9 +148,11 @@ def run_again(*, run: Run, trigger: str = RunTrigger.ADMIN, user: User | None = 
 def run_create(
     *, preset: Preset, trigger: str, user: User | None = None, chain: Chain | None = None,
     task_type: str = "", description: str = "", schedule: ChainSchedule | None = None,
-    scheduled_for: datetime | None = None,
+    scheduled_for: datetime | None = None, parent_step: StepRun | None = None,
 ) -> Run:
     run = Run(
+        parent_step=parent_step,
+        depth=parent_step.run.depth + 1 if parent_step is not None else 0,
         schedule=schedule,
         scheduled_for=scheduled_for,
         chain=chain,
@@ -165,6 +175,10 @@ def run_create(
             queue=spec.queue or STEP_TYPES[spec.step_type].default_queue,
             max_retries=spec.max_retries,
             time_limit=spec.time_limit,
+            map=spec.map,
+            when=spec.when,
+            retry_backoff=spec.retry_backoff,
+            retry_backoff_max=spec.retry_backoff_max,
             task_id=str(uuid.uuid4()),
         )
         for index, spec in enumerate(preset.specs)
@@ -233,7 +247,7 @@ def _resume_point(run: Run) -> tuple[list[StepRun], Any]:
     previous: Any = run.inputs
     for stage, group in groupby(step_runs, key=lambda sr: sr.stage):
         members = list(group)
-        if any(sr.status != RunStatus.COMPLETED for sr in members):
+        if any(sr.status not in states.DONE for sr in members):
             return [sr for sr in step_runs if sr.stage >= stage], previous
         previous = members[0].result if len(members) == 1 else [sr.result for sr in members]
     return [], previous
@@ -242,7 +256,7 @@ def _resume_point(run: Run) -> tuple[list[StepRun], Any]:
 def _renew_task_ids(run: Run) -> None:
     """Fresh task ids for the run's unfinished steps before it is published again: the old
     ids may be revoked, and their TaskResult rows describe attempts that are over."""
-    unfinished = list(run.step_runs.exclude(status=RunStatus.COMPLETED))
+    unfinished = list(run.step_runs.exclude(status__in=states.DONE))
     TaskResult.objects.filter(task_id__in=[sr.task_id for sr in unfinished]).delete()
     for step_run in unfinished:
         step_run.task_id = str(uuid.uuid4())
@@ -256,15 +270,19 @@ def _take_fixed_params(run: Run) -> None:
         return
     specs = validate_step_specs(chain_step_specs(run.chain))
     step_runs = list(run.step_runs.order_by("index"))
-    if [(s.step_type, s.stage) for s in specs] != [(sr.step_type, sr.stage) for sr in step_runs]:
+    if ([(s.step_type, s.stage, s.map) for s in specs]
+            != [(sr.step_type, sr.stage, sr.map) for sr in step_runs]):
         return
-    unfinished = [sr for sr in step_runs if sr.status != RunStatus.COMPLETED]
+    unfinished = [sr for sr in step_runs if sr.status not in states.DONE]
     for step_run in unfinished:
         spec = specs[step_run.index]
         step_run.params, step_run.time_limit = spec.params, spec.time_limit
-        step_run.max_retries = spec.max_retries
+        step_run.max_retries, step_run.when = spec.max_retries, spec.when
+        step_run.retry_backoff = spec.retry_backoff
+        step_run.retry_backoff_max = spec.retry_backoff_max
         step_run.queue = spec.queue or STEP_TYPES[spec.step_type].default_queue
-    StepRun.objects.bulk_update(unfinished, ["params", "time_limit", "max_retries", "queue"])
+    StepRun.objects.bulk_update(unfinished, ["params", "time_limit", "max_retries", "queue",
+                                             "when", "retry_backoff", "retry_backoff_max"])
 
 
 @transaction.atomic
@@ -284,7 +302,7 @@ def run_retry(*, run: Run) -> Run:
         raise ChainError("not retryable", errors={
             "status": [f"only FAILED or CANCELLED runs can be retried; this one is {run.status}"]
         })
-    unfinished = run.step_runs.exclude(status=RunStatus.COMPLETED)
+    unfinished = run.step_runs.exclude(status__in=states.DONE)
     attempts_keep(unfinished, ended_by=AttemptEnd.RUN_RETRIED)
     states.move(unfinished, RunStatus.PENDING, error="", attempts=0, worker="",
                 worker_pid=None, started_at=None, finished_at=None, result=None,
@@ -306,8 +324,34 @@ def _run_complete(run: Run, *, result: Any, now: datetime, **fields: Any) -> Non
     """An open run becomes COMPLETED with its result: the last stage's, or every step's."""
     if run.result_mode == ResultMode.ALL_STEPS:
         result = list(run.step_runs.order_by("index").values_list("result", flat=True))
-    states.move(Run.objects.filter(id=run.id), RunStatus.COMPLETED, result=result,
-                finished_at=now, last_progress_at=now, **fields)
+    run_end(run.id, RunStatus.COMPLETED, result=result, finished_at=now, last_progress_at=now,
+            **fields)
+
+
+def step_fail(*, step_run_id: int, error: str, task_id: str | None = None) -> None:
+    """A step failed for good: the step and its run become FAILED with the step's error, and
+    any other outstanding step of the run is cancelled. A report from an older delivery
+    (`task_id` no longer the step's) changes nothing."""
+    step_run = StepRun.objects.filter(id=step_run_id).first()
+    if step_run is None or (task_id is not None and step_run.task_id != task_id):
+        return
+    now = timezone.now()
+    run_error = f"step {step_run.index + 1} ({step_run.step_type}): {error}"
+    with transaction.atomic():
+        states.move(StepRun.objects.filter(id=step_run.id), RunStatus.FAILED, error=error,
+                    finished_at=now)
+        failed = run_end(step_run.run_id, RunStatus.FAILED, error=run_error, finished_at=now)
+        if failed:
+            _cancel_outstanding_steps(step_run.run_id)
+
+
+def run_end(run_id: uuid.UUID | str, to: str, **fields: Any) -> int:
+    """The run, if still open, ends as `to` (COMPLETED, FAILED or CANCELLED) with `fields`;
+    `run_ended` goes out once this commits (a parent run waiting for it goes on)."""
+    ended = states.move(Run.objects.filter(id=run_id), to, **fields)
+    if ended:
+        run_ended.send(sender=Run, run_id=run_id)
+    return ended
 
 
 # --- Cancelling and deleting ----------------------------------------------------------------
@@ -331,6 +375,10 @@ def _cancel_outstanding_steps(run_id: uuid.UUID | str, *, stop_running: bool = F
     waiting_ids = list(outstanding.values_list("task_id", flat=True))
     waiting = states.move(outstanding.filter(task_id__in=waiting_ids), RunStatus.CANCELLED,
                           finished_at=now)
+    # A map step's items that have not finished will not (they skip themselves if delivered).
+    states.move(MapItem.objects.filter(step_run__run_id=run_id,
+                                       status__in=[RunStatus.PENDING, RunStatus.RUNNING]),
+                RunStatus.CANCELLED, finished_at=now)
     if waiting_ids:
         transaction.on_commit(lambda: _revoke(waiting_ids))
     if running_ids:
@@ -352,10 +400,9 @@ def _revoke(task_ids: list[str], *, terminate: bool = False) -> None:
 
 @transaction.atomic
 def run_cancel(*, run: Run, reason: str = "cancelled") -> Run:
-    """Cancel an unfinished run: its waiting steps are revoked and its running steps are
-    stopped on their workers; the run's error says which."""
-    cancelled = states.move(Run.objects.filter(id=run.id), RunStatus.CANCELLED, error=reason,
-                            finished_at=timezone.now())
+    """Cancel an unfinished run: its waiting steps are revoked, its running steps are
+    stopped on their workers and its child runs are cancelled; the run's error says which."""
+    cancelled = run_end(run.id, RunStatus.CANCELLED, error=reason, finished_at=timezone.now())
     if not cancelled:
         run.refresh_from_db()
         raise ChainError("finished", errors={"status": [f"run is already {run.status}"]})
@@ -365,6 +412,15 @@ def run_cancel(*, run: Run, reason: str = "cancelled") -> Run:
         what.append(_count(stopped, "running step") + " stopped on the worker")
     if waiting:
         what.append(_count(waiting, "waiting step") + " will not start")
+    children = 0
+    for child in Run.objects.filter(parent_step__run_id=run.id, status__in=states.OPEN):
+        try:
+            run_cancel(run=child, reason="cancelled with its parent run")
+            children += 1
+        except ChainError:
+            pass  # it ended meanwhile
+    if children:
+        what.append(_count(children, "child run") + " cancelled")
     if what:
         Run.objects.filter(id=run.id).update(error=f"{reason}: {'; '.join(what)}")
     run.refresh_from_db()

@@ -4,7 +4,7 @@ from typing import Any
 
 from pydantic import Field
 
-from chains.steps.base import Params
+from chains.steps.base import Params, StepFailed
 from chains.steps.context import StepContext
 from chains.steps.registry import step
 
@@ -21,3 +21,41 @@ def wait(params: WaitParams, previous: Any, context: StepContext) -> Any:
         time.sleep(params.seconds)
     return previous
 
+
+
+# The flow steps that pause their run: the worker starts them, and the run goes on (published
+# again from the next stage) once a person decides or the child run ends. Each is alone in its
+# stage; services.workflows carries them out.
+APPROVAL = "flow.approval"
+SUBCHAIN = "flow.chain"
+PAUSING = frozenset({APPROVAL, SUBCHAIN})
+
+
+class ApprovalParams(Params):
+    message: str = Field("", max_length=2000, description="What the approvers are asked.")
+    timeout_seconds: int = Field(
+        86400, ge=1, le=30 * 86400,
+        description="With no decision by then the run fails with 'approval timed out'.")
+    approvers_group: str = Field(
+        "", max_length=150,
+        description="Only members of this Django group (with chains.approve_run) may decide; "
+        "empty: anyone with that permission.")
+
+
+@step(APPROVAL, params=ApprovalParams, queue="celery", produces="input",
+      description="Wait for a person to approve (the run goes on with this stage's input) or "
+      "reject (the run fails). Holds no worker while it waits.")
+def approval(params: ApprovalParams, previous: Any, context: StepContext) -> Any:
+    raise StepFailed("flow.approval runs only as a step of a run")
+
+
+class SubchainParams(Params):
+    chain: str = Field(min_length=1, max_length=200, description="The name of the chain to run.")
+    inputs: Any = Field(None, description="The child run's inputs; empty: this stage's input.")
+
+
+@step(SUBCHAIN, params=SubchainParams, queue="celery", produces="any",
+      description="Run another chain as a child run and take its result. Holds no worker "
+      "while the child runs.")
+def subchain(params: SubchainParams, previous: Any, context: StepContext) -> Any:
+    raise StepFailed("flow.chain runs only as a step of a run")

@@ -18,7 +18,7 @@ from chains.steps.context import StepContext
 
 KEY = re.compile(r"[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*")
 KINDS_ACCEPTED = ("any", "numbers", "file")
-KINDS_PRODUCED = ("record", "number", "file", "input")
+KINDS_PRODUCED = ("record", "number", "file", "input", "any")
 
 # key -> step type, in the order they were declared.
 STEP_TYPES: dict[str, StepType] = {}
