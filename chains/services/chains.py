@@ -239,10 +239,9 @@ def chain_delete(*, chain: Chain) -> None:
 
 def chain_problems(chain: Chain) -> list[str]:
     """What would stop the chain from running as meant, without running it: unknown step
-    types, params that do not fit, time limits, stages whose input does not fit, and the
-    canvas compiled from it all."""
-
-
+    types, params that do not fit, time limits, map and condition settings, stages whose
+    input does not fit, sub-chains that are missing, cycle or nest too deep, and the canvas
+    compiled from it all."""
     specs = chain_step_specs(chain)
     try:
         checked = validate_step_specs(specs)
@@ -250,7 +249,12 @@ def chain_problems(chain: Chain) -> list[str]:
         return [f"{field}: {reason}" for field, reasons in exc.errors.items()
                 for reason in reasons]
     problems = stage_problems(checked, first_input=value_kind(chain.default_inputs))
-    unsaved = [StepRun(id=i, index=i, stage=s.stage, step_type=s.step_type,
+    try:
+        check_subchains(chain.name, checked)
+    except ChainError as exc:
+        problems += [f"{field}: {reason}" for field, reasons in exc.errors.items()
+                     for reason in reasons]
+    unsaved = [StepRun(id=i, index=i, stage=s.stage, step_type=s.step_type, map=s.map,
                        queue=s.queue or STEP_TYPES[s.step_type].default_queue,
                        task_id=f"check-{i}", time_limit=s.time_limit)
                for i, s in enumerate(checked)]

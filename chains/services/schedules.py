@@ -19,6 +19,7 @@ from django_celery_beat.models import (
 
 from chains.bounds import check_inputs, check_text
 from chains.errors import ChainError, LimitReached, NotAllowed
+from chains.inputs_schema import inputs_errors
 from chains.models import (
     Chain,
     ChainSchedule,
@@ -153,6 +154,9 @@ def schedule_check(
         check_inputs(schedule.inputs, field="inputs")
     except ChainError as exc:
         errors.update(exc.errors)
+    else:  # the inputs its runs will start with must fit the chain's inputs schema
+        given = chain.default_inputs if schedule.inputs is None else schedule.inputs
+        errors.update(inputs_errors(chain.inputs_schema, given, field="inputs"))
     if errors:
         raise ChainError("invalid schedule", errors=errors)
     return schedule

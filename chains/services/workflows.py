@@ -32,7 +32,13 @@ from chains.models import (
     RunTrigger,
     StepRun,
 )
-from chains.services.runs import _run_complete, run_end, run_start, step_fail
+from chains.services.runs import (
+    _cancel_outstanding_steps,
+    _run_complete,
+    run_end,
+    run_start,
+    step_fail,
+)
 from chains.steps import STEP_TYPES, StepFailed
 from chains.steps.flow import APPROVAL, ApprovalParams, SubchainParams
 from chains.time_limits import hard_time_limit
@@ -269,7 +275,8 @@ def run_decide(*, run: Run, user: User, approve: bool, comment: str = "") -> Run
 def _fail_waiting(step_run: StepRun, *, error: str, run_error: str, now: datetime) -> None:
     states.move(StepRun.objects.filter(id=step_run.id), RunStatus.FAILED, error=error,
                 finished_at=now)
-    run_end(step_run.run_id, RunStatus.FAILED, error=run_error, finished_at=now)
+    if run_end(step_run.run_id, RunStatus.FAILED, error=run_error, finished_at=now):
+        _cancel_outstanding_steps(step_run.run_id)
 
 
 def approvals_time_out(*, now: datetime) -> int:
