@@ -1,0 +1,80 @@
+"""Workflows under faults, with real processes: a worker killed in the middle of a 1,000-item
+map, and a worker and Redis restarted while a run waits for its approval. Every process killed
+here is one these tests started."""
+import time
+
+import pytest
+from django.contrib.auth.models import Permission
+
+from chains import services
+from chains.models import MapItem, Run, RunStatus, RunTrigger, StepRun
+from chains.presets import Preset, StepSpec
+from tests.helpers import wait_for_run
+
+pytestmark = [pytest.mark.fault, pytest.mark.django_db(transaction=True)]
+
+
+def start_run(*specs: StepSpec, inputs=0) -> Run:
+    return services.run_create(preset=Preset(specs=list(specs), inputs=inputs),
+                                trigger=RunTrigger.API)
+
+
+def wait_until(check, *, timeout: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not {what} within {timeout}s")
+
+
+def test_worker_killed_during_a_1000_item_map_the_run_completes_each_item_once(start_worker):
+    first = start_worker("first")
+    run = start_run(StepSpec("math.multiply", {"numbers": [2]}, 0, map=True),
+                    StepSpec("math.add", {}, 1), inputs=list(range(1000)))
+    mapped = StepRun.objects.get(run=run, index=0)
+    wait_until(lambda: MapItem.objects.filter(step_run=mapped, status="COMPLETED").count()
+               >= 100, what="100 items done")
+    first.kill_all()
+    killed = MapItem.objects.filter(step_run=mapped, status="RUNNING").count()
+    done_before = MapItem.objects.filter(step_run=mapped, status="COMPLETED").count()
+    assert done_before < 1000, "the map ended before the kill; nothing was tested"
+    start_worker("second")
+    # Items the killed worker held come back once Redis' visibility timeout (10 s) passed.
+    run = wait_for_run(run.id, timeout=120)
+    assert run.status == RunStatus.COMPLETED, run.error
+    assert run.result == 2 * sum(range(1000))
+    mapped.refresh_from_db()
+    assert mapped.result == [2 * i for i in range(1000)]
+    assert (mapped.items_total, mapped.items_done) == (1000, 1000)  # each counted once
+    items = MapItem.objects.filter(step_run=mapped)
+    assert set(items.values_list("status", flat=True)) == {"COMPLETED"}
+    assert sorted(items.values_list("index", flat=True)) == list(range(1000))
+    # The items the killed worker was running started a second time; no other did (those it
+    # had fetched but not started come back unstarted; a done one gives its stored result).
+    assert items.filter(attempts=2).count() == killed
+    assert items.filter(attempts__gt=2).count() == 0
+
+
+def test_worker_and_redis_restarted_while_a_run_waits_it_completes_once_approved(
+    start_worker, embedded_redis, django_user_model
+):
+    worker = start_worker("before")
+    run = start_run(StepSpec("math.add", {"numbers": [1]}, 0),
+                    StepSpec("flow.approval", {"message": "ship it?"}, 1),
+                    StepSpec("math.add", {"numbers": [1]}, 2), inputs=1)
+    wait_until(lambda: Run.objects.get(id=run.id).status == RunStatus.WAITING,
+               what="waiting")
+    worker.stop()
+    embedded_redis.stop()
+    embedded_redis.start()  # empty: nothing of the waiting run was in it
+    start_worker("after")
+    assert Run.objects.get(id=run.id).status == RunStatus.WAITING
+    boss = django_user_model.objects.create_user("boss", password="pw", is_staff=True)
+    boss.user_permissions.add(Permission.objects.get(codename="approve_run"))
+    boss = django_user_model.objects.get(pk=boss.pk)
+    services.run_decide(run=Run.objects.get(id=run.id), user=boss, approve=True)
+    run = wait_for_run(run.id, timeout=60)
+    assert (run.status, run.result) == (RunStatus.COMPLETED, 3)
+    assert list(run.step_runs.order_by("index").values_list("status", flat=True)) == [
+        "COMPLETED", "COMPLETED", "COMPLETED"]
