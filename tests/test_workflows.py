@@ -12,6 +12,7 @@ from chains import services
 from chains.errors import Conflict
 from chains.models import Approval, MapItem, Run, RunStatus, StepRun
 from tests.helpers import wait_for_run
+from tests.services import WRITABLE_DIRS
 
 pytestmark = [pytest.mark.flow, pytest.mark.django_db(transaction=True)]
 
@@ -242,3 +243,23 @@ def test_a_waiting_run_is_not_resumed_by_the_reconciler(api):
     report = services.reconcile_runs(now=later)
     assert (report["resumed"], report["recovered"], report["failed"]) == (0, 0, 0)
     assert Run.objects.get(id=run_id).status == RunStatus.WAITING
+
+
+# --- Retry backoff --------------------------------------------------------------------------
+
+
+def test_a_step_with_a_backoff_is_retried_and_every_attempt_is_kept(api, data_dir, settings):
+    settings.CHAINS_WRITABLE_DIRS = WRITABLE_DIRS
+    (data_dir / "a.txt").write_text("a")
+    (data_dir / "shared" / "taken").mkdir(parents=True, exist_ok=True)
+    chain = make_chain(api, "backoff", [
+        {"step_type": "io.copy", "params": {"path": "a.txt", "destination": "shared/taken"},
+         "max_retries": 2, "retry_backoff": 1, "retry_backoff_max": 2},
+    ])
+    run = wait_for_run(start(api, chain), timeout=60)
+    assert run.status == RunStatus.FAILED
+    assert run.error.startswith("step 1 (io.copy): IsADirectoryError")
+    step = StepRun.objects.get(run=run)
+    assert step.attempts == 3  # the first try and two retries
+    earlier = list(step.earlier_attempts.values_list("number", "status", "ended_by"))
+    assert earlier == [(1, "FAILED", "step_retried"), (2, "FAILED", "step_retried")]

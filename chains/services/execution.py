@@ -156,7 +156,11 @@ def map_item_execute(*, step_run_id: int, index: int, value: Any, task_id: str |
         if done >= total:
             results = list(MapItem.objects.filter(step_run_id=step_run.id).order_by("index")
                            .values_list("result", flat=True))
-            step_continue(step_run, result=results, now=now)
+            if problem := json_problem(results, max_bytes=settings.CHAINS_MAX_RESULT_BYTES):
+                step_fail(step_run_id=step_run.id, error=f"map: the list of its items' "
+                                                         f"results {problem}")
+            else:
+                step_continue(step_run, result=results, now=now)
         else:
             mapped.update(progress=done / total, progress_message=f"{done} of {total} items")
             Run.objects.filter(id=run.id).filter(
