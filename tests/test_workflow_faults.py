@@ -78,3 +78,28 @@ def test_worker_and_redis_restarted_while_a_run_waits_it_completes_once_approved
     assert (run.status, run.result) == (RunStatus.COMPLETED, 3)
     assert list(run.step_runs.order_by("index").values_list("status", flat=True)) == [
         "COMPLETED", "COMPLETED", "COMPLETED"]
+
+
+def test_redis_restarted_empty_during_a_map_the_lost_items_run_again(
+    start_worker, start_beat, embedded_redis
+):
+    # Production timeouts: Redis gives nothing back by itself; the reconciler must see that
+    # no live worker and no queue holds the unfinished items.
+    env = {"CHAINS_VISIBILITY_TIMEOUT": "600", "CHAINS_STALL_SECONDS": "600"}
+    start_worker(**env)
+    start_beat(**env)
+    run = start_run(StepSpec("flow.wait", {"seconds": 0.05}, 0, map=True),
+                    inputs=list(range(300)))
+    mapped = StepRun.objects.get(run=run, index=0)
+    wait_until(lambda: MapItem.objects.filter(step_run=mapped, status="COMPLETED").count()
+               >= 20, what="20 items done")
+    embedded_redis.stop()  # it keeps nothing on disk: the queued items are lost
+    embedded_redis.start()
+    lost = MapItem.objects.filter(step_run=mapped).exclude(status="COMPLETED").count()
+    assert lost > 0, "the map ended before Redis stopped; nothing was tested"
+    run = wait_for_run(run.id, timeout=120)
+    assert run.status == RunStatus.COMPLETED, run.error
+    assert run.result == list(range(300))
+    mapped.refresh_from_db()
+    assert (mapped.items_total, mapped.items_done) == (300, 300)
+    assert mapped.earlier_attempts.filter(ended_by="worker_lost").exists()

@@ -19,6 +19,7 @@ from chains.events import run_ready
 from chains.models import (
     AttemptEnd,
     IdempotencyKey,
+    MapItem,
     Run,
     RunStatus,
     StepRun,
@@ -121,7 +122,7 @@ def recover_orphans(*, now: datetime | None = None) -> int:
         status__in=states.DONE).order_by("run_id", "stage", "index"))
     alive = _live_workers()
     broker = None
-    if any(step.status == RunStatus.PENDING for step in unfinished):
+    if any(step.status == RunStatus.PENDING or step.map for step in unfinished):
         broker = holdings({step.queue for step in unfinished})
     recovered = 0
     for run_id in set(run_ids) - {step.run_id for step in unfinished}:
@@ -130,7 +131,8 @@ def recover_orphans(*, now: datetime | None = None) -> int:
     for run_id, group in groupby(unfinished, key=lambda step: step.run_id):
         steps = list(group)
         current = [step for step in steps if step.stage == steps[0].stage]
-        if any(_still_held(step, alive, broker) for step in current):
+        if any(_map_still_held(step, alive, broker) if _is_mapping(step) else
+               _still_held(step, alive, broker) for step in current):
             continue
         if _reconcile_one(_republish_orphan, run_id=run_id, steps=steps):
             recovered += 1
@@ -160,6 +162,26 @@ def _still_held(step: StepRun, alive: dict[tuple[str, int], datetime],
     taken_for = broker.taken.get(step.task_id)
     return step.task_id in broker.waiting or (
         taken_for is not None and taken_for < settings.CHAINS_ORPHAN_SECONDS)
+
+
+def _is_mapping(step: StepRun) -> bool:
+    """A map step whose items were published: its items, not the step, are in hand."""
+    return step.map and step.status == RunStatus.RUNNING and step.items_total is not None
+
+
+def _map_still_held(step: StepRun, alive: dict[tuple[str, int], datetime],
+                    broker: Holdings | None) -> bool:
+    """Whether something still has one of a map step's unfinished items in hand: a live
+    worker running it, or a queue it waits in. Unknown counts as held."""
+    hosts = {hostname for hostname, _ in alive}
+    open_items = MapItem.objects.filter(step_run=step, status__in=states.ACTIVE)
+    for status, task_id, worker in open_items.values_list("status", "task_id", "worker"):
+        if status == RunStatus.RUNNING and worker in hosts:
+            return True
+        if status == RunStatus.PENDING and (broker is None or task_id in broker.waiting
+                                            or task_id in broker.taken):
+            return True
+    return False
 
 
 @transaction.atomic
