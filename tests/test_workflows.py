@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import Permission
 from django.utils import timezone
+from django_celery_results.models import TaskResult
 
 from chains import services
 from chains.errors import Conflict
@@ -69,6 +70,9 @@ def test_a_map_step_runs_once_per_item_and_keeps_their_order(api):
     assert set(items.values_list("status", flat=True)) == {"COMPLETED"}
     assert set(items.values_list("attempts", flat=True)) == {1}
     assert run.steps_done == run.steps_total == 2
+    # The items' rows are their record: no task result is written for them.
+    item_ids = list(items.values_list("task_id", flat=True))
+    assert not TaskResult.objects.filter(task_id__in=item_ids).exists()
 
 
 def test_one_failing_item_fails_the_map_step_naming_the_item(api):
