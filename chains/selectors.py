@@ -3,14 +3,25 @@ import math
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
-from django.db.models import Case, Count, F, OuterRef, Q, QuerySet, Subquery, When, Window
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    When,
+    Window,
+)
 from django.db.models.functions import Length, RowNumber, TruncHour
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 from rest_framework.authtoken.models import Token
 
 from chains import states
-from chains.models import Chain, ChainSchedule, Run, RunStatus, StepRun
+from chains.models import Approval, Chain, ChainSchedule, MapItem, Run, RunStatus, StepRun
 
 
 def runs_visible_to(user) -> QuerySet[Run]:
@@ -53,17 +64,80 @@ def run_statistics(*, user) -> dict[str, int]:
     return {"total": sum(by_status.values()), **counts, "retried": retried}
 
 
-def step_runs_with_results(run: Run) -> list[StepRun]:
+def step_runs_with_results(run: Run, *, prefetch: list[Prefetch] | None = None
+                           ) -> list[StepRun]:
     """The run's steps in order, each annotated with its task's `task_result_id`,
     `task_status` and `task_traceback` from the result backend (None before the task stored a
-    result), with their earlier attempts (two queries)."""
+    result), with their earlier attempts (two queries), and `prefetch` (one query each)."""
     task = TaskResult.objects.filter(task_id=OuterRef("task_id"))
     return list(run.step_runs.defer("log").annotate(
         log_size=Length("log"),
         task_result_id=Subquery(task.values("id")[:1]),
         task_status=Subquery(task.values("status")[:1]),
         task_traceback=Subquery(task.values("traceback")[:1]),
-    ).prefetch_related("earlier_attempts").order_by("index"))
+    ).prefetch_related("earlier_attempts", *(prefetch or [])).order_by("index"))
+
+
+def with_parent_run(runs: QuerySet[Run]) -> QuerySet[Run]:
+    """`runs`, each annotated with `parent_run`: the id of the run whose flow.chain step
+    started it (None for a top run), read in the same query."""
+    return runs.annotate(parent_run=F("parent_step__run_id"))
+
+
+def parent_run_of(run: Run):
+    """The id of the run whose flow.chain step started `run`, or None (the annotation of
+    `with_parent_run` when the run was read so)."""
+    if hasattr(run, "parent_run"):
+        return run.parent_run
+    if run.parent_step_id is None:
+        return None
+    return StepRun.objects.filter(id=run.parent_step_id).values_list("run_id", flat=True).first()
+
+
+def child_run_ids(run: Run) -> list:
+    """The runs that the flow.chain steps of `run` started, oldest first."""
+    return list(Run.objects.filter(parent_step__run_id=run.id).order_by("created_at", "id")
+                .values_list("id", flat=True))
+
+
+# A map step's items move as steps do, but are never WAITING or SKIPPED.
+MAP_ITEM_STATUSES = [RunStatus.PENDING, RunStatus.RUNNING, RunStatus.COMPLETED,
+                     RunStatus.FAILED, RunStatus.CANCELLED]
+
+
+def map_item_counts(step_run_ids: list[int]) -> dict[int, dict[str, int]]:
+    """For each of these map steps, how many of its items are in each status (every status
+    of MAP_ITEM_STATUSES, 0 when none), in one query."""
+    counts = {pk: dict.fromkeys((s.value for s in MAP_ITEM_STATUSES), 0)
+              for pk in step_run_ids}
+    if not step_run_ids:
+        return counts
+    rows = (MapItem.objects.filter(step_run_id__in=step_run_ids).order_by()
+            .values_list("step_run_id", "status").annotate(n=Count("id")))
+    for step_run_id, status, n in rows:
+        counts[step_run_id][status] = n
+    return counts
+
+
+def step_runs_in_detail(run: Run) -> list[StepRun]:
+    """`step_runs_with_results`, plus each step's approvals (`approvals`, oldest first, with
+    who decided) and, on map steps, `item_counts` (map_item_counts): at most two more
+    queries, however many steps and items the run has."""
+    step_runs = step_runs_with_results(run, prefetch=[Prefetch(
+        "approvals", queryset=Approval.objects.select_related("decided_by")
+        .defer("input").order_by("created_at", "id"))])
+    counts = map_item_counts([sr.id for sr in step_runs if sr.map])
+    for step_run in step_runs:
+        step_run.item_counts = counts.get(step_run.id)  # type: ignore[attr-defined]
+    return step_runs
+
+
+def map_items(step_run: StepRun, *, status: str | None = None) -> QuerySet[MapItem]:
+    """A map step's items by index, optionally of one status."""
+    items = MapItem.objects.filter(step_run=step_run)
+    if status:
+        items = items.filter(status=status)
+    return items.defer("task_id").order_by("index")
 
 
 def schedules_visible_to(user) -> QuerySet[ChainSchedule]:

@@ -12,10 +12,11 @@ from rest_framework.utils.serializer_helpers import ReturnDict
 from chains import states
 from chains.bounds import json_problem
 from chains.models import (
+    Approval,
     Chain,
     ChainSchedule,
+    MapItem,
     Run,
-    RunStatus,
     RunTrigger,
     Step,
     StepAttempt,
@@ -24,8 +25,14 @@ from chains.models import (
 from chains.permissions import can_read_chain_inputs
 from chains.presets import PRESETS, StepSpec
 from chains.schedules import next_fire_times
-from chains.selectors import step_runs_with_results
+from chains.selectors import (
+    MAP_ITEM_STATUSES,
+    child_run_ids,
+    parent_run_of,
+    step_runs_in_detail,
+)
 from chains.steps import STEP_TYPES
+from chains.steps.flow import APPROVAL
 
 
 @extend_schema_field(OpenApiTypes.ANY)  # any JSON value, not a string
@@ -199,6 +206,23 @@ class StepAttemptSerializer(serializers.ModelSerializer):
                   "log", "started_at", "finished_at"]
 
 
+class ApprovalSerializer(serializers.ModelSerializer):
+    decided_by: serializers.StringRelatedField = serializers.StringRelatedField(help_text=(
+        "Who approved or rejected; null while undecided and for a timeout."))
+
+    class Meta:
+        model = Approval
+        fields = ["message", "approvers_group", "due_at", "decision", "decided_by",
+                  "decided_at", "comment", "created_at"]
+
+
+# The counts of a map step's items by status.
+ITEM_COUNTS_SCHEMA = {
+    "type": "object", "nullable": True,
+    "properties": {status.value: {"type": "integer"} for status in MAP_ITEM_STATUSES},
+}
+
+
 class StepRunSerializer(serializers.ModelSerializer):
     # Annotated by selectors.step_runs_with_results (None where a step is read without them).
     task_status = serializers.SerializerMethodField()
@@ -208,13 +232,31 @@ class StepRunSerializer(serializers.ModelSerializer):
     earlier_attempts = StepAttemptSerializer(many=True, read_only=True, help_text=(
         "Every attempt before the one this row shows, oldest first (a retry, a resume or a "
         "lost worker starts a new attempt; none is overwritten)."))
+    items = serializers.SerializerMethodField()
+    approvals = serializers.SerializerMethodField()
 
     class Meta:
         model = StepRun
-        fields = ["index", "stage", "name", "step_type", "params", "queue", "task_id", "status",
+        fields = ["index", "stage", "name", "step_type", "params", "queue", "map", "when",
+                  "retry_backoff", "retry_backoff_max", "task_id", "status",
                   "task_status", "worker", "result", "error", "traceback", "attempts",
                   "started_at", "finished_at", "duration", "progress", "progress_message",
-                  "log_size", "earlier_attempts"]
+                  "log_size", "earlier_attempts", "items_total", "items_done", "items",
+                  "approvals"]
+
+    @extend_schema_field(ITEM_COUNTS_SCHEMA)
+    def get_items(self, step_run: StepRun) -> dict[str, int] | None:
+        """A map step's items by status (list them at /api/runs/{id}/steps/{index}/items/);
+        null for other steps."""
+        return getattr(step_run, "item_counts", None) if step_run.map else None
+
+    @extend_schema_field(ApprovalSerializer(many=True, allow_null=True))
+    def get_approvals(self, step_run: StepRun) -> list[dict] | None:
+        """A flow.approval step's requests for a decision, oldest first (a retried run asks
+        again; earlier decisions stay); null for other steps."""
+        if step_run.step_type != APPROVAL:
+            return None
+        return list(ApprovalSerializer(step_run.approvals.all(), many=True).data)
 
     def get_task_status(self, step_run: StepRun) -> str | None:
         return getattr(step_run, "task_status", None)
@@ -237,30 +279,72 @@ class StepLogSerializer(serializers.ModelSerializer):
 class RunSerializer(serializers.ModelSerializer):
     chain_name = serializers.CharField(source="chain.name", default=None, read_only=True)
     created_by: serializers.StringRelatedField = serializers.StringRelatedField()
+    parent_run = serializers.SerializerMethodField()
 
     class Meta:
         model = Run
         fields = ["id", "chain", "chain_name", "task_type", "description", "status", "trigger",
                   "inputs", "result", "error", "steps_done", "steps_total", "created_by",
                   "created_at", "started_at", "finished_at", "retries", "retried_status",
-                  "retried_error", "retried_at"]
+                  "retried_error", "retried_at", "parent_run", "depth"]
+
+    @extend_schema_field(serializers.UUIDField(allow_null=True))
+    def get_parent_run(self, run: Run) -> str | None:
+        """The run whose flow.chain step started this one; null for a top run."""
+        parent = parent_run_of(run)
+        return None if parent is None else str(parent)
 
 
 class RunDetailSerializer(RunSerializer):
     steps = serializers.SerializerMethodField()
+    child_runs = serializers.SerializerMethodField()
 
     class Meta(RunSerializer.Meta):
-        fields = [*RunSerializer.Meta.fields, "steps"]
+        fields = [*RunSerializer.Meta.fields, "child_runs", "steps"]
 
+    @extend_schema_field(StepRunSerializer(many=True))
     def get_steps(self, run: Run) -> list[dict]:
-        return list(StepRunSerializer(step_runs_with_results(run), many=True).data)
+        return list(StepRunSerializer(step_runs_in_detail(run), many=True).data)
+
+    @extend_schema_field(serializers.ListField(child=serializers.UUIDField()))
+    def get_child_runs(self, run: Run) -> list[str]:
+        """The runs this run's flow.chain steps started, oldest first."""
+        return [str(pk) for pk in child_run_ids(run)]
 
 
 class RunFilterSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
+    status = serializers.ChoiceField(choices=[(s.value, s.label) for s in states.RUN_STATUSES],
+                                     required=False)
     trigger = serializers.ChoiceField(choices=RunTrigger.choices, required=False)
     chain = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
     task_type = serializers.ChoiceField(choices=list(PRESETS), required=False)
+
+
+class DecisionSerializer(UnknownKeysRefused, serializers.Serializer):
+    """Approve or reject the approval the run waits for."""
+
+    comment = serializers.CharField(required=False, allow_blank=True, default="",
+                                    max_length=2000,
+                                    help_text="Kept with the decision; a rejection's run "
+                                    "fails with \"rejected by <user>: <comment>\".")
+
+
+class MapItemSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = MapItem
+        fields = ["index", "status", "result", "error", "attempts", "worker", "started_at",
+                  "finished_at"]
+
+
+class MapItemFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=[(s.value, s.label) for s in MAP_ITEM_STATUSES],
+                                     required=False)
+
+
+class TaskTypeSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    description = serializers.CharField()
+    config_schema = serializers.JSONField(help_text="JSON Schema of the task type's `config`.")
 
 
 class StepTypeSerializer(serializers.Serializer):

@@ -9,6 +9,7 @@ router = DefaultRouter()
 router.register("chains", views.ChainViewSet, basename="chain")
 router.register("runs", views.RunViewSet, basename="run")
 router.register("step-types", views.StepTypeViewSet, basename="step-type")
+router.register("task-types", views.TaskTypeViewSet, basename="task-type")
 router.register("schedules", views.ChainScheduleViewSet, basename="schedule")
 
 seed_urlpatterns = [

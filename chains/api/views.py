@@ -1,6 +1,6 @@
 """Resource API: chains with their steps, runs and step types."""
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
@@ -12,10 +12,13 @@ from chains import selectors, services
 from chains.api.base import ChainsAPI
 from chains.api.errors import as_api_error
 from chains.api.idempotency import IDEMPOTENCY_HEADER, idempotency_key, request_fingerprint
-from chains.api.pagination import RunPagination
+from chains.api.pagination import BoundedPagination, RunPagination
 from chains.api.serializers import (
     ChainScheduleSerializer,
     ChainSerializer,
+    DecisionSerializer,
+    MapItemFilterSerializer,
+    MapItemSerializer,
     NoInputSerializer,
     QueueSerializer,
     RunDetailSerializer,
@@ -24,6 +27,7 @@ from chains.api.serializers import (
     RunStartSerializer,
     StepLogSerializer,
     StepTypeSerializer,
+    TaskTypeSerializer,
     TokenSerializer,
     WorkerSerializer,
 )
@@ -38,6 +42,7 @@ from chains.permissions import (
     can_start_runs,
     signed_in,
 )
+from chains.presets import PRESETS
 from chains.steps import STEP_TYPES
 from chains.steps.registry import KEY
 
@@ -61,12 +66,15 @@ class IsOwnerOrStaffForWrites(permissions.BasePermission):
 
 
 class RunPermission(permissions.BasePermission):
-    """Cancel and retry need can_change_run; delete needs can_delete_run."""
+    """Cancel and retry need can_change_run; delete needs can_delete_run; approve and reject
+    need chains.approve_run (the service also checks the approval's group)."""
 
     def has_object_permission(self, request, view, obj) -> bool:
         action = getattr(view, "action", "")
         if action in ("cancel", "retry"):
             return can_change_run(request.user, obj)
+        if action in ("approve", "reject"):
+            return request.user.has_perm("chains.approve_run")
         if action == "destroy":
             return can_delete_run(request.user, obj)
         return True
@@ -134,6 +142,17 @@ class ChainViewSet(ChainsAPI, viewsets.ModelViewSet):
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
+# What approve and reject answer.
+DECISION_RESPONSES = {
+    200: RunDetailSerializer,
+    403: OpenApiResponse(description="without chains.approve_run, or not in the approval's "
+                         "group"),
+    404: OpenApiResponse(description="no such run, or one you may not see"),
+    409: OpenApiResponse(description="already decided (naming the decision and who made it), "
+                         "or the run waits for no approval"),
+}
+
+
 class RunViewSet(ChainsAPI, mixins.ListModelMixin, mixins.RetrieveModelMixin,
                  mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """Runs: filter by status, trigger, chain or task_type; cancel; retry; delete."""
@@ -150,10 +169,11 @@ class RunViewSet(ChainsAPI, mixins.ListModelMixin, mixins.RetrieveModelMixin,
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
             return Run.objects.none()
         if self.action != "list":
-            return selectors.runs_visible_to(self.request.user)
+            return selectors.with_parent_run(selectors.runs_visible_to(self.request.user))
         filters = RunFilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
-        return selectors.run_list(user=self.request.user, **filters.validated_data)
+        return selectors.with_parent_run(
+            selectors.run_list(user=self.request.user, **filters.validated_data))
 
     @extend_schema(parameters=[RunFilterSerializer])
     def list(self, request: Request, *args, **kwargs) -> Response:
@@ -198,6 +218,53 @@ class RunViewSet(ChainsAPI, mixins.ListModelMixin, mixins.RetrieveModelMixin,
             raise as_api_error(exc) from exc
         return Response(RunDetailSerializer(run).data)
 
+    @extend_schema(request=DecisionSerializer, responses=DECISION_RESPONSES)
+    @action(detail=True, methods=["post"], serializer_class=DecisionSerializer)
+    def approve(self, request: Request, pk=None) -> Response:
+        """Approve the approval the run waits for: the run goes on with the approval step's
+        input. Needs chains.approve_run (and membership of the approval's group, if it names
+        one)."""
+        return self._decide(request, approve=True)
+
+    @extend_schema(request=DecisionSerializer, responses=DECISION_RESPONSES)
+    @action(detail=True, methods=["post"], serializer_class=DecisionSerializer)
+    def reject(self, request: Request, pk=None) -> Response:
+        """Reject the approval the run waits for: the run fails with "rejected by <user>:
+        <comment>". Needs chains.approve_run (and membership of the approval's group, if it
+        names one)."""
+        return self._decide(request, approve=False)
+
+    def _decide(self, request: Request, *, approve: bool) -> Response:
+        run = self.get_object()
+        serializer = DecisionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            run = services.run_decide(run=run, user=signed_in(request.user), approve=approve,
+                                      comment=serializer.validated_data["comment"])
+        except ChainError as exc:
+            raise as_api_error(exc) from exc
+        return Response(RunDetailSerializer(run).data)
+
+    @extend_schema(request=None, parameters=[MapItemFilterSerializer],
+                   responses=MapItemSerializer(many=True))
+    @action(detail=True, methods=["get"], url_path=r"steps/(?P<index>\d{1,5})/items",
+            serializer_class=MapItemSerializer, pagination_class=BoundedPagination)
+    def step_items(self, request: Request, pk=None, index: str = "0", **kwargs) -> Response:
+        """A map step's items by index, paged (`?limit=&offset=`, at most
+        CHAINS_MAX_PAGE_SIZE a page), optionally of one `status`. 404 for a step that is not
+        a map step."""
+        run = self.get_object()
+        filters = MapItemFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        step_run = get_object_or_404(run.step_runs.only("id", "index", "step_type", "map"),
+                                     index=int(index))
+        if not step_run.map:
+            raise NotFound(f"step {step_run.index + 1} ({step_run.step_type}, index "
+                           f"{step_run.index}) is not a map step: only a map step has items")
+        items = selectors.map_items(step_run, status=filters.validated_data.get("status"))
+        page = self.paginate_queryset(items)
+        return self.get_paginated_response(MapItemSerializer(page, many=True).data)
+
 
 class StepTypeViewSet(ChainsAPI, viewsets.ViewSet):
     """The step registry: every key a step may name, with its params JSON schema."""
@@ -221,6 +288,29 @@ class StepTypeViewSet(ChainsAPI, viewsets.ViewSet):
         return Response(self._row(pk))
 
 
+
+
+class TaskTypeViewSet(ChainsAPI, viewsets.ViewSet):
+    """The seed task types (/tasks/submit's `task_type`), each with the JSON Schema of its
+    `config`."""
+
+    lookup_value_regex = r"[a-z_]{1,32}"
+
+    def _row(self, key: str) -> dict:
+        model, build = PRESETS[key]
+        return {"key": key, "description": (build.__doc__ or "").strip(),
+                "config_schema": model.model_json_schema()}
+
+    # **kwargs: the router's format suffix routes (/api/task-types.json) pass `format`.
+    @extend_schema(responses=TaskTypeSerializer(many=True))
+    def list(self, request: Request, **kwargs) -> Response:
+        return Response([self._row(key) for key in PRESETS])
+
+    @extend_schema(responses=TaskTypeSerializer)
+    def retrieve(self, request: Request, pk: str, **kwargs) -> Response:
+        if pk not in PRESETS:
+            raise NotFound(f"unknown task type {pk!r}")
+        return Response(self._row(pk))
 
 
 class ChainScheduleViewSet(ChainsAPI, viewsets.ModelViewSet):

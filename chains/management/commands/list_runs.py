@@ -3,15 +3,16 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from chains import selectors
-from chains.models import Chain, RunStatus
+from chains import selectors, states
+from chains.models import Chain
 
 
 class Command(BaseCommand):
-    help = "List runs newest first, optionally of one status and chain; --json for scripts."
+    help = ("List runs newest first, optionally of one status (WAITING: waiting for an approval "
+            "or a child run) and chain; --json for scripts.")
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--status", choices=RunStatus.values)
+        parser.add_argument("--status", choices=[s.value for s in states.RUN_STATUSES])
         parser.add_argument("--chain", help="chain name or id")
         parser.add_argument("--limit", type=int, default=20, help="at most this many (20)")
         parser.add_argument("--json", action="store_true", help="one JSON array")

@@ -13,7 +13,8 @@ class Command(BaseCommand):
     help = (
         "Start a run of the chain named NAME (or with id ID). Prints the bare run id on stdout. "
         "With --wait, shows progress on stderr, then prints the run's result as JSON on stdout; "
-        "exits 1 if it did not complete."
+        "exits 1 if it did not complete. Inputs that do not fit the chain's inputs schema are "
+        "printed one 'field: reason' a line, and the command exits 1."
     )
 
     def add_arguments(self, parser) -> None:
@@ -31,8 +32,10 @@ class Command(BaseCommand):
             raise CommandError(f"--input is not JSON: {exc}") from exc
         try:
             run = services.run_start(chain=target, inputs=parsed, trigger=RunTrigger.COMMAND)
-        except ChainError as exc:
-            raise CommandError(json.dumps(exc.errors)) from exc
+        except ChainError as exc:  # one "field: reason" a line, e.g. "inputs.age: ..."
+            raise CommandError("\n".join(f"{field}: {reason}"
+                                         for field, reasons in exc.errors.items()
+                                         for reason in reasons)) from exc
         self.stdout.write(str(run.id))  # bare, for scripts: RUN=$(manage.py run_chain …)
         if not wait:
             return
