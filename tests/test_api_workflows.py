@@ -109,8 +109,6 @@ def test_a_run_that_waits_for_no_approval_is_409(user):
     assert response.json() == {"status": ["run is PENDING and has no approval to decide"]}
 
 
-@pytest.mark.xfail(strict=True, reason="services.run_decide names the caller's own, rolled "
-                   "back decision when the approval step is no longer WAITING")
 def test_deciding_on_a_cancelled_run_is_409_naming_the_steps_status(user):
     run = waiting_run(user)
     services.run_cancel(run=run)

@@ -243,6 +243,8 @@ def run_decide(*, run: Run, user: User, approve: bool, comment: str = "") -> Run
     "rejected by <user>: <comment>"). A second decision is a Conflict naming the first."""
     if len(comment) > 2000:
         raise ChainError("comment", errors={"comment": ["must be at most 2000 characters"]})
+    if not user.is_active or not user.has_perm("chains.approve_run"):
+        raise PermissionDenied("deciding needs the chains.approve_run permission")
     approval = (Approval.objects.select_related("step_run", "decided_by")
                 .filter(step_run__run=run, step_run__step_type=APPROVAL)
                 .order_by("-created_at").first())
@@ -250,18 +252,25 @@ def run_decide(*, run: Run, user: User, approve: bool, comment: str = "") -> Run
         raise Conflict("not waiting", errors={"status": [
             f"run is {run.status} and has no approval to decide"]})
     if not may_decide(user, approval):
-        group = f" in group {approval.approvers_group!r}" if approval.approvers_group else ""
-        raise PermissionDenied(f"deciding needs the chains.approve_run permission{group}")
+        raise PermissionDenied("deciding needs the chains.approve_run permission in group "
+                               f"{approval.approvers_group!r}")
+    step_run = approval.step_run
+    if approval.decision:
+        by = f" by {approval.decided_by}" if approval.decided_by else ""
+        raise Conflict("decided", errors={"status": [
+            f"already decided: {approval.get_decision_display().lower()}{by}"]})
     now = timezone.now()
     decision = Decision.APPROVED if approve else Decision.REJECTED
-    decided = Approval.objects.filter(id=approval.id, decision="").update(
-        decision=decision, decided_by=user, decided_at=now, comment=comment)
-    step_run = approval.step_run
-    if not decided or step_run.status != RunStatus.WAITING:
+    # The update is the check: of two decisions at once, one wins; the step must still wait.
+    decided = Approval.objects.filter(
+        id=approval.id, decision="", step_run__status=RunStatus.WAITING,
+    ).update(decision=decision, decided_by=user, decided_at=now, comment=comment)
+    if not decided:
         approval.refresh_from_db()
-        who = approval.decided_by or "nobody"
+        step_run.refresh_from_db()
+        by = f" by {approval.decided_by}" if approval.decided_by else ""
         raise Conflict("decided", errors={"status": [
-            f"already decided: {approval.get_decision_display().lower()} by {who}"
+            f"already decided: {approval.get_decision_display().lower()}{by}"
             if approval.decision else f"the approval step is {step_run.status}"]})
     if approve:
         step_continue(step_run, result=approval.input, now=now)
