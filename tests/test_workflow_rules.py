@@ -211,3 +211,24 @@ def test_a_steps_retry_policy_is_read_from_its_row():
                             retry_backoff_max=60))
     step = StepRun.objects.get(run=run)
     assert services.step_retry_policy(step_run_id=step.id) == services.RetryPolicy(3, 5, 60)
+
+
+def test_each_item_done_counts_once_and_moves_the_steps_progress():
+    run = make_run(StepSpec("math.multiply", {"numbers": [3]}, 0, map=True))
+    step = StepRun.objects.get(run=run)
+    assert services.step_execute(step_run_id=step.id, previous=[1, 2, 3, 4]) is None
+    tasks = dict(step.items.values_list("index", "task_id"))
+    assert services.map_item_execute(step_run_id=step.id, index=1, value=2,
+                                     task_id=tasks[1]) == 6
+    assert services.map_item_execute(step_run_id=step.id, index=1, value=2,
+                                     task_id=tasks[1]) == 6  # delivered again: stored
+    step.refresh_from_db()
+    assert (step.items_total, step.items_done, step.progress, step.status) == (
+        4, 1, 0.25, "RUNNING")
+    for index, value in [(0, 1), (2, 3), (3, 4)]:
+        services.map_item_execute(step_run_id=step.id, index=index, value=value,
+                                  task_id=tasks[index])
+    step.refresh_from_db()
+    run.refresh_from_db()
+    assert (step.status, step.result, step.items_done) == ("COMPLETED", [3, 6, 9, 12], 4)
+    assert (run.status, run.result) == ("COMPLETED", [3, 6, 9, 12])

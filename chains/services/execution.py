@@ -12,8 +12,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F, Q, QuerySet, Value
-from django.db.models.functions import Coalesce
+from django.db.models import F, FloatField, Q, QuerySet, Value
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
@@ -150,7 +150,8 @@ def map_item_execute(*, step_run_id: int, index: int, value: Any, task_id: str |
                            finished_at=now):
             return result
         mapped = StepRun.objects.filter(id=step_run.id)
-        mapped.update(items_done=F("items_done") + 1)
+        mapped.update(items_done=F("items_done") + 1, progress=Cast(
+            F("items_done") + 1, FloatField()) / Cast(F("items_total"), FloatField()))
         done, total = mapped.values_list("items_done", "items_total").get()
         total = total or 0
         if done >= total:
@@ -161,13 +162,29 @@ def map_item_execute(*, step_run_id: int, index: int, value: Any, task_id: str |
                                                          f"results {problem}")
             else:
                 step_continue(step_run, result=results, now=now)
-        else:
-            mapped.update(progress=done / total, progress_message=f"{done} of {total} items")
+        elif _stamp_due(run.id):
             Run.objects.filter(id=run.id).filter(
                 Q(last_progress_at__isnull=True)
                 | Q(last_progress_at__lt=now - timedelta(seconds=MAP_PROGRESS_EVERY))
             ).update(last_progress_at=now)
     return result
+
+
+# run id -> when this process last stamped the run's progress for a map item (monotonic s).
+_stamped: dict[Any, float] = {}
+
+
+def _stamp_due(run_id: Any) -> bool:
+    """Whether this process should stamp the run's progress now: at most every
+    MAP_PROGRESS_EVERY seconds per process (the UPDATE itself keeps it to that across them),
+    so a fast map does not write the run row for every item."""
+    now = time.monotonic()
+    if now - _stamped.get(run_id, 0.0) < MAP_PROGRESS_EVERY:
+        return False
+    if len(_stamped) > 1000:
+        _stamped.clear()
+    _stamped[run_id] = now
+    return True
 
 
 class _ProgressReporter:

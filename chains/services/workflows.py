@@ -149,7 +149,7 @@ def map_start(step_run: StepRun, previous: Any, *, time_limit_default: int) -> N
         done = items.filter(status=RunStatus.COMPLETED).count()
         StepRun.objects.filter(id=step_run.id).update(
             items_total=len(previous), items_done=done, progress=done / len(previous),
-            progress_message=f"{done} of {len(previous)} items")
+            progress_message="")  # items_done of items_total says it
         todo = list(items.exclude(status=RunStatus.COMPLETED).values_list("index", "task_id"))
         transaction.on_commit(lambda: _publish_items(step_run, previous, todo,
                                                      time_limit_default=time_limit_default))
