@@ -168,9 +168,42 @@ def run_stages(step_runs: list[StepRun]) -> list[dict]:
         stages.setdefault(step_run.stage, []).append(step_run)
     return [
         {"number": n, "steps": steps, "total": len(steps),
-         "done": sum(sr.status == RunStatus.COMPLETED for sr in steps)}
+         "done": sum(sr.status in states.DONE for sr in steps)}
         for n, steps in stages.items()
     ]
+
+
+def run_approvals(run: Run) -> dict[int, list[Approval]]:
+    """The approvals asked by the run's steps, by step run id, newest first (a retried run
+    asks again; earlier decisions stay)."""
+    approvals: dict[int, list[Approval]] = {}
+    for approval in (Approval.objects.filter(step_run__run=run).select_related("decided_by")
+                     .order_by("-created_at")):
+        approvals.setdefault(approval.step_run_id, []).append(approval)
+    return approvals
+
+
+def run_children(run: Run) -> dict[int, list[Run]]:
+    """The child runs started by the run's flow.chain steps, by step run id, newest first."""
+    children: dict[int, list[Run]] = {}
+    for child in (Run.objects.filter(parent_step__run=run).select_related("chain")
+                  .only("id", "status", "chain__name", "parent_step_id", "created_at")
+                  .order_by("-created_at")):
+        children.setdefault(child.parent_step_id or 0, []).append(child)
+    return children
+
+
+def map_failed_items(step_run: StepRun, *, limit: int = 20) -> list[MapItem]:
+    """The first `limit` failed items of a map step, by index (their count is map_counts')."""
+    return list(step_run.items.filter(status=RunStatus.FAILED).order_by("index")
+                .only("index", "error", "step_run_id")[:limit])
+
+
+def approvals_waiting(*, user, limit: int = 10) -> QuerySet[Approval]:
+    """Approvals no one has decided yet on the runs the user sees, soonest due first."""
+    return (Approval.objects.filter(decision="", step_run__status=RunStatus.WAITING,
+                                    step_run__run__in=runs_visible_to(user))
+            .select_related("step_run__run__chain").order_by("due_at")[:limit])
 
 
 def run_duration_estimate(run: Run, *, sample: int = 20) -> float | None:

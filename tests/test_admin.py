@@ -125,7 +125,7 @@ def test_view_only_staff_cannot_run_or_cancel(client, chain):
 def test_chain_page_has_tools_and_a_picture(admin_web, chain):
     page = admin_web.get(reverse("admin:chains_chain_change", args=[chain.pk])).content.decode()
     assert "Run now" in page and "Validate" in page and "Duplicate chain" in page
-    assert page.count('class="tc-node tc-node-plan"') == 2
+    assert page.count('class="tc-node tc-node-plan tc-kind-step"') == 2
     assert "data-django-jsonform" in page  # params are a generated form, not a JSON box
 
 

@@ -1,7 +1,10 @@
 """The admin in a real browser (Debian's Chromium driven by Playwright) against a live server
 with a real worker on real Redis: build a chain, run it and watch it finish, cancel a slow run,
-retry a failing one after fixing its params, open the dashboard. Screenshots are saved under
+retry a failing one after fixing its params, open the dashboard; approve a waiting run, watch a
+map step's items, see Run now refuse inputs that do not fit the chain's schema, and draw map
+steps, conditions, approvals and sub-chains in the builder. Screenshots are saved under
 tests/artifacts/."""
+import json
 import os
 import shutil
 from datetime import datetime
@@ -335,3 +338,149 @@ def test_a_schedule_shows_its_kinds_fields_and_offers_timezones(admin_page, live
         "interval", 3600, "Europe/Berlin", None)
     berlin = datetime.now(ZoneInfo("Europe/Berlin")).strftime("%Z")  # CET or CEST, by date
     assert f" {berlin}" in page.inner_text(".field-next_fire_times")  # its own zone, labelled
+
+
+# --- Workflows: approvals, map steps, typed inputs, the builder's second line -----------------
+
+
+def test_approve_from_the_run_page(page, live_server):
+    chain = services.chain_save(name="gated", steps=[
+        StepSpec("math.add", {"numbers": [1]}, 0),
+        StepSpec("flow.approval", {"message": "Ship the numbers?"}, 1),
+        StepSpec("math.multiply", {"numbers": [10]}, 2)])
+    page.goto(f"{live_server.url}/admin/chains/chain/{chain.pk}/run/")
+    page.fill("#id_inputs", "1")
+    page.click("input[type=submit]")
+    wait_for_status(page, "WAITING")
+    page.wait_for_selector("#tc-approve")
+    panel = page.inner_text("#tc-run-panel")
+    assert "Ship the numbers?" in panel and "due " in panel
+    assert page.locator(".tc-node-waiting.tc-kind-approval polygon").count() == 1
+    shot_sizes(page, "run-waiting-approval")
+    # The panel keeps refreshing while the run waits, but not over a comment being written.
+    page.fill(".tc-decide textarea", "numbers checked")
+    page.wait_for_timeout(2500)
+    assert page.input_value(".tc-decide textarea") == "numbers checked"
+    page.click("#tc-approve")
+    page.wait_for_selector("text=Approved: the run goes on.")
+    wait_for_status(page, "COMPLETED")
+    run = Run.objects.get(chain=chain)
+    assert (run.status, run.result) == (RunStatus.COMPLETED, 20)
+    decided = page.inner_text(".tc-decided")
+    assert "APPROVED" in decided.upper() and "boss" in decided and "numbers checked" in decided
+    assert page.locator("#tc-approve").count() == 0
+    shot(page, "run-approved")
+
+
+def test_a_map_step_on_the_run_page(page, live_server):
+    chain = services.chain_save(name="doubler", steps=[
+        StepSpec("math.multiply", {"numbers": [2]}, 0, map=True),
+        StepSpec("math.add", {}, 1)])
+    page.goto(f"{live_server.url}/admin/chains/chain/{chain.pk}/run/")
+    page.fill("#id_inputs", json.dumps(list(range(1, 101))))
+    page.click("input[type=submit]")
+    wait_for_status(page, "COMPLETED", timeout=60_000)
+    assert Run.objects.get(chain=chain).result == 10100
+    assert page.locator(".tc-step-row").count() == 2  # the map step once, not 100 rows
+    counts = page.inner_text(".tc-map")
+    assert "100 items" in counts and "100 done · 0 failed · 0 running · 0 pending" in counts
+    assert page.text_content(".tc-kind-map .tc-badge-map") == "× 100"
+    shot_sizes(page, "run-map")
+
+    # One item that fails fails the step, naming the item; the page lists the failed item.
+    page.goto(f"{live_server.url}/admin/chains/chain/{chain.pk}/run/")
+    page.fill("#id_inputs", json.dumps([1, 2, "x", 4]))
+    page.click("input[type=submit]")
+    wait_for_status(page, "FAILED")
+    page.wait_for_selector(".tc-failed-items")
+    assert page.locator(".tc-failed-items tbody td").first.inner_text() == "2"
+    assert "item 2:" in page.inner_text("#tc-run-panel")
+    shot(page, "run-map-failed")
+
+
+def test_run_now_refuses_inputs_that_do_not_fit_the_schema(admin_page, live_server):
+    page = admin_page
+    chain = services.chain_save(name="typed", inputs_schema={
+        "type": "object", "required": ["count"], "properties": {
+            "count": {"type": "integer", "minimum": 1, "description": "How many rows."},
+            "label": {"type": "string", "pattern": "^[a-z]+$"}}},
+        steps=[StepSpec("flow.wait", {"seconds": 0}, 0)])
+    run_now = f"{live_server.url}/admin/chains/chain/{chain.pk}/run/"
+    page.goto(run_now)
+    count = page.locator(".tc-generated-form input[type=number]").first
+    count.wait_for()
+    label = page.locator(".tc-generated-form input[type=text]").first
+    assert "How many rows." in page.inner_text(".tc-generated-form")
+    # What the form itself knows (a minimum) is refused before anything is sent.
+    count.fill("0")
+    page.click("input[type=submit]")
+    assert count.evaluate("input => input.validity.valid") is False
+    assert page.url == run_now and not Run.objects.exists()
+    # What only the schema says (a pattern) is refused by the service, on the field.
+    count.fill("3")
+    label.fill("Q4 Report")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#tc-run-errors")
+    reason = "'Q4 Report' does not match '^[a-z]+$'"
+    assert f"inputs.label: {reason}" in page.inner_text("#tc-run-errors")
+    assert reason in page.inner_text(".tc-generated-form")  # beside the field
+    assert page.locator(".tc-generated-form input[type=text]").first.input_value() == (
+        "Q4 Report")  # kept as typed
+    assert not Run.objects.exists()
+    shot_sizes(page, "run-now-refused")
+    page.locator(".tc-generated-form input[type=text]").first.fill("report")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#tc-run-panel")
+    assert Run.objects.get(chain=chain).inputs == {"count": 3, "label": "report"}
+
+
+def test_the_builder_draws_map_conditions_approvals_and_sub_chains(admin_page, live_server):
+    page = admin_page
+    report = services.chain_save(name="report", steps=[StepSpec("math.add", {"numbers": [1]},
+                                                                0)])
+    chain = services.chain_save(name="workflows", default_inputs=[1, 2, 3], steps=[
+        StepSpec("math.multiply", {"numbers": [2]}, 0, map=True, retry_backoff=5,
+                 max_retries=2),
+        StepSpec("math.add", {}, 1, name="sum if big",
+                 when={"path": "0", "op": ">", "value": 1}),
+        StepSpec("flow.approval", {"message": "Send the total?"}, 2),
+        StepSpec("flow.chain", {"chain": "report"}, 3)])
+    page.goto(f"{live_server.url}/admin/chains/chain/{chain.pk}/change/")
+    picture = page.locator("#tc-picture svg")
+    assert picture.locator(".tc-kind-map .tc-badge-map").text_content() == "× each"
+    assert "when 0 > 1" in picture.locator(".tc-kind-step").text_content()
+    assert picture.locator(".tc-kind-approval polygon").count() == 1
+    assert picture.locator(".tc-kind-subchain .tc-inner").count() == 1
+    assert picture.locator("a.tc-node-link").get_attribute("href") == (
+        f"/admin/chains/chain/{report.pk}/change/")
+    assert page.is_checked("#id_steps-0-map")
+    assert page.input_value("#id_steps-1-when_2") == "1"
+    assert page.input_value("#id_steps-0-retry_backoff") == "5"
+    shot_sizes(page, "chain-builder-workflows")
+    # The live picture follows the second line: a condition typed on screen shows on its node.
+    page.select_option("#id_steps-2-when_1", "truthy")
+    assert page.is_disabled("#id_steps-2-when_2")  # truthy takes no value
+    page.wait_for_function(
+        "document.querySelector('#tc-picture').textContent.includes('when input truthy')")
+    page.uncheck("#id_steps-0-map")
+    page.wait_for_function("!document.querySelector('#tc-picture .tc-kind-map')")
+    # Saved, a bad condition is refused on its row; nothing changes.
+    page.check("#id_steps-0-map")
+    page.select_option("#id_steps-1-when_1", "in")
+    page.fill("#id_steps-1-when_2", "3")
+    page.click("input[name=_continue]")
+    page.wait_for_selector(".errornote")
+    assert "op in needs a list as its value" in page.inner_text("#steps-1")
+    assert chain.steps.get(position=1).when == {"path": "0", "op": ">", "value": 1}
+    shot(page, "chain-builder-workflows-refused")
+    page.fill("#id_steps-1-when_2", "[3, 6]")
+    page.click("input[name=_continue]")
+    page.wait_for_selector("text=was changed successfully")
+    assert chain.steps.get(position=1).when == {"path": "0", "op": "in", "value": [3, 6]}
+    assert chain.steps.get(position=2).when == {"path": "", "op": "truthy"}
+    # The preview reads a flow.chain step's chain from its params form: a chain that does
+    # not exist is drawn without a link.
+    assert page.locator("#tc-picture a.tc-node-link").count() == 1
+    page.locator("#steps-3 [data-django-jsonform-container] input").first.fill("nowhere")
+    page.wait_for_function("!document.querySelector('#tc-picture a.tc-node-link')")
+    assert "4. run nowhere" in page.text_content("#tc-picture")

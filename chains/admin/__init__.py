@@ -1,6 +1,7 @@
 """The admin: chains built with their steps and schedules, runs read step by step; the
 admin's own views (views.py) and forms (forms.py) beside it."""
 
+import json
 import re
 from functools import partial
 from typing import cast
@@ -23,7 +24,7 @@ from django_celery_beat.models import PeriodicTask
 from rest_framework.authtoken.admin import TokenAdmin
 from rest_framework.authtoken.models import TokenProxy
 
-from chains import selectors, services
+from chains import selectors, services, states
 from chains.admin import views as admin_views
 from chains.admin.forms import (
     JSON_FIELD_OVERRIDES,
@@ -33,20 +34,18 @@ from chains.admin.forms import (
     StepInlineForm,
     StepInlineFormSet,
 )
-from chains.compatibility import stages_of
+from chains.admin.pictures import specs_picture
 from chains.errors import ChainError
 from chains.models import (
     ApiToken,
     Chain,
     ChainSchedule,
     Run,
-    RunStatus,
     RunTrigger,
     Step,
     StepRun,
 )
 from chains.permissions import can_change_run, can_start_runs
-from chains.picture import chain_picture
 from chains.presets import PRESETS
 from chains.schedules import next_fire_times, schedule_errors, zone
 from chains.steps import STEP_TYPES
@@ -62,6 +61,20 @@ class CappedCountPaginator(Paginator):
     def count(self) -> int:
         rows = cast(QuerySet, self.object_list)  # the admin pages querysets
         return rows.order_by()[: self.COUNT_CAP].count()
+
+
+class RunStatusFilter(admin.SimpleListFilter):
+    """What a run can be (SKIPPED is a step's status only), WAITING included; the parameter
+    is the admin's own (`status__exact`), so links to a filtered list keep working."""
+
+    title = "status"
+    parameter_name = "status__exact"
+
+    def lookups(self, request, model_admin) -> list[tuple[str, str]]:
+        return [(status.value, status.label) for status in states.RUN_STATUSES]
+
+    def queryset(self, request, queryset: QuerySet[Run]) -> QuerySet[Run]:
+        return queryset.filter(status=self.value()) if self.value() else queryset
 
 
 class TaskTypeFilter(admin.SimpleListFilter):
@@ -100,6 +113,8 @@ ID_PREFIX = re.compile(r"[0-9a-fA-F][0-9a-fA-F-]{3,35}")
 
 
 TIMEZONES = sorted(available_timezones())
+# How much of a run's inputs its page shows.
+INPUTS_SHOWN = 2000
 
 
 def short_id(run: Run) -> str:
@@ -119,7 +134,7 @@ class StepInline(admin.TabularInline):
     extra = 0
     ordering = ["position"]
     fields = ["position", "stage", "name", "step_type", "params", "max_retries", "time_limit",
-              "queue"]
+              "queue", "map", "when", "retry_backoff", "retry_backoff_max"]
     classes = ["tc-steps"]
     formfield_overrides = JSON_FIELD_OVERRIDES
 
@@ -192,7 +207,7 @@ class ChainAdmin(admin.ModelAdmin):
     readonly_fields = ["created_by", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["name", "description", "enabled"]}),
-        ("Inputs", {"fields": ["default_inputs"]}),
+        ("Inputs", {"fields": ["default_inputs", "inputs_schema"]}),
         ("History", {"fields": ["created_by", "created_at", "updated_at"],
                      "classes": ["collapse"]}),
     ]
@@ -237,9 +252,7 @@ class ChainAdmin(admin.ModelAdmin):
                            obj=None):
         context["timezones"] = TIMEZONES
         if obj is not None:
-            stages = stages_of(services.chain_step_specs(obj))
-            context["picture"] = chain_picture(
-                [[(s.name or s.step_type, "") for s in stage] for stage in stages])
+            context["picture"] = specs_picture(services.chain_step_specs(obj))
             context["can_start"] = can_start_runs(request.user)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
@@ -322,7 +335,7 @@ class RunAdmin(admin.ModelAdmin):
     list_display_links = ["run_id"]
     # No date_hierarchy and no AllValues filter: both read every run of the table (a
     # DISTINCT over a function of created_at, a DISTINCT task_type) on each page view.
-    list_filter = ["status", "trigger", TaskTypeFilter, "chain",
+    list_filter = [RunStatusFilter, "trigger", TaskTypeFilter, "chain",
                    ("created_at", admin.DateFieldListFilter)]
     search_fields = ["=id"]  # the search box; get_search_results says what it finds
     search_help_text = ("A run id or its first characters, a chain name, or a step's task id "
@@ -331,12 +344,12 @@ class RunAdmin(admin.ModelAdmin):
     show_full_result_count = False
     paginator = CappedCountPaginator
     # Status, progress, result, error, steps and times are in the live panel above the form.
-    readonly_fields = ["id", "chain", "task_type", "description", "trigger", "inputs",
+    readonly_fields = ["id", "chain", "task_type", "description", "trigger", "inputs_shown",
                        "created_by", "created_at"]
     fieldsets = [
         (None, {"fields": ["id", "chain", "task_type", "description", "trigger", "created_by",
                            "created_at"]}),
-        ("Inputs", {"fields": ["inputs"]}),
+        ("Inputs", {"fields": ["inputs_shown"]}),
     ]
     actions = ["cancel_selected_runs"]
     change_form_template = "admin/chains/run/change_form.html"
@@ -353,6 +366,9 @@ class RunAdmin(admin.ModelAdmin):
             path("<uuid:run_id>/panel/", view(admin_views.run_panel), name="chains_run_panel"),
             *[path(f"<uuid:run_id>/{action}/", view(admin_views.run_action, action=action),
                    name=f"chains_run_{action}") for action in ("cancel", "retry", "again")],
+            *[path(f"<uuid:run_id>/{decision}/", view(admin_views.run_decide,
+                                                      approve=decision == "approve"),
+                   name=f"chains_run_{decision}") for decision in ("approve", "reject")],
             *super().get_urls(),
         ]
 
@@ -370,6 +386,18 @@ class RunAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return selectors.runs_visible_to(request.user)
+
+    @admin.display(description="inputs")
+    def inputs_shown(self, run: Run) -> str:
+        """The run's inputs as JSON, cut after INPUTS_SHOWN characters (a map over 10,000
+        items starts with a long list; the API gives it whole)."""
+        text = json.dumps(run.inputs)
+        if len(text) <= INPUTS_SHOWN:
+            return text
+        size = f"{len(run.inputs):,} items, " if isinstance(run.inputs, list) else ""
+        return format_html('{}… <small>({}{} characters; all of them: <a href="{}">the API</a>)'
+                           "</small>", text[:INPUTS_SHOWN], size, f"{len(text):,}",
+                           reverse("run-detail", args=[run.pk]))
 
     def action_checkbox(self, run: Run) -> SafeString:
         """The selection box Django's CheckboxInput renders, as one format_html: the widget's
@@ -445,7 +473,7 @@ class RunAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel selected runs", permissions=["cancel"])
     def cancel_selected_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
         cancelled = 0
-        for run in queryset.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING]):
+        for run in queryset.filter(status__in=states.OPEN):
             if not can_change_run(request.user, run):
                 continue
             try:

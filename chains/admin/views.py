@@ -7,6 +7,7 @@ import pygal
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.forms import Media
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -14,23 +15,33 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
+from django_jsonform.widgets import JSONFormWidget
 from pygal.style import Style
 
 from chains import selectors, services, states
-from chains.admin.forms import params_form_schema, params_rows
+from chains.admin.forms import (
+    inputs_error_map,
+    inputs_form_schema,
+    inputs_from_form,
+    params_form_schema,
+    params_rows,
+)
+from chains.admin.pictures import run_picture, specs_picture
 from chains.bounds import parse_json
 from chains.cluster import cluster_state
-from chains.compatibility import stages_of
-from chains.errors import ChainError
+from chains.conditions import describe
+from chains.errors import ChainError, Conflict
 from chains.models import Chain, RunStatus, RunTrigger, Step
-from chains.permissions import can_change_run, can_start_runs, signed_in
-from chains.picture import chain_picture
+from chains.permissions import can_change_run, can_read_chain_inputs, can_start_runs, signed_in
 from chains.presets import StepSpec
 from chains.queues import allowed_queues
 from chains.steps import STEP_TYPES
+from chains.steps.flow import APPROVAL
 
-STATUS_COLOURS = {"PENDING": "#8a8f98", "RUNNING": "#2f6fdb", "COMPLETED": "#2e8540",
-                  "FAILED": "#c62828", "CANCELLED": "#6d4c41"}
+STATUS_COLOURS = {"PENDING": "#8a8f98", "RUNNING": "#2f6fdb", "WAITING": "#b7791f",
+                  "COMPLETED": "#2e8540", "FAILED": "#c62828", "CANCELLED": "#6d4c41"}
+# The failed items of a map step the run page lists (their count says how many more).
+FAILED_ITEMS_SHOWN = 20
 
 
 def run_url(run) -> str:
@@ -45,33 +56,63 @@ def _errors_text(error: ChainError) -> str:
 
 
 def chain_run(request: HttpRequest, admin_site, chain_id: int) -> HttpResponse:
-    """GET: the inputs form, with a warning when no worker consumes a queue the chain needs.
-    POST: start the run and go to its page."""
+    """GET: the inputs form (generated from the chain's inputs schema when it has one, else a
+    JSON box), with a warning when no worker consumes a queue the chain needs. POST: start the
+    run (services.run_start checks the inputs) and go to its page."""
     chain = get_object_or_404(Chain, pk=chain_id)
     if not can_start_runs(request.user):
         raise PermissionDenied
-    inputs_text = json.dumps(chain.default_inputs, indent=2)
-    error = inputs_error = ""
+    generated = inputs_form_schema(chain.inputs_schema)
+    defaults = chain.default_inputs if can_read_chain_inputs(request.user, chain) else {}
+    inputs_text = json.dumps(defaults, indent=2)
+    errors: list[str] = []
+    inputs_refused = False
+    inputs_error = ""
+    error_map: dict[str, list[str]] = {}
     if request.method == "POST":
         inputs_text = request.POST.get("inputs", "").strip()
         try:
-            inputs = parse_json(inputs_text) if inputs_text else None  # empty: the defaults
+            posted = parse_json(inputs_text) if inputs_text else None  # empty: the defaults
         except ValueError as exc:
             inputs_error = str(exc)
         else:
+            inputs = (inputs_from_form(posted, wrapped=generated[1]) if generated
+                      else posted)
             try:
                 run = services.run_start(chain=chain, inputs=inputs, trigger=RunTrigger.ADMIN,
                                          user=signed_in(request.user))
             except ChainError as exc:
-                error = _errors_text(exc)
+                errors = [f"{field}: {reason}" for field, reasons in exc.errors.items()
+                          for reason in reasons]
+                inputs_refused = all(field.split(".")[0] == "inputs" for field in exc.errors)
+                if generated:
+                    error_map = inputs_error_map(exc.errors, wrapped=generated[1])
             else:
                 messages.success(request, f"Started run {run.id}.")
                 return redirect(run_url(run))
+    form_html, media = "", Media()
+    if generated:
+        schema, wrapped = generated
+        if request.method == "POST" and not inputs_error:
+            data = inputs_text or "{}"
+        elif defaults not in (None, {}):
+            data = json.dumps({"inputs": defaults} if wrapped else defaults)
+        else:
+            data = ""  # the form starts from the schema's defaults
+        widget = JSONFormWidget(schema=schema)
+        if error_map:
+            widget.add_error(error_map)
+        form_html = widget.render("inputs", data, attrs={"id": "id_inputs"})
+        media = widget.media
     queues = sorted({step.queue or STEP_TYPES[step.step_type].default_queue
                      for step in chain.steps.all() if step.step_type in STEP_TYPES} | {"celery"})
     context = {
         **admin_site.each_context(request), "title": f"Run {chain.name}", "chain": chain,
-        "opts": Chain._meta, "inputs": inputs_text, "error": error, "inputs_error": inputs_error,
+        "opts": Chain._meta, "inputs": inputs_text, "errors": errors,
+        "inputs_refused": inputs_refused,
+        "inputs_error": inputs_error, "form_html": form_html, "media": media,
+        "inputs_schema": json.dumps(chain.inputs_schema, indent=2)
+        if chain.inputs_schema is not None else "",
         "cluster_url": reverse("admin:chains_cluster_panel") + "?" + urlencode(
             {"queue": queues}, doseq=True),
     }
@@ -99,7 +140,8 @@ def chain_validate(request: HttpRequest, admin_site, chain_id: int) -> HttpRespo
             messages.error(request, f"Problem: {problem}")
     else:
         messages.success(request, "The chain is valid: every step type is known, every params "
-                                  "fits its schema, and every stage's input fits.")
+                                  "fits its schema, every stage's input fits, and every "
+                                  "sub-chain exists without a cycle.")
     return redirect(reverse("admin:chains_chain_change", args=[chain.pk]))
 
 
@@ -113,20 +155,44 @@ def chain_duplicate(request: HttpRequest, admin_site, chain_id: int) -> HttpResp
     return redirect(reverse("admin:chains_chain_change", args=[copy.pk]))
 
 
+MAX_PREVIEW_TEXT = 200
+
+
+def _preview_spec(row) -> StepSpec:
+    """One row of the builder as the preview sends it: [stage, label], or an object with
+    stage, label, type, map, when and chain (a flow.chain step's chain)."""
+    if isinstance(row, list | tuple):
+        stage, label = row
+        return StepSpec(step_type="", params={}, stage=int(stage), name=str(label)[:100])
+    if not isinstance(row, dict):
+        raise TypeError("a row is [stage, label] or an object")
+    when = row.get("when")
+    if when is not None and (not isinstance(when, dict)
+                             or len(json.dumps(when)) > MAX_PREVIEW_TEXT):
+        when = {"op": "?"}  # drawn as a condition that is not valid yet
+    step_type = str(row.get("type") or "")[:64]
+    chain = row.get("chain")
+    return StepSpec(step_type=step_type, stage=int(row.get("stage") or 0),
+                    name=str(row.get("label") or "")[:100], map=bool(row.get("map")),
+                    when=when, params={"chain": chain[:200]} if isinstance(chain, str) else {})
+
+
 def chain_picture_preview(request: HttpRequest, admin_site) -> HttpResponse:
     """The picture of the steps as the builder has them on screen (unsaved): `steps` is a JSON
-    list of [stage, label] in row order."""
+    list of rows in row order (see _preview_spec)."""
     try:
-        rows = json.loads(request.GET.get("steps", "[]"))
-        pairs = [(int(stage), str(label)[:100]) for stage, label in rows]
+        rows = parse_json(request.GET.get("steps", "[]"))
+        if not isinstance(rows, list):
+            raise TypeError("not a list")
+        specs = [_preview_spec(row) for row in rows]
     except (ValueError, TypeError, OverflowError):
-        return HttpResponseBadRequest("steps: a JSON list of [stage, label]")
-    if len(pairs) > settings.CHAINS_MAX_STEPS:
+        return HttpResponseBadRequest(
+            "steps: a JSON list of [stage, label] or {stage, label, type, map, when, chain}")
+    if len(specs) > settings.CHAINS_MAX_STEPS:
         return HttpResponseBadRequest(f"steps: at most {settings.CHAINS_MAX_STEPS}")
-    rows_as_specs = [StepSpec(step_type="", params={}, stage=stage, name=label)
-                     for stage, label in pairs]
-    stages = [[(spec.name, "") for spec in stage] for stage in stages_of(rows_as_specs)]
-    return render(request, "admin/chains/_picture.html", {"picture": chain_picture(stages)})
+    if any(not 0 <= spec.stage <= 10_000 for spec in specs):
+        return HttpResponseBadRequest("steps: a stage is between 0 and 10000")
+    return render(request, "admin/chains/_picture.html", {"picture": specs_picture(specs)})
 
 
 def step_types(request: HttpRequest, admin_site) -> HttpResponse:
@@ -160,15 +226,47 @@ def step_form_schema(request: HttpRequest, admin_site, key: str) -> JsonResponse
 # --- Runs -------------------------------------------------------------------------------------
 
 
+def _map_details(step_run) -> dict:
+    """A map step's items as the run page shows them: counts by status and the first failed
+    items (never the items themselves)."""
+    counts = services.map_counts(step_run)
+    failed = selectors.map_failed_items(step_run, limit=FAILED_ITEMS_SHOWN)
+    total = step_run.items_total or sum(counts.values())
+    done = counts[RunStatus.COMPLETED]
+    return {"counts": counts, "total": total, "done": done,
+            "percent": int(100 * done / total) if total else 0,
+            "failed": failed, "more_failed": max(0, counts[RunStatus.FAILED] - len(failed))}
+
+
 def run_panel_context(request: HttpRequest, run) -> dict:
     step_runs = selectors.step_runs_with_results(run)
     started = run.started_at or run.created_at
     elapsed = ((run.finished_at or timezone.now()) - started).total_seconds()
     stages = selectors.run_stages(step_runs)
-    picture = chain_picture([[(sr.name or sr.step_type, sr.status) for sr in stage["steps"]]
-                             for stage in stages])
+    children = selectors.run_children(run)
+    approvals = selectors.run_approvals(run)
+    # What the page shows under each step besides its row: its condition, a map step's
+    # items, an approval's decisions, a flow.chain step's child runs.
+    rows = [(step_run, {
+        "condition": describe(step_run.when) if isinstance(step_run.when, dict) else "",
+        "map": _map_details(step_run) if step_run.map and step_run.items_total is not None
+        else None,
+        "children": children.get(step_run.id, []),
+        "approvals": [{
+            "approval": approval,
+            "may_decide": not approval.decision and step_run.status == RunStatus.WAITING
+            and services.may_decide(signed_in(request.user), approval),
+        } for approval in approvals.get(step_run.id, [])],
+    }) for step_run in step_runs]
+    waits_for = [f"a decision on step {sr.index + 1}" if sr.step_type == APPROVAL
+                 else f"its child run (step {sr.index + 1})"
+                 for sr in step_runs if sr.status == RunStatus.WAITING]
+    parent = run.parent_step
     return {
-        "run": run, "stages": stages, "step_runs": step_runs, "picture": picture,
+        "waits_for": " and ".join(waits_for),
+        "run": run, "stages": stages, "step_runs": step_runs, "rows": rows,
+        "picture": run_picture(stages, children),
+        "parent_step": parent, "parent_run": parent.run if parent else None,
         "elapsed": elapsed, "estimate": selectors.run_duration_estimate(run),
         "percent": int(100 * run.steps_done / run.steps_total) if run.steps_total else 0,
         "can_change": can_change_run(request.user, run),
@@ -210,6 +308,31 @@ def run_action(request: HttpRequest, admin_site, run_id, action: str) -> HttpRes
     return redirect(run_url(run))
 
 
+@require_POST
+def run_decide(request: HttpRequest, admin_site, run_id, approve: bool) -> HttpResponse:
+    """Approve or reject the approval the run waits for (services.run_decide says who may and
+    whether it still waits); what it refuses is shown as a message on the run page."""
+    run = get_object_or_404(selectors.runs_visible_to(request.user), pk=run_id)
+    comment = request.POST.get("comment", "").strip()
+    try:
+        decided = services.run_decide(run=run, user=signed_in(request.user), approve=approve,
+                                      comment=comment)
+    except PermissionDenied as exc:
+        messages.error(request, f"Not allowed: {exc or 'you may not decide this approval'}.")
+    except Conflict as exc:
+        reasons = "; ".join(reason for found in exc.errors.values() for reason in found)
+        messages.error(request, f"Not decided: {reasons}.")
+    except ChainError as exc:
+        messages.error(request, _errors_text(exc))
+    else:
+        if approve:
+            messages.success(request, "Approved: the run goes on." if not decided.is_finished
+                             else f"Approved: the run is {decided.status}.")
+        else:
+            messages.warning(request, f"Rejected: the run is {decided.status}.")
+    return redirect(run_url(run))
+
+
 # --- Dashboard --------------------------------------------------------------------------------
 
 
@@ -247,6 +370,7 @@ def dashboard(request: HttpRequest, admin_site) -> HttpResponse:
         "chart": _runs_per_hour_chart(request.user),
         "performance": selectors.chain_performance(user=request.user),
         "failures": selectors.recent_failures(user=request.user),
+        "approvals": selectors.approvals_waiting(user=request.user),
         "cluster_url": reverse("admin:chains_cluster_panel"), "as_of": timezone.now(),
     }
     return render(request, "admin/chains/dashboard.html", context)

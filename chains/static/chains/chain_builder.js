@@ -173,18 +173,60 @@
     return highest + 1;
   }
 
+  // A row as the picture preview reads it: stage, label, type, map, condition and, for a
+  // flow.chain step, the chain it calls (from its params form).
+  function rowForPicture(row) {
+    var name = row.querySelector("td.field-name input");
+    var type = row.querySelector("select.tc-step-type");
+    var map = row.querySelector("td.field-map input[type=checkbox]");
+    var step = {
+      stage: Number(stageInput(row).value || 0),
+      label: (name && name.value) || "",
+      type: (type && type.value) || "",
+      map: Boolean(map && map.checked),
+      when: readWhen(row)
+    };
+    if (step.type === "flow.chain") {
+      var params = row.querySelector("td.field-params textarea[data-django-jsonform]");
+      try {
+        var value = params ? JSON.parse(params.value || "{}") : {};
+        if (value && typeof value.chain === "string") step.chain = value.chain;
+      } catch (error) { /* the form is being edited */ }
+    }
+    return step;
+  }
+
+  function readWhen(row) {
+    var path = row.querySelector("td.field-when .tc-when-path");
+    var op = row.querySelector("td.field-when .tc-when-op");
+    var value = row.querySelector("td.field-when .tc-when-value");
+    if (!op || !op.value) return null;
+    var when = { path: path ? path.value.trim() : "", op: op.value };
+    if (value && value.value.trim() && UNARY.indexOf(op.value) < 0) {
+      try { when.value = JSON.parse(value.value); } catch (error) { return { op: "?" }; }
+    }
+    return when;
+  }
+
+  // Operators that take no value: the value box is off for them, and for "always".
+  var UNARY = ["exists", "truthy"];
+  function syncWhen(row) {
+    var op = row.querySelector("td.field-when .tc-when-op");
+    var value = row.querySelector("td.field-when .tc-when-value");
+    var box = row.querySelector("td.field-when .tc-when");
+    if (!op || !value || !box) return;
+    box.classList.toggle("tc-when-off", !op.value);
+    value.disabled = UNARY.indexOf(op.value) >= 0;
+  }
+
   var pictureTimer = null;
   function refreshPicture(table) {
     var holder = document.getElementById("tc-picture");
     if (!holder) return;
-    var steps = liveRows(table).map(function (row) {
-      var name = row.querySelector("td.field-name input");
-      var type = row.querySelector("select.tc-step-type");
-      return [Number(stageInput(row).value || 0),
-              (name && name.value) || (type && type.value) || "?"];
-    });
     clearTimeout(pictureTimer);
     pictureTimer = setTimeout(function () {
+      // Read when the timer fires: the params forms have written their values by then.
+      var steps = liveRows(table).map(rowForPicture);
       fetch(holder.dataset.url + "?steps=" + encodeURIComponent(JSON.stringify(steps)),
             { credentials: "same-origin" })
         .then(function (response) { return response.ok ? response.text() : null; })
@@ -207,11 +249,13 @@
     if (!table) return;
     makeDraggable(table);
     addParallelControls(table);
+    rows(table).forEach(syncWhen);
     if (!document.querySelector("#tc-picture svg")) refreshPicture(table);
     document.addEventListener("formset:added", function (event) {
       var row = event.target;
       if (row && row.matches && row.matches(".tc-steps tr.form-row") && stageInput(row)) {
         stageInput(row).value = nextStage(table, row);
+        syncWhen(row);
       }
       makeDraggable(table);
       addParallelControls(table);
@@ -220,6 +264,7 @@
     document.addEventListener("formset:removed", function () { changed(table); });
     table.addEventListener("change", function (event) {
       if (event.target.matches("select.tc-step-type")) swapParamsForm(event.target);
+      if (event.target.matches("select.tc-when-op")) syncWhen(event.target.closest("tr"));
     });
     var form = table.closest("form");
     form.addEventListener("input", function (event) {
