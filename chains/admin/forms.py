@@ -18,12 +18,10 @@ from chains.errors import ChainError
 from chains.login_guard import is_locked, locked_message
 from chains.models import ChainSchedule, Step
 from chains.presets import StepSpec
-from chains.services.chains import check_subchains
 from chains.steps import STEP_TYPES, StepType
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
-
 
 class BoundedJSONFormField(forms.JSONField):
     """The admin's JSON boxes: a value nested deeper than CHAINS_MAX_JSON_DEPTH is a form
@@ -42,7 +40,6 @@ class BoundedJSONFormField(forms.JSONField):
             raise forms.ValidationError(str(exc), code="invalid") from exc
         return JSONString(converted) if isinstance(converted, str) else converted
 
-
 JSON_FIELD_OVERRIDES: dict[type[models.Field], dict[str, Any]] = {
     models.JSONField: {"form_class": BoundedJSONFormField}}
 
@@ -50,7 +47,6 @@ FREE_FORM = {"type": "dict", "keys": {}, "additionalProperties": True}
 # How deep a params form or table follows nested models: a model that contains itself stops
 # here (the rest is edited as free JSON).
 MAX_NESTING = 6
-
 
 def _form_property(schema: dict, defs: dict | None = None, depth: int = 0) -> dict:
     """One property of a pydantic JSON schema in the dialect django-jsonform renders: enums
@@ -84,7 +80,6 @@ def _form_property(schema: dict, defs: dict | None = None, depth: int = 0) -> di
         out["type"] = "string"
     return out
 
-
 def params_form_schema(step_type: StepType) -> dict:
     schema = step_type.params_schema()
     defs = schema.get("$defs", {})
@@ -95,7 +90,6 @@ def params_form_schema(step_type: StepType) -> dict:
                  for name, prop in schema.get("properties", {}).items()},
         "required": schema.get("required", []),
     }
-
 
 def params_rows(schema: dict, *, prefix: str = "", defs: dict | None = None,
                 depth: int = 0) -> list[dict]:
@@ -133,7 +127,6 @@ def params_rows(schema: dict, *, prefix: str = "", defs: dict | None = None,
             rows += params_rows(inner, prefix=f"{prefix}{name}.", defs=defs, depth=depth + 1)
     return rows
 
-
 def _resolved(schema: dict, defs: dict) -> dict:
     """`schema` with its $ref (or a lone allOf, as pydantic writes a described reference)
     replaced by the definition it points to."""
@@ -144,7 +137,6 @@ def _resolved(schema: dict, defs: dict) -> dict:
         target = defs.get(schema["$ref"].rsplit("/", 1)[-1], {})
         schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
     return schema
-
 
 class LabelledWidget(forms.Widget):
     """A widget that carries its own label: in a step row of the chain builder, the second
@@ -164,17 +156,13 @@ class LabelledWidget(forms.Widget):
                                  label_after=self.after)
         return context
 
-
 class LabelledCheckbox(LabelledWidget, forms.CheckboxInput):
     inner_template = forms.CheckboxInput.template_name
-
 
 class LabelledNumber(LabelledWidget, forms.NumberInput):
     inner_template = forms.NumberInput.template_name
 
-
 NO_CONDITION = ""
-
 
 class WhenWidget(forms.MultiWidget):
     """A condition as a path, an operator and a JSON value, on one line."""
@@ -196,7 +184,6 @@ class WhenWidget(forms.MultiWidget):
             return ["", NO_CONDITION, ""]
         shown = json.dumps(value["value"]) if "value" in value else ""
         return [str(value.get("path", "")), str(value.get("op", "")), shown]
-
 
 class WhenField(forms.MultiValueField):
     """`when` as chains.conditions reads it ({"path", "op", "value"}), or None: no operator
@@ -229,7 +216,6 @@ class WhenField(forms.MultiValueField):
                     'the value is JSON: 100, "text" (in double quotes), [1, 2], true or null'
                 ) from exc
         return when
-
 
 class StepInlineForm(forms.ModelForm):
     """The params box becomes a form for the row's step type (after a change of type, the
@@ -279,7 +265,6 @@ class StepInlineForm(forms.ModelForm):
         value = self.cleaned_data.get("retry_backoff_max")
         return 600 if value is None else value
 
-
 class LockAwareAdminLoginForm(AdminAuthenticationForm):
     """The admin's sign-in form, saying so when the name or address is locked after too many
     failures (rather than "wrong password")."""
@@ -288,7 +273,6 @@ class LockAwareAdminLoginForm(AdminAuthenticationForm):
         if is_locked(self.cleaned_data.get("username"), self.request):
             raise forms.ValidationError(locked_message(), code="locked")
         return super().clean()
-
 
 def _errors_onto_forms(error: ChainError, forms: list, prefix: str) -> list[str]:
     """Puts a service's errors ("steps.1.params.numbers.0": [...]) on the rows they name, as
@@ -304,7 +288,6 @@ def _errors_onto_forms(error: ChainError, forms: list, prefix: str) -> list[str]
         else:
             loose += [reason if parts[0] == prefix else f"{key}: {reason}" for reason in reasons]
     return loose
-
 
 class StepInlineFormSet(forms.BaseInlineFormSet):
     """The chain's steps, checked as a whole by the API's rules
@@ -331,12 +314,11 @@ class StepInlineFormSet(forms.BaseInlineFormSet):
             self.specs = services.validate_step_specs(specs)
             services.check_stage_fit(self.specs, default_inputs=self.instance.default_inputs)
             # Sub-chains (unknown, a cycle, too deep) on their rows, as chain_save refuses them.
-            check_subchains(self.instance.name, self.specs)
+            services.check_subchains(self.instance.name, self.specs)
         except ChainError as exc:
             loose = _errors_onto_forms(exc, kept, "steps")
             if loose:
                 raise forms.ValidationError(loose) from exc
-
 
 class ScheduleInlineFormSet(forms.BaseInlineFormSet):
     """The chain's schedules, checked by chains.services.schedule_check (the API's rules,
@@ -361,12 +343,10 @@ class ScheduleInlineFormSet(forms.BaseInlineFormSet):
                 for key, reasons in exc.errors.items():
                     form.add_error(key if key in form.fields else None, reasons)
 
-
 INPUTS_SCHEMA_HELP = (
     'A JSON Schema the inputs of every run must fit, checked whenever a run starts; the Run now '
     'form is generated from it. E.g. {"type": "object", "properties": {"n": {"type": '
     '"integer", "minimum": 1}}, "required": ["n"]}. Empty: any inputs.')
-
 
 class ChainForm(forms.ModelForm):
     """The chain's own fields, checked by the API's rules (chains.services.check_chain_fields)
@@ -389,7 +369,6 @@ class ChainForm(forms.ModelForm):
                 self.add_error(key if key in self.fields else None, reasons)
         return data
 
-
 # --- Run now: a form generated from the chain's inputs schema -------------------------------
 
 FORM_TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array"})
@@ -399,14 +378,12 @@ WRAPPED = "inputs"
 # What the form cannot draw faithfully: such a schema gets the JSON box instead.
 UNDRAWN = ("$ref", "anyOf", "oneOf", "allOf", "not", "if", "patternProperties")
 
-
 def _single_type(schema: dict) -> str | None:
     kind = schema.get("type")
     if isinstance(kind, list):
         kinds = [k for k in kind if k != "null"]
         kind = kinds[0] if len(kinds) == 1 else None
     return kind if isinstance(kind, str) else None
-
 
 def _drawable(schema: Any, depth: int = 0) -> bool:
     """Whether every part of `schema` has one plain type the form draws as a field."""
@@ -422,7 +399,6 @@ def _drawable(schema: Any, depth: int = 0) -> bool:
     if kind == "array":
         return _drawable(schema.get("items"), depth + 1)
     return True
-
 
 def _form_dialect(schema: dict) -> dict:
     """A drawable JSON Schema in django-jsonform's terms (one type, help_text)."""
@@ -441,7 +417,6 @@ def _form_dialect(schema: dict) -> dict:
         out["items"] = _form_dialect(schema["items"])
     return out
 
-
 def inputs_form_schema(schema: Any) -> tuple[dict, bool] | None:
     """The form the Run now page draws for a chain's inputs schema: (django-jsonform schema,
     wrapped), where `wrapped` says a schema that is neither an object nor a list became the
@@ -454,7 +429,6 @@ def inputs_form_schema(schema: Any) -> tuple[dict, bool] | None:
     field = {**_form_dialect(schema), "title": schema.get("title") or "Inputs"}
     return {"type": "dict", "keys": {WRAPPED: field}, "required": [WRAPPED]}, True
 
-
 def _without_empty(value: Any) -> Any:
     """An object's fields left empty on the form ("" or null) are not given."""
     if isinstance(value, dict):
@@ -464,12 +438,10 @@ def _without_empty(value: Any) -> Any:
         return [_without_empty(item) for item in value]
     return value
 
-
 def inputs_from_form(data: Any, *, wrapped: bool) -> Any:
     """The run's inputs from what the generated form posted."""
     data = _without_empty(data)
     return data.get(WRAPPED) if wrapped and isinstance(data, dict) else data
-
 
 def inputs_error_map(errors: dict[str, list[str]], *, wrapped: bool) -> dict[str, list[str]]:
     """A service's input errors ("inputs.rows.0": [...]) as django-jsonform places them on

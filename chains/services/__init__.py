@@ -21,6 +21,7 @@ from chains.services.chains import (
     chain_step_specs,
     check_chain_fields,
     check_stage_fit,
+    check_subchains,
     max_step_time_limit,
     validate_step_specs,
 )
@@ -74,15 +75,15 @@ from chains.services.workflows import (
 )
 
 __all__ = [
-    "SCHEDULE_FIELDS", "RetryPolicy", "StepSkipped", "approvals_time_out", "child_run_ended",
-    "map_counts", "map_item_execute", "map_item_fail", "map_item_fail_by_task_id", "may_decide",
-    "pending_approval", "run_decide", "run_end", "step_continue", "step_retry_policy",
-    "waiting_children_ended", "attempt_failed", "attempts_keep", "chain_delete",
-    "chain_duplicate", "chain_problems", "chain_save", "chain_step_specs", "chains_import",
-    "check_chain_fields", "check_stage_fit", "max_step_time_limit", "reconcile_runs",
-    "recover_orphans", "run_again", "run_cancel", "run_create", "run_delete", "run_finish",
-    "run_publish", "run_retry", "run_start", "run_start_once", "run_start_scheduled",
-    "run_submit_task", "runs_purge", "schedule_check", "schedule_delete", "schedule_disable",
-    "schedule_save", "schedule_sync", "schedule_unsync", "step_execute", "step_fail",
-    "step_fail_by_task_id", "token_regenerate", "validate_step_specs",
+    "RetryPolicy", "SCHEDULE_FIELDS", "StepSkipped", "approvals_time_out", "attempt_failed",
+    "attempts_keep", "chain_delete", "chain_duplicate", "chain_problems", "chain_save",
+    "chain_step_specs", "chains_import", "check_chain_fields", "check_stage_fit",
+    "check_subchains", "child_run_ended", "map_counts", "map_item_execute", "map_item_fail",
+    "map_item_fail_by_task_id", "max_step_time_limit", "may_decide", "pending_approval",
+    "reconcile_runs", "recover_orphans", "run_again", "run_cancel", "run_create", "run_decide",
+    "run_delete", "run_end", "run_finish", "run_publish", "run_retry", "run_start",
+    "run_start_once", "run_start_scheduled", "run_submit_task", "runs_purge", "schedule_check",
+    "schedule_delete", "schedule_disable", "schedule_save", "schedule_sync", "schedule_unsync",
+    "step_continue", "step_execute", "step_fail", "step_fail_by_task_id", "step_retry_policy",
+    "token_regenerate", "validate_step_specs", "waiting_children_ended",
 ]
