@@ -48,6 +48,43 @@ class Chain(models.Model):
 
 
 
+class ChangeSource(models.TextChoices):
+    """Where a change came from."""
+
+    ADMIN = "admin", "Admin"
+    API = "api", "API"
+    IMPORT = "import", "Import"
+    COMMAND = "command", "Command"
+    RESTORE = "restore", "Restore"
+    BEAT = "beat", "Beat"
+    WORKER = "worker", "Worker"
+
+
+class ChainVersion(models.Model):
+    """One immutable version of a chain's definition (its name, description, default inputs,
+    inputs schema and steps), numbered from 1. A new one is written by every save that changes
+    the definition; a run records the version it ran."""
+
+    chain = models.ForeignKey(Chain, null=True, on_delete=models.SET_NULL,
+                              related_name="versions",
+                              help_text="Empty once the chain is deleted (its runs keep it).")
+    number = models.PositiveIntegerField()
+    definition = models.JSONField()
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                               on_delete=models.SET_NULL, related_name="+")
+    source = models.CharField(max_length=16, choices=ChangeSource.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["chain", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["chain", "number"], name="chainversion_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chain or 'deleted chain'} version {self.number}"
+
+
 class Step(models.Model):
     """One step of a chain. Steps sharing a stage run in parallel as a Celery group."""
 
@@ -169,6 +206,9 @@ class Run(models.Model):
         help_text="The flow.chain step of another run that started this one.")
     depth = models.PositiveSmallIntegerField(
         default=0, help_text="How deep this run is nested in sub-chains (0: a top run).")
+    version = models.ForeignKey(
+        ChainVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs",
+        help_text="The version of its chain the run executes.")
 
     class Meta:
         ordering = ["-created_at"]

@@ -7,6 +7,7 @@ from django.db.models import (
     Case,
     Count,
     F,
+    Max,
     OuterRef,
     Prefetch,
     Q,
@@ -308,12 +309,14 @@ STEP_EXPORT_FIELDS = ["stage", "name", "step_type", "params", "max_retries", "ti
 
 def chains_export(names: list[str] | None = None) -> dict:
     """Chains with their steps and schedules as plain JSON data (import_chains reads it)."""
-    chains = Chain.objects.prefetch_related("steps", "schedules").order_by("name")
+    chains = (Chain.objects.prefetch_related("steps", "schedules")
+              .annotate(version=Max("versions__number")).order_by("name"))
     if names:
         chains = chains.filter(name__in=names)
     return {"version": 1, "chains": [
         {
-            "name": chain.name, "description": chain.description, "enabled": chain.enabled,
+            "name": chain.name, "version": chain.version,
+            "description": chain.description, "enabled": chain.enabled,
             "default_inputs": chain.default_inputs, "inputs_schema": chain.inputs_schema,
             "steps": [{f: getattr(step, f) for f in STEP_EXPORT_FIELDS}
                       for step in sorted(chain.steps.all(), key=lambda s: s.position)],

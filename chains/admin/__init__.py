@@ -40,6 +40,7 @@ from chains.models import (
     ApiToken,
     Chain,
     ChainSchedule,
+    ChangeSource,
     Run,
     RunTrigger,
     Step,
@@ -285,7 +286,7 @@ class ChainAdmin(admin.ModelAdmin):
             chain=form.instance, name=data["name"], description=data.get("description", ""),
             enabled=data.get("enabled", False), default_inputs=data.get("default_inputs"),
             inputs_schema=data.get("inputs_schema", form.instance.inputs_schema),
-            steps=by_model[Step].specs, user=request.user)
+            steps=by_model[Step].specs, user=request.user, source=ChangeSource.ADMIN)
         schedules = by_model.get(ChainSchedule)
         for schedule_form in schedules.forms if schedules else []:
             instance = schedule_form.instance

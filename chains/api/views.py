@@ -34,7 +34,7 @@ from chains.api.serializers import (
 from chains.api.throttles import Authenticated
 from chains.cluster import cluster_state
 from chains.errors import ChainError
-from chains.models import Chain, ChainSchedule, Run, RunTrigger
+from chains.models import Chain, ChainSchedule, ChangeSource, Run, RunTrigger
 from chains.permissions import (
     can_change_run,
     can_delete_run,
@@ -96,7 +96,7 @@ class ChainViewSet(ChainsAPI, viewsets.ModelViewSet):
                 chain=chain, name=data["name"], description=data.get("description", ""),
                 enabled=data.get("enabled", True), default_inputs=data.get("default_inputs"),
                 inputs_schema=data.get("inputs_schema"), steps=serializer.step_specs(),
-                user=signed_in(self.request.user),
+                user=signed_in(self.request.user), source=ChangeSource.API,
             )
         except ChainError as exc:
             raise as_api_error(exc) from exc

@@ -6,6 +6,7 @@ purges and tokens. Admin, API, commands, tasks and beat all come through here.
     attempts    keep a step's attempt before another one replaces it
     execution   the worker side: execute a step or a map item, mark it running
     workflows   conditions, map steps, approvals and sub-chains: steps that pause a run
+    versions    a chain's numbered versions: record, compare, restore
     reconcile   publish, recover and resume what the broker or a worker lost
     schedules   save schedules, keep beat in step, start a firing's run
     imports     chains from an export file
@@ -24,6 +25,7 @@ from chains.services.chains import (
     check_subchains,
     max_step_time_limit,
     validate_step_specs,
+    version_restore,
 )
 from chains.services.execution import (
     RetryPolicy,
@@ -34,7 +36,7 @@ from chains.services.execution import (
     step_retry_policy,
 )
 from chains.services.imports import chains_import
-from chains.services.purge import runs_purge
+from chains.services.purge import runs_purge, versions_purge
 from chains.services.reconcile import reconcile_runs, recover_orphans
 from chains.services.runs import (
     run_again,
@@ -61,6 +63,12 @@ from chains.services.schedules import (
     schedule_unsync,
 )
 from chains.services.tokens import token_regenerate
+from chains.services.versions import (
+    chain_definition,
+    current_version,
+    version_diff,
+    version_specs,
+)
 from chains.services.workflows import (
     approvals_time_out,
     child_run_ended,
@@ -75,6 +83,8 @@ from chains.services.workflows import (
 )
 
 __all__ = [
+    "chain_definition", "current_version", "version_diff", "version_restore", "version_specs",
+    "versions_purge",
     "RetryPolicy", "SCHEDULE_FIELDS", "StepSkipped", "approvals_time_out", "attempt_failed",
     "attempts_keep", "chain_delete", "chain_duplicate", "chain_problems", "chain_save",
     "chain_step_specs", "chains_import", "check_chain_fields", "check_stage_fit",

@@ -13,9 +13,10 @@ from chains.compatibility import stage_problems, stage_problems_by_step, value_k
 from chains.conditions import when_problems
 from chains.errors import ChainError
 from chains.inputs_schema import inputs_errors, schema_problem
-from chains.models import Chain, Run, Step, StepRun
+from chains.models import Chain, ChainVersion, ChangeSource, Run, Step, StepRun
 from chains.presets import StepSpec
 from chains.queues import queue_problem
+from chains.services.versions import chain_definition, version_record, version_specs
 from chains.steps import STEP_TYPES, ParamsInvalid
 from chains.steps.flow import PAUSING, SUBCHAIN
 from chains.time_limits import hard_time_limit
@@ -200,8 +201,10 @@ def chain_save(
     inputs_schema: Any = None,
     steps: list[StepSpec],
     user: User | None = None,
+    source: str = ChangeSource.API,
 ) -> Chain:
-    """Create a chain, or replace an existing chain's fields and steps, all or nothing."""
+    """Create a chain, or replace an existing chain's fields and steps, all or nothing. A save
+    that changes the definition writes a new version (by `user`, from `source`)."""
     check_chain_fields(name=name, description=description, default_inputs=default_inputs,
                        inputs_schema=inputs_schema)
     checked = validate_step_specs(steps)
@@ -227,6 +230,7 @@ def chain_save(
     Step.objects.bulk_create(
         Step(chain=chain, position=index, **asdict(spec)) for index, spec in enumerate(checked)
     )
+    version_record(chain, chain_definition(chain, checked), user=user, source=source)
     return chain
 
 
@@ -276,7 +280,8 @@ def chain_step_specs(chain: Chain) -> list[StepSpec]:
 
 
 @transaction.atomic
-def chain_duplicate(*, chain: Chain, user: User | None = None) -> Chain:
+def chain_duplicate(*, chain: Chain, user: User | None = None,
+                    source: str = ChangeSource.ADMIN) -> Chain:
     """A copy of the chain and its steps under a free name ("name (copy)", "(copy 2)", ...)."""
     name, n = f"{chain.name} (copy)", 1
     while Chain.objects.filter(name=name).exists():
@@ -284,4 +289,22 @@ def chain_duplicate(*, chain: Chain, user: User | None = None) -> Chain:
         name = f"{chain.name} (copy {n})"
     return chain_save(name=name, description=chain.description, enabled=chain.enabled,
                       default_inputs=chain.default_inputs, inputs_schema=chain.inputs_schema,
-                      steps=chain_step_specs(chain), user=user)
+                      steps=chain_step_specs(chain), user=user, source=source)
+
+
+@transaction.atomic
+def version_restore(*, version: ChainVersion, user: User | None,
+                    source: str = ChangeSource.RESTORE) -> Chain:
+    """Make `version`'s definition the chain's again: a new version (restoring never rewrites
+    history). Its name is kept as the chain's current one if another chain took it since."""
+    chain = version.chain
+    if chain is None:
+        raise ChainError("deleted", errors={"version": ["its chain was deleted"]})
+    definition = version.definition
+    name = definition.get("name") or chain.name
+    if Chain.objects.filter(name=name).exclude(pk=chain.pk).exists():
+        name = chain.name
+    return chain_save(chain=chain, name=name, description=definition.get("description", ""),
+                      enabled=chain.enabled, default_inputs=definition.get("default_inputs"),
+                      inputs_schema=definition.get("inputs_schema"),
+                      steps=version_specs(version), user=user, source=source)

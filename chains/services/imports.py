@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from chains.errors import ChainError
-from chains.models import Chain
+from chains.models import Chain, ChangeSource
 from chains.presets import StepSpec
 from chains.services.chains import chain_save
 from chains.services.schedules import schedule_save
@@ -42,7 +42,7 @@ def chains_import(*, data: Any, user: User | None = None) -> list[Chain]:
                                enabled=item.get("enabled", True),
                                default_inputs=item.get("default_inputs") or {},
                                inputs_schema=item.get("inputs_schema"), steps=steps,
-                               user=user)
+                               user=user, source=ChangeSource.IMPORT)
         except ChainError as exc:
             raise ChainError("invalid", errors={f"{prefix}.{k}": v
                                                 for k, v in exc.errors.items()}) from exc
@@ -89,8 +89,9 @@ def _callees_first(items: list[Any]) -> list[tuple[int, Any]]:
     return [(n, items[n]) for n in ordered]
 
 
+# "version": the number the exporting side had; the importing side numbers its own.
 CHAIN_IMPORT_FIELDS = {"name", "description", "enabled", "default_inputs", "inputs_schema",
-                       "steps", "schedules"}
+                       "steps", "schedules", "version"}
 STEP_IMPORT_FIELDS = {"stage", "name", "step_type", "params", "max_retries", "time_limit",
                       "queue", "map", "when", "retry_backoff", "retry_backoff_max"}
 

@@ -6,12 +6,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import Model
+from django.db.models import Exists, Model, OuterRef, Subquery
 from django.db.models.signals import post_delete, pre_delete
 from django_celery_results.models import TaskResult
 
 from chains import states
-from chains.models import IdempotencyKey, Run, StepRun
+from chains.models import ChainVersion, IdempotencyKey, Run, StepRun
 from chains.services.runs import _remove_run_files
 
 
@@ -32,6 +32,7 @@ def runs_purge(*, older_than: datetime, status: str | None = None, chunk: int = 
     while True:
         ids = list(runs.order_by("created_at").values_list("id", flat=True)[:chunk])
         if not ids:
+            versions_purge(older_than=older_than)
             return deleted
         with transaction.atomic():
             steps = StepRun.objects.filter(run_id__in=ids)
@@ -60,3 +61,13 @@ def _delete_rows(model: type[Model], ids: list[Any]) -> None:
             f"DELETE FROM {connection.ops.quote_name(model._meta.db_table)} "
             f"WHERE {connection.ops.quote_name(pk.column)} IN ({', '.join(['%s'] * len(ids))})",
             values)
+
+
+def versions_purge(*, older_than: datetime) -> int:
+    """Chain versions written before `older_than` that no run refers to and that are not their
+    chain's current one. Returns how many were deleted."""
+    latest = ChainVersion.objects.filter(chain=OuterRef("chain")).order_by("-number")
+    stale = (ChainVersion.objects.filter(created_at__lt=older_than)
+             .exclude(Exists(Run.objects.filter(version=OuterRef("pk"))))
+             .exclude(pk=Subquery(latest.values("pk")[:1])))
+    return stale.delete()[0]

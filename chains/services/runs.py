@@ -28,6 +28,7 @@ from chains.models import (
     AttemptEnd,
     Chain,
     ChainSchedule,
+    ChainVersion,
     IdempotencyKey,
     MapItem,
     ResultMode,
@@ -40,6 +41,7 @@ from chains.permissions import can_read_chain_inputs
 from chains.presets import PRESETS, Preset, StepSpec, build_preset
 from chains.services.attempts import attempts_keep
 from chains.services.chains import chain_step_specs, validate_step_specs
+from chains.services.versions import current_version
 from chains.steps import STEP_TYPES, ParamsInvalid
 
 if TYPE_CHECKING:
@@ -72,7 +74,7 @@ def run_start(
     return run_create(
         preset=Preset(specs=specs, inputs=inputs), chain=chain, trigger=trigger, user=user,
         description=chain.description, schedule=schedule, scheduled_for=scheduled_for,
-        parent_step=parent_step,
+        parent_step=parent_step, version=current_version(chain),
     )
 
 
@@ -141,7 +143,7 @@ def run_again(*, run: Run, trigger: str = RunTrigger.ADMIN, user: User | None = 
     return run_create(
         preset=Preset(specs=specs, inputs=run.inputs, result_mode=run.result_mode),
         chain=run.chain, task_type=run.task_type, description=run.description,
-        trigger=trigger, user=user,
+        trigger=trigger, user=user, version=run.version,
     )
 
 
@@ -149,9 +151,11 @@ def run_create(
     *, preset: Preset, trigger: str, user: User | None = None, chain: Chain | None = None,
     task_type: str = "", description: str = "", schedule: ChainSchedule | None = None,
     scheduled_for: datetime | None = None, parent_step: StepRun | None = None,
+    version: ChainVersion | None = None,
 ) -> Run:
     run = Run(
         parent_step=parent_step,
+        version=version,
         depth=parent_step.run.depth + 1 if parent_step is not None else 0,
         schedule=schedule,
         scheduled_for=scheduled_for,
