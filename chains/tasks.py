@@ -6,9 +6,10 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.signals import task_postrun, task_prerun
 from django.db import InterfaceError, OperationalError
 
-from chains import heartbeats, services
+from chains import audit, heartbeats, services
 from chains.canvas import FINISH_TASK
 from chains.steps import StepFailed, StepType, on_register
 
@@ -89,6 +90,23 @@ def _register_step_task(step_type: StepType) -> Task:
 STEP_TASKS: dict[str, Task] = {}
 on_register(lambda step_type: STEP_TASKS.setdefault(step_type.key,
                                                     _register_step_task(step_type)))
+
+
+# Audit entries made by a task come from `beat` (what beat runs) or the `worker`.
+BEAT_TASKS = frozenset({"chains.run_scheduled", "chains.reconcile_runs"})
+_audit_tokens: dict[str, Any] = {}
+
+
+@task_prerun.connect(dispatch_uid="chains.audit_source")
+def _audit_source(task_id: str, task: Task, **kwargs: Any) -> None:
+    _audit_tokens[task_id] = audit.enter(source="beat" if task.name in BEAT_TASKS else "worker")
+
+
+@task_postrun.connect(dispatch_uid="chains.audit_source_done")
+def _audit_source_done(task_id: str, **kwargs: Any) -> None:
+    token = _audit_tokens.pop(task_id, None)
+    if token is not None:
+        audit.leave(token)
 
 
 @shared_task(name=FINISH_TASK, ignore_result=True)

@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "django_celery_results",
     "django_celery_beat",
     "django_jsonform",
+    "auditlog",
     "chains",
     # Your own apps (their `steps` modules declare step types), e.g. TASK_CHAIN_APPS=shop.
     *env_list("TASK_CHAIN_APPS", []),
@@ -64,6 +65,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "chains.middleware.DatabaseUnavailableMiddleware",
+    "chains.middleware.AuditMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

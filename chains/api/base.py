@@ -7,6 +7,7 @@ from rest_framework.pagination import BasePagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.views import APIView
 
+from chains import audit
 from chains.api.errors import exception_handler
 from chains.api.pagination import BoundedPagination
 from chains.api.parsers import BoundedJSONParser
@@ -27,6 +28,12 @@ class ChainsAPI(APIView):
     pagination_class: type[BasePagination] | None = BoundedPagination  # for the list views
     throttle_classes = [AnonThrottle, UserThrottle]
     schema = AutoSchema()
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        # Authenticated now (a token is read here, after the middleware): the audit's actor.
+        if request.user.is_authenticated:
+            audit.set_user(request.user, source="api")
 
     def get_exception_handler(self):
         return exception_handler

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from chains import audit
 from chains.bounds import check_inputs, check_text, json_problem
 from chains.canvas import build_run_signature
 from chains.compatibility import stage_problems, stage_problems_by_step, value_kind
@@ -215,6 +216,7 @@ def chain_save(
         others = others.exclude(pk=chain.pk)
     if others.exists():
         raise ChainError("name taken", errors={"name": [f"a chain named {name!r} exists"]})
+    created, was_enabled = chain is None, chain.enabled if chain is not None else enabled
     if chain is None:
         chain = Chain(created_by=user if getattr(user, "is_authenticated", False) else None)
     chain.name, chain.description, chain.enabled = name, description, enabled
@@ -230,7 +232,13 @@ def chain_save(
     Step.objects.bulk_create(
         Step(chain=chain, position=index, **asdict(spec)) for index, spec in enumerate(checked)
     )
-    version_record(chain, chain_definition(chain, checked), user=user, source=source)
+    version = version_record(chain, chain_definition(chain, checked), user=user, source=source)
+    if created or version is not None:
+        audit.record("chain created" if created else "chain changed", chain, user=user,
+                     version=version.number if version else None)
+    if not created and was_enabled != enabled:
+        audit.record("chain enabled" if enabled else "chain disabled", chain, user=user,
+                     changes={"enabled": [was_enabled, enabled]})
     return chain
 
 
@@ -238,6 +246,7 @@ def chain_save(
 def chain_delete(*, chain: Chain) -> None:
     """The chain, its steps and its schedules with their beat entries; its runs stay, without
     their chain."""
+    audit.record("chain deleted", chain)
     chain.delete()  # its schedules go with it, and chains.signals removes their beat entries
 
 

@@ -18,7 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
-from chains import states
+from chains import audit, states
 from chains.bounds import check_inputs
 from chains.canvas import build_run_signature
 from chains.errors import ChainError, Conflict, LimitReached
@@ -192,6 +192,8 @@ def run_create(
         _check_active_runs(run.created_by)
         run.save(force_insert=True)
         created = StepRun.objects.bulk_create(step_runs)
+        audit.record("run started", run, user=run.created_by, trigger=trigger,
+                     version=version.number if version else None)
         run_ready.send(sender=Run, run_id=run.id, run=run, step_runs=created)
     return run
 
@@ -306,6 +308,7 @@ def run_retry(*, run: Run) -> Run:
         raise ChainError("not retryable", errors={
             "status": [f"only FAILED or CANCELLED runs can be retried; this one is {run.status}"]
         })
+    audit.record("run retried", run, changes={"status": [run.status, RunStatus.PENDING]})
     unfinished = run.step_runs.exclude(status__in=states.DONE)
     attempts_keep(unfinished, ended_by=AttemptEnd.RUN_RETRIED)
     states.move(unfinished, RunStatus.PENDING, error="", attempts=0, worker="",
@@ -406,6 +409,7 @@ def _revoke(task_ids: list[str], *, terminate: bool = False) -> None:
 def run_cancel(*, run: Run, reason: str = "cancelled") -> Run:
     """Cancel an unfinished run: its waiting steps are revoked, its running steps are
     stopped on their workers and its child runs are cancelled; the run's error says which."""
+    status_before = run.status
     cancelled = run_end(run.id, RunStatus.CANCELLED, error=reason, finished_at=timezone.now())
     if not cancelled:
         run.refresh_from_db()
@@ -428,6 +432,8 @@ def run_cancel(*, run: Run, reason: str = "cancelled") -> Run:
     if what:
         Run.objects.filter(id=run.id).update(error=f"{reason}: {'; '.join(what)}")
     run.refresh_from_db()
+    audit.record("run cancelled", run, changes={"status": [status_before, run.status]},
+                 error=run.error)
     return run
 
 
@@ -442,6 +448,7 @@ def run_delete(*, run: Run) -> None:
     task_ids = list(run.step_runs.values_list("task_id", flat=True))
     TaskResult.objects.filter(task_id__in=task_ids).delete()
     run_id = str(run.id)
+    audit.record("run deleted", run)
     run.delete()
     transaction.on_commit(lambda: _remove_run_files(run_id))
 

@@ -17,6 +17,7 @@ from django_celery_beat.models import (
     PeriodicTask,
 )
 
+from chains import audit
 from chains.bounds import check_inputs, check_text
 from chains.errors import ChainError, LimitReached, NotAllowed
 from chains.inputs_schema import inputs_errors
@@ -108,12 +109,30 @@ def schedule_save(
 ) -> ChainSchedule:
     """Create or change a schedule of `chain` (with its beat entry), all or nothing, once
     `schedule_check` accepts it."""
+    before = (ChainSchedule.objects.filter(pk=schedule.pk).values(*SCHEDULE_FIELDS).first()
+              if schedule is not None and schedule.pk else None)
     schedule = schedule_check(schedule=schedule, chain=chain, user=user, fields=fields,
                               past_run_at_allowed=past_run_at_allowed)
     if schedule.enabled:
         schedule.disabled_reason = ""
     schedule.save()  # chains.signals keeps its beat entry in step, in this transaction
+    if before is None:
+        audit.record("schedule created", schedule, user=user)
+        return schedule
+    changes = {name: [before[name], getattr(schedule, name)] for name in SCHEDULE_FIELDS
+               if before[name] != getattr(schedule, name)}
+    enabled = changes.pop("enabled", None)
+    if changes:
+        audit.record("schedule changed", schedule, user=user, changes=_jsonable(changes))
+    if enabled:
+        audit.record("schedule enabled" if schedule.enabled else "schedule disabled", schedule,
+                     user=user, changes={"enabled": enabled})
     return schedule
+
+
+def _jsonable(changes: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    return {name: [value.isoformat() if hasattr(value, "isoformat") else value
+                   for value in pair] for name, pair in changes.items()}
 
 
 def schedule_check(
@@ -165,6 +184,7 @@ def schedule_check(
 @transaction.atomic
 def schedule_delete(*, schedule: ChainSchedule) -> None:
     """The schedule and its beat entry (chains.signals removes it)."""
+    audit.record("schedule deleted", schedule)
     schedule.delete()
 
 
@@ -226,3 +246,5 @@ def schedule_disable(*, schedule: ChainSchedule, reason: str) -> None:
     logger.warning("schedule %s %s", schedule.id, reason)
     schedule.enabled, schedule.disabled_reason = False, reason[:255]
     schedule.save(update_fields=["enabled", "disabled_reason"])  # the signal syncs beat
+    audit.record("schedule disabled", schedule, changes={"enabled": [True, False]},
+                 reason=reason)

@@ -4,6 +4,9 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
+from chains import audit
+from chains.models import ApiToken
+
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
@@ -12,4 +15,7 @@ if TYPE_CHECKING:
 def token_regenerate(*, user: "User") -> Token:
     """A new API token for `user`; the old one stops working at once."""
     Token.objects.filter(user=user).delete()
-    return Token.objects.create(user=user)
+    token = Token.objects.create(user=user)
+    # Its key is a secret: the entry names the token by its user and a prefix (ApiToken).
+    audit.record("token created", ApiToken.objects.get(pk=token.pk), user=user)
+    return token

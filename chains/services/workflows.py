@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import Count, F
 from django.utils import timezone
 
-from chains import states
+from chains import audit, states
 from chains.canvas import pauses
 from chains.conditions import holds
 from chains.errors import ChainError, Conflict
@@ -272,6 +272,8 @@ def run_decide(*, run: Run, user: User, approve: bool, comment: str = "") -> Run
         raise Conflict("decided", errors={"status": [
             f"already decided: {approval.get_decision_display().lower()}{by}"
             if approval.decision else f"the approval step is {step_run.status}"]})
+    audit.record("run approved" if approve else "run rejected", run, user=user,
+                 comment=comment, step=step_run.index + 1)
     if approve:
         step_continue(step_run, result=approval.input, now=now)
     else:

@@ -17,7 +17,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     # What the README adds:
     "rest_framework", "rest_framework.authtoken", "drf_spectacular", "drf_spectacular_sidecar",
-    "django_celery_results", "django_celery_beat", "django_jsonform", "chains",
+    "django_celery_results", "django_celery_beat", "django_jsonform", "auditlog", "chains",
     # The project's own app, with its step types.
     "tests.example_project.shop",
     # A startup test adds a broken app here.
@@ -30,6 +30,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # What the README adds:
+    "chains.middleware.AuditMiddleware",
 ]
 ROOT_URLCONF = "tests.example_project.urls"
 TEMPLATES = [{

@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError
 
-from chains import selectors, services
+from chains import audit, selectors, services
 from chains.errors import ChainError
 
 
@@ -25,6 +25,7 @@ class Command(BaseCommand):
         parser.add_argument("--user", metavar="USERNAME",
                             help="who decides (default: the first active superuser)")
 
+    @audit.from_command
     def handle(self, *args, run_id: str, reject: bool, comment: str, user: str | None,
                **options) -> None:
         try:

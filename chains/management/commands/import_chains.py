@@ -4,7 +4,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from chains import services
+from chains import audit, services
 from chains.errors import ChainError
 
 
@@ -16,6 +16,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("file")
 
+    @audit.from_command
     def handle(self, *args, file: str, **options) -> None:
         try:
             text = sys.stdin.read() if file == "-" else open(file, encoding="utf-8").read()

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from django.utils import timezone
 
-from chains import services
+from chains import audit, services
 from chains.models import RunStatus
 
 
@@ -23,6 +23,7 @@ class Command(BaseCommand):
         # seconds at most.
         parser.add_argument("--chunk", type=int, default=10_000)
 
+    @audit.from_command
     def handle(self, *args, older_than: float, status, chunk: int, **options) -> None:
         if older_than < 0 or chunk < 1:
             raise CommandError("--older-than must be 0 or more and --chunk 1 or more")

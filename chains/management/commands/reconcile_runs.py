@@ -3,7 +3,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from chains import services
+from chains import audit, services
 
 
 class Command(BaseCommand):
@@ -13,5 +13,6 @@ class Command(BaseCommand):
         "CHAINS_MAX_RESUMES times. Prints what it did as JSON."
     )
 
+    @audit.from_command
     def handle(self, *args, **options) -> None:
         self.stdout.write(json.dumps(services.reconcile_runs()))

@@ -4,7 +4,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from chains import services
+from chains import audit, services
 from chains.errors import ChainError
 from chains.models import Chain, Run, RunStatus, RunTrigger
 
@@ -23,6 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--wait", action="store_true", help="wait and print the result")
         parser.add_argument("--timeout", type=float, default=600, help="seconds to wait")
 
+    @audit.from_command
     def handle(self, *args, chain: str, inputs: str | None, wait: bool, timeout: float,
                **options) -> None:
         target = self._chain(chain)
