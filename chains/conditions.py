@@ -1,11 +1,13 @@
 """A step's condition (`when`): a dotted path into the step's input, an operator and a value.
 No expression language and no eval: a path is looked up, one comparison is made."""
+import re
 from typing import Any
 
 OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "not_in", "exists", "truthy")
 # Operators that take no value.
 UNARY = ("exists", "truthy")
 MAX_PATH = 200
+INDEX = re.compile(r"-?[0-9]+")  # ASCII digits only ("²" is a digit to str.isdigit)
 _MISSING = object()
 
 
@@ -35,7 +37,7 @@ def lookup(value: Any, path: str) -> Any:
     for part in path.split(".") if path else []:
         if isinstance(value, dict) and part in value:
             value = value[part]
-        elif isinstance(value, list) and part.lstrip("-").isdigit() and (
+        elif isinstance(value, list) and INDEX.fullmatch(part) and (
                 -len(value) <= int(part) < len(value)):
             value = value[int(part)]
         else:

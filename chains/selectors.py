@@ -6,6 +6,7 @@ from types import SimpleNamespace
 from django.db.models import (
     Case,
     Count,
+    Exists,
     F,
     Max,
     OuterRef,
@@ -32,6 +33,20 @@ def runs_visible_to(user) -> QuerySet[Run]:
     if user is None or user.is_staff:
         return runs
     return runs.filter(created_by=user)
+
+
+def runs_decidable_by(user) -> QuerySet[Run]:
+    """The runs `user` may look up to approve or reject: those they see, and for an approver
+    who is not staff (chains.approve_run) also those waiting for their group's decision."""
+    runs = runs_visible_to(user)
+    if user is None or user.is_staff or not user.has_perm("chains.approve_run"):
+        return runs
+    groups = list(user.groups.values_list("name", flat=True))
+    waiting = Approval.objects.filter(
+        step_run__run=OuterRef("pk"), step_run__status=RunStatus.WAITING, decision="",
+        approvers_group__in=["", *groups])
+    return Run.objects.select_related("chain", "created_by").filter(
+        Q(created_by=user) | Exists(waiting))
 
 
 def run_list(

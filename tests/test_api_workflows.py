@@ -141,8 +141,8 @@ def test_an_approvals_group_limits_who_decides(user):
 
 def test_runs_the_user_cannot_see_are_404(user):
     run = waiting_run(user)
-    # Not staff: sees their own runs alone, however they may decide.
-    stranger = token_client(approver("grace", staff=False))
+    # Not staff and no chains.approve_run: sees their own runs alone.
+    stranger = token_client(make_user("grace"))
     with unchanged(Run, StepRun, Approval):
         for action in ("approve", "reject"):
             assert stranger.post(f"/api/runs/{run.id}/{action}/").status_code == 404

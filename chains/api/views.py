@@ -168,6 +168,9 @@ class RunViewSet(ChainsAPI, mixins.ListModelMixin, mixins.RetrieveModelMixin,
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
             return Run.objects.none()
+        if self.action in ("approve", "reject"):
+            # An approver who is not staff decides runs of others waiting for their group.
+            return selectors.with_parent_run(selectors.runs_decidable_by(self.request.user))
         if self.action != "list":
             return selectors.with_parent_run(selectors.runs_visible_to(self.request.user))
         filters = RunFilterSerializer(data=self.request.query_params)

@@ -29,7 +29,6 @@ from chains.services.chains import (
 )
 from chains.services.execution import (
     RetryPolicy,
-    StepSkipped,
     map_item_execute,
     step_execute,
     step_fail_by_task_id,
@@ -39,6 +38,7 @@ from chains.services.imports import chains_import
 from chains.services.purge import runs_purge, versions_purge
 from chains.services.reconcile import reconcile_runs, recover_orphans
 from chains.services.runs import (
+    parent_step_fail,
     run_again,
     run_cancel,
     run_create,
@@ -70,6 +70,7 @@ from chains.services.versions import (
     version_specs,
 )
 from chains.services.workflows import (
+    StepSkipped,
     approvals_time_out,
     child_run_ended,
     map_counts,
@@ -83,17 +84,16 @@ from chains.services.workflows import (
 )
 
 __all__ = [
-    "chain_definition", "current_version", "version_diff", "version_restore", "version_specs",
-    "versions_purge",
     "RetryPolicy", "SCHEDULE_FIELDS", "StepSkipped", "approvals_time_out", "attempt_failed",
-    "attempts_keep", "chain_delete", "chain_duplicate", "chain_problems", "chain_save",
-    "chain_step_specs", "chains_import", "check_chain_fields", "check_stage_fit",
-    "check_subchains", "child_run_ended", "map_counts", "map_item_execute", "map_item_fail",
-    "map_item_fail_by_task_id", "max_step_time_limit", "may_decide", "pending_approval",
-    "reconcile_runs", "recover_orphans", "run_again", "run_cancel", "run_create", "run_decide",
-    "run_delete", "run_end", "run_finish", "run_publish", "run_retry", "run_start",
-    "run_start_once", "run_start_scheduled", "run_submit_task", "runs_purge", "schedule_check",
-    "schedule_delete", "schedule_disable", "schedule_save", "schedule_sync", "schedule_unsync",
-    "step_continue", "step_execute", "step_fail", "step_fail_by_task_id", "step_retry_policy",
-    "token_regenerate", "validate_step_specs", "waiting_children_ended",
+    "attempts_keep", "chain_definition", "chain_delete", "chain_duplicate", "chain_problems",
+    "chain_save", "chain_step_specs", "chains_import", "check_chain_fields", "check_stage_fit",
+    "check_subchains", "child_run_ended", "current_version", "map_counts", "map_item_execute",
+    "map_item_fail", "map_item_fail_by_task_id", "max_step_time_limit", "may_decide",
+    "parent_step_fail", "pending_approval", "reconcile_runs", "recover_orphans", "run_again",
+    "run_cancel", "run_create", "run_decide", "run_delete", "run_end", "run_finish", "run_publish",
+    "run_retry", "run_start", "run_start_once", "run_start_scheduled", "run_submit_task",
+    "runs_purge", "schedule_check", "schedule_delete", "schedule_disable", "schedule_save",
+    "schedule_sync", "schedule_unsync", "step_continue", "step_execute", "step_fail",
+    "step_fail_by_task_id", "step_retry_policy", "token_regenerate", "validate_step_specs",
+    "version_diff", "version_restore", "version_specs", "versions_purge", "waiting_children_ended",
 ]

@@ -24,6 +24,7 @@ from chains.models import MapItem, Run, RunStatus, StepRun
 from chains.services.runs import _run_complete, step_fail
 from chains.services.workflows import (
     MAP_PROGRESS_EVERY,
+    StepSkipped,
     approval_wait,
     map_start,
     step_continue,
@@ -37,10 +38,6 @@ from chains.steps.flow import APPROVAL
 
 # A running step's progress is written at most this often (seconds).
 PROGRESS_EVERY = 0.5
-
-
-class StepSkipped(Exception):
-    """The step's run was cancelled, failed or deleted: do not run it."""
 
 
 def step_execute(
@@ -58,7 +55,7 @@ def step_execute(
         raise StepSkipped(f"step run {step_run_id} no longer exists")
     if task_id is not None and step_run.task_id != task_id:
         raise StepSkipped(f"task {task_id} is an older delivery of step run {step_run_id}")
-    if step_run.status == RunStatus.COMPLETED:
+    if step_run.status in states.DONE:  # done (or skipped) before: what it handed on
         return step_run.result
     run = step_run.run
     if run.status in states.FINAL or step_run.status not in states.OPEN:
@@ -160,8 +157,8 @@ def map_item_execute(*, step_run_id: int, index: int, value: Any, task_id: str |
             if problem := json_problem(results, max_bytes=settings.CHAINS_MAX_RESULT_BYTES):
                 step_fail(step_run_id=step_run.id, error=f"map: the list of its items' "
                                                          f"results {problem}")
-            else:
-                step_continue(step_run, result=results, now=now)
+            else:  # the step's task id may have been renewed meanwhile: by id and status
+                step_continue(step_run, result=results, now=now, any_delivery=True)
         elif _stamp_due(run.id):
             Run.objects.filter(id=run.id).filter(
                 Q(last_progress_at__isnull=True)

@@ -282,6 +282,8 @@ def _take_fixed_params(run: Run) -> None:
     unfinished = [sr for sr in step_runs if sr.status not in states.DONE]
     for step_run in unfinished:
         spec = specs[step_run.index]
+        if step_run.map and (step_run.params, step_run.when) != (spec.params, spec.when):
+            step_run.items.all().delete()  # items done with the old params do not count
         step_run.params, step_run.time_limit = spec.params, spec.time_limit
         step_run.max_retries, step_run.when = spec.max_retries, spec.when
         step_run.retry_backoff = spec.retry_backoff
@@ -350,6 +352,21 @@ def step_fail(*, step_run_id: int, error: str, task_id: str | None = None) -> No
         failed = run_end(step_run.run_id, RunStatus.FAILED, error=run_error, finished_at=now)
         if failed:
             _cancel_outstanding_steps(step_run.run_id)
+
+
+def _is_current_child(child: Run, step_run: StepRun) -> bool:
+    """Whether `child` was started by the step's current attempt (a retried parent starts a
+    new child; an earlier one's end must not decide the step)."""
+    return step_run.started_at is not None and child.created_at >= step_run.started_at
+
+
+def parent_step_fail(child: Run, *, error: str) -> None:
+    """Inside a transaction: the flow.chain step waiting for `child` fails with `error` (the
+    child is being deleted, so its end will never be seen)."""
+    step_run = child.parent_step
+    if (step_run is not None and step_run.status == RunStatus.WAITING
+            and _is_current_child(child, step_run)):
+        step_fail(step_run_id=step_run.id, error=error)
 
 
 def run_end(run_id: uuid.UUID | str, to: str, **fields: Any) -> int:
@@ -445,6 +462,8 @@ def run_delete(*, run: Run) -> None:
             run_cancel(run=run, reason="deleted")
         except ChainError:
             pass  # it finished meanwhile: delete it all the same
+    if run.parent_step_id is not None:  # its end will never be seen: the parent fails now
+        parent_step_fail(run, error=f"child run {run.id} was deleted")
     task_ids = list(run.step_runs.values_list("task_id", flat=True))
     TaskResult.objects.filter(task_id__in=task_ids).delete()
     run_id = str(run.id)

@@ -34,6 +34,7 @@ from chains.models import (
 )
 from chains.services.runs import (
     _cancel_outstanding_steps,
+    _is_current_child,
     _run_complete,
     run_end,
     run_start,
@@ -53,15 +54,24 @@ logger = logging.getLogger(__name__)
 MAP_PROGRESS_EVERY = 2
 
 
+class StepSkipped(Exception):
+    """The step's run was cancelled, failed or deleted, or the step moved meanwhile: do not
+    run it."""
+
+
 # --- Going on after a step that paused the run ---------------------------------------------
 
 
 def step_continue(step_run: StepRun, *, result: Any, now: datetime,
-                  to: str = RunStatus.COMPLETED) -> bool:
+                  to: str = RunStatus.COMPLETED, any_delivery: bool = False) -> bool:
     """Inside a transaction: the step (RUNNING or WAITING) is done with `result`; the run
     completes when it was the last stage, or goes on with the next stage. Returns whether
-    this call was the one that completed the step."""
-    done = states.move(StepRun.objects.filter(id=step_run.id, task_id=step_run.task_id), to,
+    this call was the one that completed the step. `any_delivery`: whatever its task id is
+    now (a map's last item, whose step may have been published again meanwhile)."""
+    rows = StepRun.objects.filter(id=step_run.id)
+    if not any_delivery:
+        rows = rows.filter(task_id=step_run.task_id)
+    done = states.move(rows, to,
                        result=result, error="", finished_at=now, progress=None,
                        progress_message="")
     if not done:
@@ -77,9 +87,12 @@ def step_continue(step_run: StepRun, *, result: Any, now: datetime,
 
 
 def _wait(step_run: StepRun) -> None:
-    """The step and its run wait (an approval, a child run)."""
-    states.move(StepRun.objects.filter(id=step_run.id, task_id=step_run.task_id),
-                RunStatus.WAITING, progress=None, progress_message="")
+    """The step and its run wait (an approval, a child run). A step that moved meanwhile (the
+    reconciler published it again under a new task id) raises StepSkipped: the caller's
+    transaction rolls back, and the newer delivery does the work."""
+    if not states.move(StepRun.objects.filter(id=step_run.id, task_id=step_run.task_id),
+                       RunStatus.WAITING, progress=None, progress_message=""):
+        raise StepSkipped(f"step run {step_run.id} moved before it could wait")
     states.move(Run.objects.filter(id=step_run.run_id), RunStatus.WAITING)
 
 
@@ -151,6 +164,10 @@ def map_start(step_run: StepRun, previous: Any, *, time_limit_default: int) -> N
             items_total=len(previous), items_done=done, progress=done / len(previous),
             progress_message="")  # items_done of items_total says it
         todo = list(items.exclude(status=RunStatus.COMPLETED).values_list("index", "task_id"))
+        if not todo:  # every item was done before (a retry after the step itself failed)
+            results = list(items.order_by("index").values_list("result", flat=True))
+            step_continue(step_run, result=results, now=now)
+            return
         transaction.on_commit(lambda: _publish_items(step_run, previous, todo,
                                                      time_limit_default=time_limit_default))
 
@@ -233,7 +250,8 @@ def may_decide(user: User, approval: Approval) -> bool:
 def pending_approval(run: Run) -> Approval | None:
     """The decision the run waits for, if it waits for one."""
     return (Approval.objects.select_related("step_run")
-            .filter(step_run__run=run, step_run__status=RunStatus.WAITING, decision="")
+            .filter(step_run__run=run, step_run__status=RunStatus.WAITING, decision="",
+                    task_id=F("step_run__task_id"))
             .order_by("-created_at").first())
 
 
@@ -247,7 +265,7 @@ def run_decide(*, run: Run, user: User, approve: bool, comment: str = "") -> Run
         raise PermissionDenied("deciding needs the chains.approve_run permission")
     approval = (Approval.objects.select_related("step_run", "decided_by")
                 .filter(step_run__run=run, step_run__step_type=APPROVAL)
-                .order_by("-created_at").first())
+                .order_by("-created_at", "-id").first())
     if approval is None:
         raise Conflict("not waiting", errors={"status": [
             f"run is {run.status} and has no approval to decide"]})
@@ -293,16 +311,20 @@ def _fail_waiting(step_run: StepRun, *, error: str, run_error: str, now: datetim
 def approvals_time_out(*, now: datetime) -> int:
     """Approvals past their timeout with no decision: their runs fail with "approval timed
     out". Returns how many."""
-    due = list(Approval.objects.select_related("step_run").filter(
-        decision="", due_at__lt=now, step_run__status=RunStatus.WAITING))
+    due = list(Approval.objects.select_related("step_run").filter(  # the step's current ask
+        decision="", due_at__lt=now, step_run__status=RunStatus.WAITING,
+        task_id=F("step_run__task_id")))
     timed_out = 0
     for approval in due:
-        with transaction.atomic():
-            if Approval.objects.filter(id=approval.id, decision="").update(
-                    decision=Decision.TIMED_OUT, decided_at=now):
-                _fail_waiting(approval.step_run, error="approval timed out",
-                              run_error="approval timed out", now=now)
-                timed_out += 1
+        try:
+            with transaction.atomic():
+                if Approval.objects.filter(id=approval.id, decision="").update(
+                        decision=Decision.TIMED_OUT, decided_at=now):
+                    _fail_waiting(approval.step_run, error="approval timed out",
+                                  run_error="approval timed out", now=now)
+                    timed_out += 1
+        except Exception:  # one run's trouble does not stop the others
+            logger.exception("timing out approval %s failed", approval.id)
     return timed_out
 
 
@@ -342,7 +364,7 @@ def child_run_ended(*, run_id: uuid.UUID | str) -> None:
         return
     step_run = child.parent_step
     assert step_run is not None
-    if step_run.status != RunStatus.WAITING:
+    if step_run.status != RunStatus.WAITING or not _is_current_child(child, step_run):
         return
     now = timezone.now()
     with transaction.atomic():
@@ -358,7 +380,13 @@ def waiting_children_ended(*, limit: int = 1000) -> int:
     not acted on: the process died between the child's end and the parent's update)."""
     ended = list(Run.objects.filter(
         parent_step__status=RunStatus.WAITING, status__in=states.FINAL,
+        created_at__gte=F("parent_step__started_at"),
     ).values_list("id", flat=True)[:limit])
+    done = 0
     for run_id in ended:
-        child_run_ended(run_id=run_id)
-    return len(ended)
+        try:
+            child_run_ended(run_id=run_id)
+            done += 1
+        except Exception:  # one run's trouble does not stop the others
+            logger.exception("completing the parent of run %s failed", run_id)
+    return done
