@@ -98,3 +98,17 @@ def test_exports_carry_the_version_number_and_imports_accept_it():
     (imported,) = services.chains_import(data=data)
     assert numbers(imported) == [1]
     assert ChainVersion.objects.get(chain=imported).source == "import"
+
+
+def test_purge_removes_the_versions_of_a_deleted_chain_no_run_refers_to():
+    chain = services.chain_save(name="v", steps=[ADD])
+    run = services.run_create(preset=services_preset(chain), chain=chain, trigger="api",
+                              version=services.current_version(chain))
+    services.chain_save(chain=chain, name="v", steps=[ADD, DOUBLE])
+    services.chain_delete(chain=chain)
+    later = timezone.now() + timedelta(days=1)
+    assert services.versions_purge(older_than=later) == 1  # version 2: no run refers to it
+    assert list(ChainVersion.objects.values_list("chain", "number")) == [(None, 1)]
+    Run.objects.filter(id=run.id).delete()
+    assert services.versions_purge(older_than=later) == 1
+    assert not ChainVersion.objects.exists()

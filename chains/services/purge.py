@@ -6,7 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import Exists, Model, OuterRef, Subquery
+from django.db.models import Exists, Model, OuterRef, Q, Subquery
 from django.db.models.signals import post_delete, pre_delete
 from django_celery_results.models import TaskResult
 
@@ -65,9 +65,11 @@ def _delete_rows(model: type[Model], ids: list[Any]) -> None:
 
 def versions_purge(*, older_than: datetime) -> int:
     """Chain versions written before `older_than` that no run refers to and that are not their
-    chain's current one. Returns how many were deleted."""
+    chain's current one (a deleted chain has none). Returns how many were deleted."""
     latest = ChainVersion.objects.filter(chain=OuterRef("chain")).order_by("-number")
     stale = (ChainVersion.objects.filter(created_at__lt=older_than)
              .exclude(Exists(Run.objects.filter(version=OuterRef("pk"))))
-             .exclude(pk=Subquery(latest.values("pk")[:1])))
+             # Not `.exclude(pk=latest)`: for a deleted chain's version the subquery is NULL,
+             # the comparison unknown, and the row would never be purged.
+             .filter(Q(chain__isnull=True) | ~Q(pk=Subquery(latest.values("pk")[:1]))))
     return stale.delete()[0]
