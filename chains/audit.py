@@ -11,7 +11,11 @@ from functools import wraps
 from typing import Any
 
 from auditlog.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
 from django.db.models import Model
+from rest_framework.authtoken.models import Token as AuthToken
+
+from chains.models import ApiToken
 
 # The `event` of each entry (additional_data["event"]), the admin's and /api/audit/'s filter.
 EVENTS = (
@@ -70,10 +74,19 @@ def record(event: str, obj: Model, *, user: Any = None, changes: dict[str, Any] 
     actor = user if getattr(user, "is_authenticated", False) else context.get("user")
     if not getattr(actor, "is_authenticated", False):
         actor = None
+    names: dict[str, Any] = {}
+    if isinstance(obj, AuthToken):  # its primary key is the secret: named by its prefix instead
+        names = {"content_type": ContentType.objects.get_for_model(ApiToken,
+                                                                   for_concrete_model=False),
+                 "object_pk": _token_name(obj.key)}
     return LogEntry.objects.log_create(
         obj, force_log=True, action=_action(event), changes=changes or {}, actor=actor,
-        remote_addr=context.get("remote_addr"),
+        remote_addr=context.get("remote_addr"), **names,
         additional_data={"event": event, "source": context.get("source", "system"), **data})
+
+
+def _token_name(key: str) -> str:
+    return f"{key[:4]}…"
 
 
 def enter(*, source: str) -> Token[dict[str, Any] | None]:

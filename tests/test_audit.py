@@ -97,3 +97,12 @@ def test_approvals_are_recorded_with_the_comment(user):
     with pytest.raises(Exception):  # noqa: B017 - waits for no approval: refused, not recorded
         services.run_decide(run=run, user=boss, approve=True)
     assert "run approved" not in [e[0] for e in events()]
+
+
+def test_a_token_is_named_by_its_prefix_not_by_its_key(api, user):
+    key = api.post("/api/token/").json()["key"]
+    entry = LogEntry.objects.get(additional_data__event="token created")
+    assert (entry.content_type.app_label, entry.content_type.model) == ("chains", "apitoken")
+    assert entry.object_pk == f"{key[:4]}…"  # a Token's primary key is its key
+    assert key not in json.dumps([entry.object_pk, entry.object_repr, entry.changes,
+                                  entry.additional_data, entry.serialized_data])
