@@ -15,7 +15,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db.models import Model
 from rest_framework.authtoken.models import Token as AuthToken
 
-from chains.models import ApiToken
+from chains.models import ApiToken, Chain, ChainSchedule, Run
 
 # The `event` of each entry (additional_data["event"]), the admin's and /api/audit/'s filter.
 EVENTS = (
@@ -24,6 +24,11 @@ EVENTS = (
     "schedule deleted", "run started", "run cancelled", "run retried", "run approved",
     "run rejected", "run deleted", "token created",
 )
+
+# What an entry is about (/api/audit/'s `object_type`, the admin's filter): each type's model.
+OBJECT_TYPES: dict[str, type[Model]] = {
+    "chain": Chain, "run": Run, "chainschedule": ChainSchedule, "apitoken": ApiToken,
+}
 
 _context: ContextVar[dict[str, Any] | None] = ContextVar("chains_audit", default=None)
 
@@ -87,6 +92,47 @@ def record(event: str, obj: Model, *, user: Any = None, changes: dict[str, Any] 
 
 def _token_name(key: str) -> str:
     return f"{key[:4]}…"
+
+
+# --- Reading entries (the admin and /api/audit/) -------------------------------------------
+
+
+def content_types(object_type: str) -> list[ContentType]:
+    """The content types of entries on `object_type` (a key of OBJECT_TYPES); a token's are
+    its own and, for entries written before tokens were named by their prefix, its base's."""
+    model = OBJECT_TYPES[object_type]
+    found = [ContentType.objects.get_for_model(model, for_concrete_model=False)]
+    if model._meta.proxy:
+        found.append(ContentType.objects.get_for_model(model))
+    return found
+
+
+def object_type(entry: LogEntry) -> str:
+    """The key of OBJECT_TYPES an entry is about (else its model's name)."""
+    model = entry.content_type.model
+    return "apitoken" if model == "token" else model
+
+
+def object_id(entry: LogEntry) -> str:
+    """The id of the entry's object; a token's prefix, never its key."""
+    if object_type(entry) == "apitoken" and not entry.object_pk.endswith("…"):
+        return _token_name(entry.object_pk)
+    return entry.object_pk
+
+
+def event_of(entry: LogEntry) -> str:
+    return (entry.additional_data or {}).get("event", "")
+
+
+def source_of(entry: LogEntry) -> str:
+    return (entry.additional_data or {}).get("source", "")
+
+
+def data_of(entry: LogEntry) -> dict[str, Any]:
+    """What the entry keeps beside its event and source (a run's trigger, a version number,
+    an approval's comment...)."""
+    return {key: value for key, value in (entry.additional_data or {}).items()
+            if key not in ("event", "source")}
 
 
 def enter(*, source: str) -> Token[dict[str, Any] | None]:

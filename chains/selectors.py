@@ -3,6 +3,7 @@ import math
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
+from auditlog.models import LogEntry
 from django.db.models import (
     Case,
     Count,
@@ -22,8 +23,17 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 from rest_framework.authtoken.models import Token
 
-from chains import states
-from chains.models import Approval, Chain, ChainSchedule, MapItem, Run, RunStatus, StepRun
+from chains import audit, states
+from chains.models import (
+    Approval,
+    Chain,
+    ChainSchedule,
+    ChainVersion,
+    MapItem,
+    Run,
+    RunStatus,
+    StepRun,
+)
 
 
 def runs_visible_to(user) -> QuerySet[Run]:
@@ -343,3 +353,70 @@ def chains_export(names: list[str] | None = None) -> dict:
         }
         for chain in chains
     ]}
+
+
+# --- Versions and the audit trail -------------------------------------------------------------
+
+
+def chain_versions(chain: Chain) -> QuerySet[ChainVersion]:
+    """The chain's versions, newest first, with their authors."""
+    return chain.versions.select_related("author").order_by("-number")
+
+
+def current_version_number(chain_id) -> "Subquery":
+    """The number of the newest version of the chain `chain_id` names (an OuterRef or an
+    expression): one lookup on the (chain, number) index."""
+    return Subquery(ChainVersion.objects.filter(chain=chain_id).order_by("-number")
+                    .values("number")[:1])
+
+
+def with_version_numbers(runs: QuerySet[Run], *, current: bool = True) -> QuerySet[Run]:
+    """`runs`, each annotated with `version_number` (the version it ran, None for a run of no
+    chain version) and, with `current`, `current_version_number` (its chain's newest), in the
+    same query. Both are subqueries, not joins: a count of `runs` (a page's) leaves them out."""
+    runs = runs.annotate(version_number=Subquery(
+        ChainVersion.objects.filter(pk=OuterRef("version_id")).values("number")[:1]))
+    if current:
+        runs = runs.annotate(current_version_number=current_version_number(OuterRef("chain_id")))
+    return runs
+
+
+def latest_version_number(chain_id: int | None) -> int | None:
+    """The number of the chain's current version (its newest); None without one."""
+    if chain_id is None:
+        return None
+    return (ChainVersion.objects.filter(chain_id=chain_id).order_by("-number")
+            .values_list("number", flat=True).first())
+
+
+def run_version_numbers(run: Run) -> tuple[int, int | None, int | None] | None:
+    """(the number of the version `run` ran, its chain's id, that chain's current version
+    number) in one query; None for a run without a version. The chain is None once deleted."""
+    if run.version_id is None:
+        return None
+    return (ChainVersion.objects.filter(pk=run.version_id)
+            .values_list("number", "chain_id", current_version_number(OuterRef("chain_id")))
+            .first())
+
+
+def audit_entries(*, user=None, event: str | None = None, object_type: str | None = None,
+                  object_id: str | None = None, since: datetime | None = None,
+                  until: datetime | None = None) -> QuerySet[LogEntry]:
+    """The audit trail, newest first, optionally by one user (an id or a user name), of one
+    event, on one type of object (a key of audit.OBJECT_TYPES) or one object, and within
+    [since, until)."""
+    entries = LogEntry.objects.select_related("actor", "content_type")
+    if user is not None:
+        entries = entries.filter(actor_id=user) if isinstance(user, int) else entries.filter(
+            actor__username=user)
+    if event:
+        entries = entries.filter(additional_data__event=event)
+    if object_type:
+        entries = entries.filter(content_type__in=audit.content_types(object_type))
+    if object_id:
+        entries = entries.filter(object_pk=object_id)
+    if since:
+        entries = entries.filter(timestamp__gte=since)
+    if until:
+        entries = entries.filter(timestamp__lt=until)
+    return entries.order_by("-timestamp", "-id")

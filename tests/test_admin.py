@@ -397,7 +397,8 @@ def test_the_run_list_shows_short_ids_progress_errors_and_chain_names(admin_web,
     assert f'<code class="tc-run-id" title="{run.pk}">{str(run.pk)[:8]}</code>' in page
     assert '<span style="width: 50%"></span></span> 1/2' in page
     assert ">step 2 (math.multiply): ValueError: no</small>" in page  # the first line
-    assert "<td class=\"field-what\">demo<br><small" in page
+    assert ("<td class=\"field-what\">demo <small class=\"tc-version-tag\" "
+            "title=\"chain version 1\">v1</small><br><small") in page
 
 
 @pytest.mark.parametrize("term", ["id prefix", "chain name", "task id", "full id"])

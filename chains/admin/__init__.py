@@ -25,6 +25,7 @@ from rest_framework.authtoken.admin import TokenAdmin
 from rest_framework.authtoken.models import TokenProxy
 
 from chains import selectors, services, states
+from chains.admin import audit as _audit  # noqa: F401 -- registers the audit trail's admin
 from chains.admin import views as admin_views
 from chains.admin.forms import (
     JSON_FIELD_OVERRIDES,
@@ -35,6 +36,7 @@ from chains.admin.forms import (
     StepInlineFormSet,
 )
 from chains.admin.pictures import specs_picture
+from chains.admin.versions import version_urls
 from chains.errors import ChainError
 from chains.models import (
     ApiToken,
@@ -61,7 +63,8 @@ class CappedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         rows = cast(QuerySet, self.object_list)  # the admin pages querysets
-        return rows.order_by()[: self.COUNT_CAP].count()
+        # values("pk"): without the annotations the page shows (the runs' version numbers).
+        return rows.order_by().values("pk")[: self.COUNT_CAP].count()
 
 
 class RunStatusFilter(admin.SimpleListFilter):
@@ -235,6 +238,7 @@ class ChainAdmin(admin.ModelAdmin):
             path("picture/", view(admin_views.chain_picture_preview),
                  name="chains_chain_picture"),
             path("step-types/", view(admin_views.step_types), name="chains_step_types"),
+            *version_urls(view),
             *super().get_urls(),
         ]
 
@@ -386,7 +390,8 @@ class RunAdmin(admin.ModelAdmin):
         return False
 
     def get_queryset(self, request):
-        return selectors.runs_visible_to(request.user)
+        return selectors.with_version_numbers(selectors.runs_visible_to(request.user),
+                                              current=False)
 
     @admin.display(description="inputs")
     def inputs_shown(self, run: Run) -> str:
@@ -430,7 +435,10 @@ class RunAdmin(admin.ModelAdmin):
     @admin.display(description="chain · error", ordering="chain__name")
     def what(self, run: Run) -> str:
         name = run.chain.name if run.chain else run.task_type
-        return format_html("{}{}", name, self.error_line(run))
+        number = getattr(run, "version_number", None)
+        version = format_html(' <small class="tc-version-tag" title="chain version {}">v{}'
+                              "</small>", number, number) if number else ""
+        return format_html("{}{}{}", name, version, self.error_line(run))
 
     @admin.display(description="trigger · by", ordering="trigger")
     def started_by(self, run: Run) -> str:

@@ -30,4 +30,6 @@ class RunPagination(BoundedPagination):
 
     def get_count(self, queryset) -> int:
         offset = self.get_offset(self.request)
-        return queryset.order_by()[: offset + self.COUNT_CAP].count()
+        # values("pk"): the rows alone, without the annotations a page shows (a subquery per
+        # row, e.g. the runs' version numbers).
+        return queryset.order_by().values("pk")[: offset + self.COUNT_CAP].count()

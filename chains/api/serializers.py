@@ -28,7 +28,9 @@ from chains.schedules import next_fire_times
 from chains.selectors import (
     MAP_ITEM_STATUSES,
     child_run_ids,
+    latest_version_number,
     parent_run_of,
+    run_version_numbers,
     step_runs_in_detail,
 )
 from chains.steps import STEP_TYPES
@@ -280,13 +282,32 @@ class RunSerializer(serializers.ModelSerializer):
     chain_name = serializers.CharField(source="chain.name", default=None, read_only=True)
     created_by: serializers.StringRelatedField = serializers.StringRelatedField()
     parent_run = serializers.SerializerMethodField()
+    version = serializers.SerializerMethodField()
+    current_version = serializers.SerializerMethodField()
 
     class Meta:
         model = Run
         fields = ["id", "chain", "chain_name", "task_type", "description", "status", "trigger",
                   "inputs", "result", "error", "steps_done", "steps_total", "created_by",
                   "created_at", "started_at", "finished_at", "retries", "retried_status",
-                  "retried_error", "retried_at", "parent_run", "depth"]
+                  "retried_error", "retried_at", "parent_run", "depth", "version",
+                  "current_version"]
+
+    def get_version(self, run: Run) -> int | None:
+        """The number of the chain version the run ran (GET /api/chains/{chain}/versions/
+        {version}/); null for a seed task's run."""
+        if hasattr(run, "version_number"):  # selectors.with_version_numbers
+            return run.version_number
+        numbers = run_version_numbers(run)
+        return numbers[0] if numbers else None
+
+    def get_current_version(self, run: Run) -> int | None:
+        """The number of the chain's current version (compare the two with GET
+        /api/chains/{chain}/versions/diff/?a={version}&b={current_version}); null without a
+        chain."""
+        if hasattr(run, "current_version_number"):  # selectors.with_version_numbers
+            return run.current_version_number
+        return latest_version_number(run.chain_id)
 
     @extend_schema_field(serializers.UUIDField(allow_null=True))
     def get_parent_run(self, run: Run) -> str | None:

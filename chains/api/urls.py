@@ -4,6 +4,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from chains.api import seed, views
+from chains.api.audit import AuditView
+from chains.api.versions import version_urlpatterns
 
 router = DefaultRouter()
 router.register("chains", views.ChainViewSet, basename="chain")
@@ -27,5 +29,7 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
     path("workers/", views.WorkersView.as_view(), name="workers"),
     path("queues/", views.QueuesView.as_view(), name="queues"),
     path("token/", views.TokenView.as_view(), name="token"),
+    path("audit/", AuditView.as_view(), name="audit"),
+    *version_urlpatterns,
     path("", include(router.urls)),
 ]

@@ -172,11 +172,12 @@ class RunViewSet(ChainsAPI, mixins.ListModelMixin, mixins.RetrieveModelMixin,
             # An approver who is not staff decides runs of others waiting for their group.
             return selectors.with_parent_run(selectors.runs_decidable_by(self.request.user))
         if self.action != "list":
-            return selectors.with_parent_run(selectors.runs_visible_to(self.request.user))
+            return selectors.with_version_numbers(
+                selectors.with_parent_run(selectors.runs_visible_to(self.request.user)))
         filters = RunFilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
-        return selectors.with_parent_run(
-            selectors.run_list(user=self.request.user, **filters.validated_data))
+        return selectors.with_version_numbers(selectors.with_parent_run(
+            selectors.run_list(user=self.request.user, **filters.validated_data)))
 
     @extend_schema(parameters=[RunFilterSerializer])
     def list(self, request: Request, *args, **kwargs) -> Response:
