@@ -10,6 +10,7 @@ from django.db.models import (
     Exists,
     F,
     Max,
+    Min,
     OuterRef,
     Prefetch,
     Q,
@@ -24,6 +25,7 @@ from django_celery_results.models import TaskResult
 from rest_framework.authtoken.models import Token
 
 from chains import audit, states
+from chains.comparison import compare_runs
 from chains.models import (
     Approval,
     Chain,
@@ -147,14 +149,16 @@ def map_item_counts(step_run_ids: list[int]) -> dict[int, dict[str, int]]:
 
 def step_runs_in_detail(run: Run) -> list[StepRun]:
     """`step_runs_with_results`, plus each step's approvals (`approvals`, oldest first, with
-    who decided) and, on map steps, `item_counts` (map_item_counts): at most two more
-    queries, however many steps and items the run has."""
+    who decided), `queued_at` (step_queued_times) and, on map steps, `item_counts`
+    (map_item_counts): at most two more queries, however many steps and items the run has."""
     step_runs = step_runs_with_results(run, prefetch=[Prefetch(
         "approvals", queryset=Approval.objects.select_related("decided_by")
         .defer("input").order_by("created_at", "id"))])
     counts = map_item_counts([sr.id for sr in step_runs if sr.map])
+    queued = step_queued_times(run, step_runs)
     for step_run in step_runs:
         step_run.item_counts = counts.get(step_run.id)  # type: ignore[attr-defined]
+        step_run.queued_at = queued[step_run.id]  # type: ignore[attr-defined]
     return step_runs
 
 
@@ -164,6 +168,106 @@ def map_items(step_run: StepRun, *, status: str | None = None) -> QuerySet[MapIt
     if status:
         items = items.filter(status=status)
     return items.defer("task_id").order_by("index")
+
+
+# --- Run comparison ---------------------------------------------------------------------------
+
+
+def run_comparison(*, user, a, b) -> dict:
+    """Runs `a` and `b` (ids) side by side (chains.comparison.compare_runs), in two queries.
+    Run.DoesNotExist names the one `user` may not see (or that does not exist)."""
+    runs = {run.pk: run for run in runs_visible_to(user).select_related("version")
+            .filter(pk__in=[a, b])}
+    for name, pk in (("a", a), ("b", b)):
+        if pk not in runs:
+            raise Run.DoesNotExist(f"{name}: no run {pk} that you may see")
+    steps: dict = {a: [], b: []}
+    for step_run in StepRun.objects.filter(run_id__in=[a, b]).defer("log").order_by("index"):
+        steps[step_run.run_id].append(step_run)
+    return compare_runs(runs[a], steps[a], runs[b], steps[b])
+
+
+def comparable_runs(run: Run, *, user, limit: int = 20) -> QuerySet[Run]:
+    """The runs a run page offers to compare with: the latest others of the same chain (or
+    seed task type) that `user` sees, newest first, with their versions."""
+    runs = runs_visible_to(user).select_related("version").exclude(pk=run.pk)
+    if run.chain_id is not None:
+        runs = runs.filter(chain_id=run.chain_id)
+    elif run.task_type:
+        runs = runs.filter(task_type=run.task_type, chain__isnull=True)
+    else:
+        return runs.none()
+    return runs.order_by("-created_at")[:limit]
+
+
+# --- Timeline ---------------------------------------------------------------------------------
+
+
+def step_queued_times(run: Run, step_runs: list[StepRun]) -> dict[int, datetime | None]:
+    """When each step's message was published, by step run id: the best stamp the rows keep,
+    read from `step_runs` as loaded (with their earlier attempts), no query. The first stage:
+    the run's `published_at` (or `created_at`); a later stage: when the stage before it
+    finished (its steps' latest `finished_at`); a step tried again: the end of its attempt
+    before, or the run's publishing again (a retry, a resume, the stage after a pause), when
+    that is later. Never after the step started (or ended); None while the stage before it
+    has not finished."""
+    ends: dict[int, list[datetime | None]] = {}
+    for step_run in step_runs:
+        ends.setdefault(step_run.stage, []).append(step_run.finished_at)
+    stages = sorted(ends)
+    bases: dict[int, datetime | None] = {stages[0]: run.created_at} if stages else {}
+    for before, stage in zip(stages, stages[1:], strict=False):
+        finished = [end for end in ends[before] if end is not None]
+        bases[stage] = max(finished) if len(finished) == len(ends[before]) else None
+    return {step_run.id: _queued_at(step_run, bases[step_run.stage], run.published_at)
+            for step_run in step_runs}
+
+
+def _queued_at(step_run: StepRun, base: datetime | None,
+               published: datetime | None) -> datetime | None:
+    if base is None:
+        return None
+    stamps = [base]
+    attempts = list(step_run.earlier_attempts.all())  # prefetched
+    if attempts and attempts[-1].finished_at:
+        stamps.append(attempts[-1].finished_at)
+    if published:
+        stamps.append(published)
+    until = step_run.started_at or step_run.finished_at
+    if until is not None:
+        stamps = [stamp for stamp in stamps if stamp <= until] or [until]
+    return max(stamps)
+
+
+def map_item_spreads(step_run_ids: list[int]) -> dict[int, dict]:
+    """For each of these map steps with finished items: `first_start` (the first item's
+    start), `last_finish`, `p10` and `p90` (nearest-rank percentiles of the items' finish
+    times) and `finished` (how many finished), in one query: the items are ranked by finish
+    time per step and only the two ranked at p10 and p90 come back."""
+    if not step_run_ids:
+        return {}
+    per_step = [F("step_run_id")]
+    rows = (MapItem.objects.filter(step_run_id__in=step_run_ids).order_by()
+            .annotate(rank=Window(RowNumber(), partition_by=per_step,
+                                  order_by=F("finished_at").asc(nulls_last=True)),
+                      finished=Window(Count("finished_at"), partition_by=per_step),
+                      first_start=Window(Min("started_at"), partition_by=per_step),
+                      last_finish=Window(Max("finished_at"), partition_by=per_step))
+            .annotate(rank10=F("rank") * 10, n1=F("finished"), n9=F("finished") * 9)
+            # rank = ceil(n * p / 10) for p = 1 and 9, in integers: n p <= 10 rank < n p + 10.
+            .filter(Q(rank10__gte=F("n1"), rank10__lt=F("n1") + 10)
+                    | Q(rank10__gte=F("n9"), rank10__lt=F("n9") + 10))
+            .values_list("step_run_id", "rank", "finished", "finished_at", "first_start",
+                         "last_finish"))
+    spreads: dict[int, dict] = {}
+    for step_run_id, rank, finished, finished_at, first_start, last_finish in rows:
+        spread = spreads.setdefault(step_run_id, {
+            "first_start": first_start, "last_finish": last_finish, "finished": finished})
+        if rank == max(1, math.ceil(finished * 0.1)):
+            spread["p10"] = finished_at
+        if rank == max(1, math.ceil(finished * 0.9)):
+            spread["p90"] = finished_at
+    return spreads
 
 
 def schedules_visible_to(user) -> QuerySet[ChainSchedule]:

@@ -27,6 +27,7 @@ from rest_framework.authtoken.models import TokenProxy
 from chains import selectors, services, states
 from chains.admin import audit as _audit  # noqa: F401 -- registers the audit trail's admin
 from chains.admin import views as admin_views
+from chains.admin.compare import compare_selected_runs, run_compare
 from chains.admin.forms import (
     JSON_FIELD_OVERRIDES,
     ChainForm,
@@ -356,11 +357,11 @@ class RunAdmin(admin.ModelAdmin):
                            "created_at"]}),
         ("Inputs", {"fields": ["inputs_shown"]}),
     ]
-    actions = ["cancel_selected_runs"]
+    actions = ["cancel_selected_runs", compare_selected_runs]
     change_form_template = "admin/chains/run/change_form.html"
 
     class Media:
-        css = {"all": ["chains/admin.css"]}
+        css = {"all": ["chains/admin.css", "chains/timeline.css", "chains/compare.css"]}
         js = ["chains/run_live.js"]
 
     def get_urls(self):
@@ -368,6 +369,7 @@ class RunAdmin(admin.ModelAdmin):
         return [
             path("dashboard/", view(admin_views.dashboard), name="chains_dashboard"),
             path("cluster/", view(admin_views.cluster_panel), name="chains_cluster_panel"),
+            path("compare/", view(run_compare), name="chains_run_compare"),
             path("<uuid:run_id>/panel/", view(admin_views.run_panel), name="chains_run_panel"),
             *[path(f"<uuid:run_id>/{action}/", view(admin_views.run_action, action=action),
                    name=f"chains_run_{action}") for action in ("cancel", "retry", "again")],

@@ -27,6 +27,7 @@ from chains.admin.forms import (
     params_rows,
 )
 from chains.admin.pictures import run_picture, specs_picture
+from chains.admin.timeline import run_page_timeline
 from chains.bounds import parse_json
 from chains.cluster import cluster_state
 from chains.conditions import describe
@@ -266,6 +267,7 @@ def run_panel_context(request: HttpRequest, run) -> dict:
         "waits_for": " and ".join(waits_for),
         "run": run, "stages": stages, "step_runs": step_runs, "rows": rows,
         "picture": run_picture(stages, children),
+        "timeline": run_page_timeline(run, step_runs, children, now=timezone.now()),
         "parent_step": parent, "parent_run": parent.run if parent else None,
         "elapsed": elapsed, "estimate": selectors.run_duration_estimate(run),
         "percent": int(100 * run.steps_done / run.steps_total) if run.steps_total else 0,

@@ -236,15 +236,25 @@ class StepRunSerializer(serializers.ModelSerializer):
         "lost worker starts a new attempt; none is overwritten)."))
     items = serializers.SerializerMethodField()
     approvals = serializers.SerializerMethodField()
+    queued_at = serializers.SerializerMethodField()
 
     class Meta:
         model = StepRun
         fields = ["index", "stage", "name", "step_type", "params", "queue", "map", "when",
                   "retry_backoff", "retry_backoff_max", "task_id", "status",
                   "task_status", "worker", "result", "error", "traceback", "attempts",
-                  "started_at", "finished_at", "duration", "progress", "progress_message",
-                  "log_size", "earlier_attempts", "items_total", "items_done", "items",
-                  "approvals"]
+                  "queued_at", "started_at", "finished_at", "duration", "progress",
+                  "progress_message", "log_size", "earlier_attempts", "items_total",
+                  "items_done", "items", "approvals"]
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_queued_at(self, step_run: StepRun) -> str | None:
+        """When the step's message was published (selectors.step_queued_times: the run's
+        publishing for the first stage, the end of the stage before for a later one, a
+        retry's or resume's publishing for a step tried again); null while the stage before
+        it has not finished."""
+        queued = getattr(step_run, "queued_at", None)
+        return None if queued is None else serializers.DateTimeField().to_representation(queued)
 
     @extend_schema_field(ITEM_COUNTS_SCHEMA)
     def get_items(self, step_run: StepRun) -> dict[str, int] | None:

@@ -5,6 +5,7 @@ from rest_framework.routers import DefaultRouter
 
 from chains.api import seed, views
 from chains.api.audit import AuditView
+from chains.api.compare import RunCompareView
 from chains.api.versions import version_urlpatterns
 
 router = DefaultRouter()
@@ -29,6 +30,8 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
     path("workers/", views.WorkersView.as_view(), name="workers"),
     path("queues/", views.QueuesView.as_view(), name="queues"),
     path("token/", views.TokenView.as_view(), name="token"),
+    # Before the router: "compare" is not a run id.
+    path("runs/compare/", RunCompareView.as_view(), name="run-compare"),
     path("audit/", AuditView.as_view(), name="audit"),
     *version_urlpatterns,
     path("", include(router.urls)),

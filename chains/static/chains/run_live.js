@@ -23,7 +23,16 @@
           var finished = response.headers.get("X-Run-Finished") === "1";
           return response.text().then(function (html) {
             if (writing(panel)) { setTimeout(tick, 1000); return; }
+            // Scrolled boxes (the timeline) keep their place when the panel is redrawn.
+            var kept = {};
+            panel.querySelectorAll("[data-keep-scroll]").forEach(function (box) {
+              kept[box.dataset.keepScroll] = [box.scrollTop, box.scrollLeft];
+            });
             panel.innerHTML = html;
+            panel.querySelectorAll("[data-keep-scroll]").forEach(function (box) {
+              var at = kept[box.dataset.keepScroll];
+              if (at) { box.scrollTop = at[0]; box.scrollLeft = at[1]; }
+            });
             panel.dataset.finished = finished ? "1" : "0";
             if (!finished) setTimeout(tick, 1000);
           });
