@@ -52,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
     # API rates: anonymous requests and wrong tokens per address, and each user's requests.
     "CHAINS_API_RATE_ANON": "60/min",
     "CHAINS_API_RATE_USER": "6000/min",
+    # The bearer token /metrics asks for ("": only signed-in staff may read it).
+    "CHAINS_METRICS_TOKEN": "",
     # Sign-in lockout.
     "CHAINS_LOGIN_FAILURES": 5,
     "CHAINS_LOGIN_FAILURES_PER_ADDRESS": 20,

@@ -523,3 +523,24 @@ class ApiToken(TokenProxy):
 
     def __str__(self) -> str:
         return f"{self.user} ({self.key[:4]}…)"
+
+
+class MetricCount(models.Model):
+    """One stored sample of a Prometheus counter or histogram (chains.metrics): a counter's
+    value, or a histogram's bucket (not cumulative), sum or count, for one set of label
+    values. Services add to it in the transaction of the event it counts; /metrics reads the
+    whole table, which stays small (a row per label set and bucket, not per run)."""
+
+    name = models.CharField(max_length=100, help_text="The sample's name, e.g. "
+                                                      "chains_runs_started_total.")
+    labels = models.TextField(help_text="The label values as a JSON list, in the metric's "
+                                        "label order.")
+    value = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["name", "labels"], name="metriccount_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.labels} = {self.value:g}"

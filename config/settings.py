@@ -303,6 +303,8 @@ CHAINS_MAX_MAP_ITEMS = _chains(env_int, "CHAINS_MAX_MAP_ITEMS")
 CHAINS_MAX_DEPTH = _chains(env_int, "CHAINS_MAX_DEPTH")
 # Text fields (chain and run descriptions; names are bounded by their columns).
 CHAINS_MAX_DESCRIPTION_CHARS = _chains(env_int, "CHAINS_MAX_DESCRIPTION_CHARS")
+# GET /metrics (Prometheus) with `Authorization: Bearer <this>`; unset: staff sessions only.
+CHAINS_METRICS_TOKEN = _chains(env_str, "CHAINS_METRICS_TOKEN")
 
 LOGGING = {
     "version": 1,

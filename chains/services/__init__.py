@@ -8,6 +8,7 @@ purges and tokens. Admin, API, commands, tasks and beat all come through here.
     workflows   conditions, map steps, approvals and sub-chains: steps that pause a run
     versions    a chain's numbered versions: record, compare, restore
     reconcile   publish, recover and resume what the broker or a worker lost
+    metrics     add to the stored Prometheus counters and histograms (chains.metrics)
     schedules   save schedules, keep beat in step, start a firing's run
     imports     chains from an export file
     purge       remove old finished runs

@@ -26,6 +26,7 @@ from chains.models import (
     WorkerHeartbeat,
 )
 from chains.services.attempts import attempts_keep
+from chains.services.metrics import metrics_reconciled
 from chains.services.runs import _cancel_outstanding_steps, _renew_task_ids, run_end
 from chains.services.workflows import approvals_time_out, waiting_children_ended
 from chains.time_limits import hard_time_limit
@@ -78,6 +79,7 @@ def reconcile_runs(*, now: datetime | None = None) -> dict[str, int]:
             report["failed"] += _fail_stalled(run, now)
         elif _claim_resume(run):
             report["resumed"] += _reconcile_one(_resume, run=run)
+    metrics_reconciled(report)
     return report
 
 

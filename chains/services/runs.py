@@ -41,6 +41,7 @@ from chains.permissions import can_read_chain_inputs
 from chains.presets import PRESETS, Preset, StepSpec, build_preset
 from chains.services.attempts import attempts_keep
 from chains.services.chains import chain_step_specs, validate_step_specs
+from chains.services.metrics import metrics_run_ended, metrics_run_retried, metrics_run_started
 from chains.services.versions import current_version
 from chains.steps import STEP_TYPES, ParamsInvalid
 
@@ -194,6 +195,7 @@ def run_create(
         created = StepRun.objects.bulk_create(step_runs)
         audit.record("run started", run, user=run.created_by, trigger=trigger,
                      version=version.number if version else None)
+        metrics_run_started(run)
         run_ready.send(sender=Run, run_id=run.id, run=run, step_runs=created)
     return run
 
@@ -311,6 +313,7 @@ def run_retry(*, run: Run) -> Run:
             "status": [f"only FAILED or CANCELLED runs can be retried; this one is {run.status}"]
         })
     audit.record("run retried", run, changes={"status": [run.status, RunStatus.PENDING]})
+    metrics_run_retried(run)
     unfinished = run.step_runs.exclude(status__in=states.DONE)
     attempts_keep(unfinished, ended_by=AttemptEnd.RUN_RETRIED)
     states.move(unfinished, RunStatus.PENDING, error="", attempts=0, worker="",
@@ -372,9 +375,11 @@ def parent_step_fail(child: Run, *, error: str) -> None:
 def run_end(run_id: uuid.UUID | str, to: str, **fields: Any) -> int:
     """The run, if still open, ends as `to` (COMPLETED, FAILED or CANCELLED) with `fields`;
     `run_ended` goes out once this commits (a parent run waiting for it goes on)."""
-    ended = states.move(Run.objects.filter(id=run_id), to, **fields)
-    if ended:
-        run_ended.send(sender=Run, run_id=run_id)
+    with transaction.atomic(savepoint=False):  # the end and its metrics commit together
+        ended = states.move(Run.objects.filter(id=run_id), to, **fields)
+        if ended:
+            metrics_run_ended(run_id)
+            run_ended.send(sender=Run, run_id=run_id)
     return ended
 
 
