@@ -1,7 +1,7 @@
 """`make bench`: every benchmark, each measured against its reference in the same run, printed
 as one table of medians and ratios and written as JSON.
 
-    python -m bench.run [--only chains,submit,reads,purge,data,recovery,map] [--quick]
+    python -m bench.run [--only chains,submit,reads,purge,data,recovery,map,metrics] [--quick]
                         [--repeat 3] [--map-items 10000]
 """
 import argparse
@@ -58,9 +58,15 @@ def _map(args) -> list[dict]:
     return map_items.measure(repeat=1 if args.quick else args.repeat, items=items)
 
 
+def _metrics(args) -> list[dict]:
+    from bench import metrics_scrape
+
+    return metrics_scrape.measure(quick=args.quick)
+
+
 SUITES: dict[str, Callable] = {
     "chains": _chains, "submit": _submit, "reads": _reads, "purge": _purge, "data": _data,
-    "recovery": _recovery, "map": _map,
+    "recovery": _recovery, "map": _map, "metrics": _metrics,
 }
 
 
