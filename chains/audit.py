@@ -79,15 +79,23 @@ def record(event: str, obj: Model, *, user: Any = None, changes: dict[str, Any] 
     actor = user if getattr(user, "is_authenticated", False) else context.get("user")
     if not getattr(actor, "is_authenticated", False):
         actor = None
-    names: dict[str, Any] = {}
+    names: dict[str, Any] = {"content_type": _content_type(type(obj))}
     if isinstance(obj, AuthToken):  # its primary key is the secret: named by its prefix instead
-        names = {"content_type": ContentType.objects.get_for_model(ApiToken,
-                                                                   for_concrete_model=False),
+        names = {"content_type": _content_type(ApiToken, concrete=False),
                  "object_pk": _token_name(obj.key)}
     return LogEntry.objects.log_create(
         obj, force_log=True, action=_action(event), changes=changes or {}, actor=actor,
         remote_addr=context.get("remote_addr"), **names,
         additional_data={"event": event, "source": context.get("source", "system"), **data})
+
+
+def _content_type(model: type[Model], *, concrete: bool = True) -> ContentType:
+    """Read from the table, not the manager's per-process cache: a process that outlives a
+    rewrite of the table (a worker while tests flush the database) would write an id that is
+    gone. One indexed query per entry."""
+    opts = (model._meta.concrete_model or model)._meta if concrete else model._meta
+    return ContentType.objects.get_or_create(app_label=opts.app_label,
+                                             model=opts.model_name)[0]
 
 
 def _token_name(key: str) -> str:
