@@ -112,3 +112,13 @@ def test_purge_removes_the_versions_of_a_deleted_chain_no_run_refers_to():
     Run.objects.filter(id=run.id).delete()
     assert services.versions_purge(older_than=later) == 1
     assert not ChainVersion.objects.exists()
+
+
+def test_a_retry_that_takes_the_fixed_params_records_the_current_version():
+    chain = services.chain_save(name="v", steps=[StepSpec("math.divide", {"numbers": [0]}, 0)])
+    run = services.run_start(chain=chain, inputs=1)
+    services.run_end(run.id, "FAILED", error="division by zero")
+    services.chain_save(chain=chain, name="v", steps=[StepSpec("math.divide", {"numbers": [2]},
+                                                               0)])
+    retried = services.run_retry(run=Run.objects.get(id=run.id))
+    assert retried.version.number == 2

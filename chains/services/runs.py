@@ -273,7 +273,8 @@ def _renew_task_ids(run: Run) -> None:
 
 def _take_fixed_params(run: Run) -> None:
     """If the run's chain still has the same steps (types and stages), its unfinished steps
-    take the chain's current settings: retrying after fixing a step's params uses the fix."""
+    take the chain's current settings: retrying after fixing a step's params uses the fix,
+    and the run records the chain's current version as the one it runs."""
     if run.chain is None:
         return
     specs = validate_step_specs(chain_step_specs(run.chain))
@@ -293,6 +294,8 @@ def _take_fixed_params(run: Run) -> None:
         step_run.queue = spec.queue or STEP_TYPES[spec.step_type].default_queue
     StepRun.objects.bulk_update(unfinished, ["params", "time_limit", "max_retries", "queue",
                                              "when", "retry_backoff", "retry_backoff_max"])
+    # What runs from here on is the chain's current version.
+    Run.objects.filter(id=run.id).update(version=current_version(run.chain))
 
 
 @transaction.atomic
