@@ -23,6 +23,9 @@ from chains.permissions import can_edit_chain, can_read_chain_inputs, signed_in
 # The largest version number a request may name (the column is a 32-bit integer).
 MAX_NUMBER = 2**31 - 1
 HIDDEN = "(hidden: the chain's default inputs are its author's)"
+# The path of one version: /api/chains/{chain_id}/versions/{number}/...
+VERSION_PATH = [OpenApiParameter("chain_id", OpenApiTypes.INT, OpenApiParameter.PATH),
+                OpenApiParameter("number", OpenApiTypes.INT, OpenApiParameter.PATH)]
 
 
 class ChainVersionSerializer(serializers.ModelSerializer):
@@ -110,8 +113,7 @@ class ChainVersionViewSet(ChainsAPI, viewsets.GenericViewSet):
                 "hide_inputs": not can_read_chain_inputs(self.request.user, chain)}
 
     @extend_schema(responses=ChainVersionSerializer(many=True),
-                   parameters=[OpenApiParameter("chain_id", OpenApiTypes.INT,
-                                                OpenApiParameter.PATH)])
+                   parameters=VERSION_PATH[:1])
     def list(self, request: Request, chain_id: str) -> Response:
         """The chain's versions, newest first (`?limit=&offset=`)."""
         chain = self._chain()
@@ -122,10 +124,7 @@ class ChainVersionViewSet(ChainsAPI, viewsets.GenericViewSet):
     @extend_schema(responses={200: ChainVersionDetailSerializer,
                               400: OpenApiResponse(description="`number` is not a number"),
                               404: OpenApiResponse(description="no such chain or version")},
-                   parameters=[OpenApiParameter("chain_id", OpenApiTypes.INT,
-                                                OpenApiParameter.PATH),
-                               OpenApiParameter("number", OpenApiTypes.INT,
-                                                OpenApiParameter.PATH)])
+                   parameters=VERSION_PATH)
     def retrieve(self, request: Request, chain_id: str, number: str) -> Response:
         """One version with its whole definition."""
         chain = self._chain()
@@ -137,8 +136,7 @@ class ChainVersionViewSet(ChainsAPI, viewsets.GenericViewSet):
                                                    "number"),
                               404: OpenApiResponse(description="no such chain, or no version "
                                                    "`a` or `b` (naming which)")},
-                   parameters=[OpenApiParameter("chain_id", OpenApiTypes.INT,
-                                                OpenApiParameter.PATH),
+                   parameters=[*VERSION_PATH[:1],
                                OpenApiParameter("a", OpenApiTypes.INT, required=True,
                                                 description="the version compared from"),
                                OpenApiParameter("b", OpenApiTypes.INT, required=True,
@@ -172,10 +170,7 @@ class ChainVersionViewSet(ChainsAPI, viewsets.GenericViewSet):
                               403: OpenApiResponse(description="without the right to change "
                                                    "the chain"),
                               404: OpenApiResponse(description="no such chain or version")},
-                   parameters=[OpenApiParameter("chain_id", OpenApiTypes.INT,
-                                                OpenApiParameter.PATH),
-                               OpenApiParameter("number", OpenApiTypes.INT,
-                                                OpenApiParameter.PATH)])
+                   parameters=VERSION_PATH)
     def restore(self, request: Request, chain_id: str, number: str) -> Response:
         """Give the chain version `number`'s definition again, as a new version (201 with
         it); no version is changed or removed. 200 with the current version when it already
