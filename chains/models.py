@@ -33,6 +33,11 @@ class Chain(models.Model):
         null=True, blank=True,
         help_text="A JSON Schema every run's inputs must fit (checked when a run starts).",
     )
+    max_active_runs = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="At most this many runs of the chain at once (PENDING, RUNNING or WAITING); "
+        "more wait as QUEUED and start, oldest first, as runs end. Empty: no limit.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="chains",
@@ -401,6 +406,15 @@ class StepAttempt(models.Model):
         return f"attempt {self.number} of {self.step_run}"
 
 
+class OverlapPolicy(models.TextChoices):
+    """What a firing does while the schedule's previous run is still active."""
+
+    ALLOW = "allow", "Allow: start another run"
+    SKIP = "skip", "Skip the firing (recorded)"
+    BUFFER_ONE = "buffer_one", "Buffer one: it waits for the active run (at most one waits)"
+    CANCEL_OTHER = "cancel_other", "Cancel the active run and start"
+
+
 class ScheduleKind(models.TextChoices):
     INTERVAL = "interval", "Every N seconds"
     CRONTAB = "crontab", "Crontab"
@@ -429,6 +443,12 @@ class ChainSchedule(models.Model):
     inputs = models.JSONField(null=True, blank=True,
                               help_text="Empty means the chain's default inputs.")
     enabled = models.BooleanField(default=True)
+    overlap = models.CharField(
+        max_length=16, choices=OverlapPolicy.choices, default=OverlapPolicy.ALLOW,
+        help_text="What a firing does while this schedule's previous run is still active.")
+    skipped_firings = models.PositiveIntegerField(
+        default=0, editable=False, help_text="Firings skipped by the overlap policy.")
+    last_skipped_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
         related_name="chain_schedules", editable=False,

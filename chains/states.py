@@ -10,6 +10,9 @@ from django.db.models import QuerySet
 class RunStatus(models.TextChoices):
     """The words the seed contract's clients read."""
 
+    # A run waiting for a concurrency slot of its chain (max_active_runs) or for its schedule's
+    # active run (overlap policy buffer_one); the seed endpoints say PENDING.
+    QUEUED = "QUEUED", "Queued"
     PENDING = "PENDING", "Pending"
     RUNNING = "RUNNING", "Running"
     COMPLETED = "COMPLETED", "Completed"
@@ -23,19 +26,22 @@ class RunStatus(models.TextChoices):
 
 
 S = RunStatus
-OPEN = frozenset({S.PENDING, S.RUNNING, S.WAITING})
+OPEN = frozenset({S.QUEUED, S.PENDING, S.RUNNING, S.WAITING})
 FINAL = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED})
-# Open and in the hands of a worker or the broker (WAITING runs are in nobody's): what the
-# reconciler watches for stalls.
+# Open and in the hands of a worker or the broker (WAITING and QUEUED runs are in nobody's):
+# what the reconciler watches for stalls.
 ACTIVE = frozenset({S.PENDING, S.RUNNING})
+# What holds one of its chain's concurrency slots (max_active_runs): started and not ended.
+HOLDS_SLOT = frozenset({S.PENDING, S.RUNNING, S.WAITING})
 # A step that is over and hands a value on: it ran, or its condition skipped it.
 DONE = frozenset({S.COMPLETED, S.SKIPPED})
 # What a run can be (SKIPPED is a step's only).
-RUN_STATUSES = [S.PENDING, S.RUNNING, S.WAITING, S.COMPLETED, S.FAILED, S.CANCELLED]
+RUN_STATUSES = [S.QUEUED, S.PENDING, S.RUNNING, S.WAITING, S.COMPLETED, S.FAILED,
+                S.CANCELLED]
 
 # The seed contract's clients know five words: a run's other statuses are reported as one.
 SEED_STATUSES = [S.PENDING, S.RUNNING, S.COMPLETED, S.FAILED, S.CANCELLED]
-AS_SEED = {S.WAITING: S.RUNNING}
+AS_SEED = {S.WAITING: S.RUNNING, S.QUEUED: S.PENDING}
 
 
 def seed_status(status: str) -> str:
@@ -50,13 +56,15 @@ def reported_as(seed: str) -> list[str]:
 
 # from -> what it may become
 RUN_MOVES: dict[str, frozenset[str]] = {
+    # A slot freed (or the schedule's active run ended): it starts.
+    S.QUEUED: frozenset({S.PENDING, S.FAILED, S.CANCELLED}),
     S.PENDING: frozenset({S.RUNNING, S.COMPLETED, S.FAILED, S.CANCELLED}),
     S.RUNNING: frozenset({S.WAITING, S.COMPLETED, S.FAILED, S.CANCELLED}),
     # Approved, or its child run ended: on with the next stage, or done.
     S.WAITING: frozenset({S.RUNNING, S.COMPLETED, S.FAILED, S.CANCELLED}),
     S.COMPLETED: frozenset(),
-    S.FAILED: frozenset({S.PENDING}),     # retried
-    S.CANCELLED: frozenset({S.PENDING}),  # retried
+    S.FAILED: frozenset({S.PENDING, S.QUEUED}),     # retried (queued when its chain is full)
+    S.CANCELLED: frozenset({S.PENDING, S.QUEUED}),  # retried
 }
 STEP_MOVES: dict[str, frozenset[str]] = {
     S.PENDING: frozenset({S.RUNNING, S.FAILED, S.CANCELLED, S.SKIPPED}),
@@ -90,7 +98,8 @@ def move(rows: QuerySet[Any], to: str, **fields: Any) -> int:
 
 def mermaid(table: dict[str, frozenset[str]]) -> str:
     """The table as a Mermaid state diagram (the README shows both)."""
-    lines = ["stateDiagram-v2", f"    [*] --> {S.PENDING.value}"]
+    starts = [S.PENDING.value] + ([S.QUEUED.value] if S.QUEUED in table else [])
+    lines = ["stateDiagram-v2", *(f"    [*] --> {status}" for status in starts)]
     for status, targets in table.items():
         lines += [f"    {status} --> {target}" for target in sorted(targets)]
     ends = FINAL | {status for status, targets in table.items() if not targets}

@@ -36,10 +36,13 @@ def test_every_move_is_allowed_or_refused_as_the_table_says(kind, start, to):
 
 def test_the_tables_cover_every_status_and_final_ones_lead_only_to_a_retry():
     assert set(states.RUN_MOVES) == set(states.RUN_STATUSES)
-    assert set(states.STEP_MOVES) == set(RunStatus.values)
+    assert set(states.STEP_MOVES) == set(RunStatus.values) - {RunStatus.QUEUED}  # runs only
     for table in (states.RUN_MOVES, states.STEP_MOVES):
         assert not table[RunStatus.COMPLETED]
-        assert table[RunStatus.FAILED] == table[RunStatus.CANCELLED] == {RunStatus.PENDING}
+    assert states.STEP_MOVES[RunStatus.FAILED] == states.STEP_MOVES[RunStatus.CANCELLED] == {
+        RunStatus.PENDING}
+    assert states.RUN_MOVES[RunStatus.FAILED] == states.RUN_MOVES[RunStatus.CANCELLED] == {
+        RunStatus.PENDING, RunStatus.QUEUED}  # retried: queued when the chain is full
     assert not states.STEP_MOVES[RunStatus.SKIPPED]  # done, like COMPLETED
     assert states.OPEN | states.FINAL == set(states.RUN_STATUSES)
     assert not states.OPEN & states.FINAL
@@ -51,6 +54,7 @@ def test_the_seed_endpoints_know_five_statuses():
         states.SEED_STATUSES)
     assert states.seed_status(RunStatus.WAITING) == RunStatus.RUNNING
     assert states.reported_as(RunStatus.RUNNING) == [RunStatus.RUNNING, RunStatus.WAITING]
+    assert states.reported_as(RunStatus.PENDING) == [RunStatus.PENDING, RunStatus.QUEUED]
 
 
 def test_the_readme_shows_the_current_tables():
