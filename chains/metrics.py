@@ -112,7 +112,7 @@ for _metric in (RUNS_STARTED, RUNS_RETRIED, RUN_DURATION, STEP_DURATION, RECONCI
     declare(_metric)
 
 REPORT_ACTIONS = ("published", "resumed", "failed", "recovered", "approvals_timed_out",
-                  "children_ended")
+                  "children_ended", "queued_started")
 
 
 def labels_key(values: Iterable[str]) -> str:

@@ -431,7 +431,8 @@ def recent_failures(*, user, limit: int = 10) -> QuerySet[Run]:
 # --- Export -----------------------------------------------------------------------------------
 
 SCHEDULE_EXPORT_FIELDS = ["name", "kind", "every_seconds", "minute", "hour", "day_of_month",
-                          "month_of_year", "day_of_week", "timezone", "inputs", "enabled"]
+                          "month_of_year", "day_of_week", "timezone", "inputs", "enabled",
+                          "overlap"]
 STEP_EXPORT_FIELDS = ["stage", "name", "step_type", "params", "max_retries", "time_limit",
                       "queue", "map", "when", "retry_backoff", "retry_backoff_max"]
 
@@ -447,6 +448,7 @@ def chains_export(names: list[str] | None = None) -> dict:
             "name": chain.name, "version": chain.version,
             "description": chain.description, "enabled": chain.enabled,
             "default_inputs": chain.default_inputs, "inputs_schema": chain.inputs_schema,
+            "max_active_runs": chain.max_active_runs,
             "steps": [{f: getattr(step, f) for f in STEP_EXPORT_FIELDS}
                       for step in sorted(chain.steps.all(), key=lambda s: s.position)],
             "schedules": [

@@ -9,7 +9,13 @@ from django.dispatch import receiver
 
 from chains.events import run_ended, run_ready
 from chains.models import ChainSchedule, Run
-from chains.services import child_run_ended, run_publish, schedule_sync, schedule_unsync
+from chains.services import (
+    child_run_ended,
+    run_publish,
+    runs_promote_after,
+    schedule_sync,
+    schedule_unsync,
+)
 
 
 @receiver(run_ready, dispatch_uid="chains.publish_ready_run")
@@ -26,6 +32,12 @@ def continue_parent_run(sender, run_id, **kwargs) -> None:
     """A flow.chain step waiting for this run goes on once its end commits (the reconciler
     catches an end this misses)."""
     transaction.on_commit(partial(child_run_ended, run_id=run_id))
+
+
+@receiver(run_ended, dispatch_uid="chains.start_queued_runs")
+def start_queued_runs(sender, run_id, **kwargs) -> None:
+    """A run's slot is free once its end commits: queued runs of its chain may start."""
+    transaction.on_commit(partial(runs_promote_after, run_id=run_id))
 
 
 @receiver(post_save, sender=ChainSchedule, dispatch_uid="chains.sync_schedule")

@@ -225,7 +225,7 @@ def test_reconciler_passes_and_actions(client):
                .items()}
     assert actions == {"published": 2 + report["published"], "recovered": 1 + report[
         "recovered"], "resumed": 0, "failed": 0, "approvals_timed_out": 0,
-        "children_ended": 0}
+        "children_ended": 0, "queued_started": 0}
 
 
 def test_a_broker_that_is_down_or_silent_does_not_fail_the_scrape(client, user, monkeypatch):

@@ -152,8 +152,9 @@ class ChainScheduleInline(admin.StackedInline):
     extra = 0
     fields = [("name", "enabled"), ("kind", "timezone"), "every_seconds",
               ("minute", "hour", "day_of_month", "month_of_year", "day_of_week"), "run_at",
-              "inputs", ("owner", "disabled_reason"), "next_fire_times", "last_runs"]
-    readonly_fields = ["next_fire_times", "last_runs", "owner", "disabled_reason"]
+              "inputs", ("overlap", "skipped"), ("owner", "disabled_reason"), "next_fire_times",
+              "last_runs"]
+    readonly_fields = ["next_fire_times", "last_runs", "owner", "disabled_reason", "skipped"]
     formfield_overrides = JSON_FIELD_OVERRIDES
     classes = ["tc-schedules"]
 
@@ -202,6 +203,14 @@ class ChainScheduleInline(admin.StackedInline):
               r.created_at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z"), r.status)
              for r in runs)) or "-"
 
+    @admin.display(description="skipped firings")
+    def skipped(self, schedule: ChainSchedule) -> str:
+        """Firings the overlap policy skipped (its previous run was still active)."""
+        if not schedule.skipped_firings or schedule.last_skipped_at is None:
+            return "none"
+        return (f"{schedule.skipped_firings}, the last at "
+                f"{schedule.last_skipped_at.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+
 
 @admin.register(Chain)
 class ChainAdmin(admin.ModelAdmin):
@@ -211,7 +220,7 @@ class ChainAdmin(admin.ModelAdmin):
     list_select_related = ["created_by"]
     readonly_fields = ["created_by", "created_at", "updated_at"]
     fieldsets = [
-        (None, {"fields": ["name", "description", "enabled"]}),
+        (None, {"fields": ["name", "description", "enabled", "max_active_runs"]}),
         ("Inputs", {"fields": ["default_inputs", "inputs_schema"]}),
         ("History", {"fields": ["created_by", "created_at", "updated_at"],
                      "classes": ["collapse"]}),
@@ -291,6 +300,7 @@ class ChainAdmin(admin.ModelAdmin):
             chain=form.instance, name=data["name"], description=data.get("description", ""),
             enabled=data.get("enabled", False), default_inputs=data.get("default_inputs"),
             inputs_schema=data.get("inputs_schema", form.instance.inputs_schema),
+            max_active_runs=data.get("max_active_runs", form.instance.max_active_runs),
             steps=by_model[Step].specs, user=request.user, source=ChangeSource.ADMIN)
         schedules = by_model.get(ChainSchedule)
         for schedule_form in schedules.forms if schedules else []:

@@ -169,7 +169,7 @@ class ChainSerializer(BoundedModelSerializer):
     class Meta:
         model = Chain
         fields = ["id", "name", "description", "enabled", "default_inputs", "inputs_schema",
-                  "steps", "created_by", "created_at", "updated_at"]
+                  "max_active_runs", "steps", "created_by", "created_at", "updated_at"]
         read_only_fields = ["created_by", "created_at", "updated_at"]
         # Uniqueness is checked by the service, inside the same transaction as the write.
         extra_kwargs: dict[str, dict[str, Any]] = {
@@ -395,8 +395,9 @@ class ChainScheduleSerializer(BoundedModelSerializer):
         model = ChainSchedule
         fields = ["id", "chain", "name", "kind", "every_seconds", "minute", "hour",
                   "day_of_month", "month_of_year", "day_of_week", "run_at", "timezone", "inputs",
-                  "enabled", "disabled_reason", "owner", "next_fire_times", "created_at"]
-        read_only_fields = ["created_at", "disabled_reason"]
+                  "enabled", "overlap", "skipped_firings", "last_skipped_at", "disabled_reason",
+                  "owner", "next_fire_times", "created_at"]
+        read_only_fields = ["created_at", "disabled_reason", "skipped_firings", "last_skipped_at"]
 
     def get_next_fire_times(self, schedule: ChainSchedule) -> list[str]:
 

@@ -95,7 +95,8 @@ class ChainViewSet(ChainsAPI, viewsets.ModelViewSet):
             chain = services.chain_save(
                 chain=chain, name=data["name"], description=data.get("description", ""),
                 enabled=data.get("enabled", True), default_inputs=data.get("default_inputs"),
-                inputs_schema=data.get("inputs_schema"), steps=serializer.step_specs(),
+                inputs_schema=data.get("inputs_schema"),
+                max_active_runs=data.get("max_active_runs"), steps=serializer.step_specs(),
                 user=signed_in(self.request.user), source=ChangeSource.API,
             )
         except ChainError as exc:

@@ -51,6 +51,8 @@ from chains.services.runs import (
     run_start,
     run_start_once,
     run_submit_task,
+    runs_promote,
+    runs_promote_after,
     step_fail,
 )
 from chains.services.schedules import (
@@ -93,8 +95,9 @@ __all__ = [
     "parent_step_fail", "pending_approval", "reconcile_runs", "recover_orphans", "run_again",
     "run_cancel", "run_create", "run_decide", "run_delete", "run_end", "run_finish", "run_publish",
     "run_retry", "run_start", "run_start_once", "run_start_scheduled", "run_submit_task",
-    "runs_purge", "schedule_check", "schedule_delete", "schedule_disable", "schedule_save",
-    "schedule_sync", "schedule_unsync", "step_continue", "step_execute", "step_fail",
-    "step_fail_by_task_id", "step_retry_policy", "token_regenerate", "validate_step_specs",
-    "version_diff", "version_restore", "version_specs", "versions_purge", "waiting_children_ended",
+    "runs_promote", "runs_promote_after", "runs_purge", "schedule_check", "schedule_delete",
+    "schedule_disable", "schedule_save", "schedule_sync", "schedule_unsync", "step_continue",
+    "step_execute", "step_fail", "step_fail_by_task_id", "step_retry_policy", "token_regenerate",
+    "validate_step_specs", "version_diff", "version_restore", "version_specs", "versions_purge",
+    "waiting_children_ended",
 ]

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 MAX_STAGE = 10_000
 MAX_STEP_NAME = 100
 MAX_CHAIN_NAME = 200
+MAX_ACTIVE_RUNS = 10_000
 # The longest wait before a retry: a retried message waits in its worker (unacknowledged)
 # until then, so it must stay well inside the broker's visibility timeout.
 MAX_BACKOFF = 3600
@@ -200,6 +201,7 @@ def chain_save(
     enabled: bool = True,
     default_inputs: dict[str, Any] | None = None,
     inputs_schema: Any = None,
+    max_active_runs: int | None = None,
     steps: list[StepSpec],
     user: User | None = None,
     source: str = ChangeSource.API,
@@ -222,6 +224,10 @@ def chain_save(
     chain.name, chain.description, chain.enabled = name, description, enabled
     chain.default_inputs = default_inputs or {}
     chain.inputs_schema = inputs_schema
+    if max_active_runs is not None and not 1 <= max_active_runs <= MAX_ACTIVE_RUNS:
+        raise ChainError("max_active_runs", errors={"max_active_runs": [
+            f"must be between 1 and {MAX_ACTIVE_RUNS}, or empty for no limit"]})
+    chain.max_active_runs = max_active_runs
     try:
         with transaction.atomic():
             chain.save()
@@ -298,7 +304,8 @@ def chain_duplicate(*, chain: Chain, user: User | None = None,
         name = f"{chain.name} (copy {n})"
     return chain_save(name=name, description=chain.description, enabled=chain.enabled,
                       default_inputs=chain.default_inputs, inputs_schema=chain.inputs_schema,
-                      steps=chain_step_specs(chain), user=user, source=source)
+                      max_active_runs=chain.max_active_runs, steps=chain_step_specs(chain),
+                      user=user, source=source)
 
 
 @transaction.atomic
@@ -316,4 +323,5 @@ def version_restore(*, version: ChainVersion, user: User | None,
     return chain_save(chain=chain, name=name, description=definition.get("description", ""),
                       enabled=chain.enabled, default_inputs=definition.get("default_inputs"),
                       inputs_schema=definition.get("inputs_schema"),
+                      max_active_runs=definition.get("max_active_runs"),
                       steps=version_specs(version), user=user, source=source)

@@ -41,7 +41,8 @@ def chains_import(*, data: Any, user: User | None = None) -> list[Chain]:
                                description=item.get("description", ""),
                                enabled=item.get("enabled", True),
                                default_inputs=item.get("default_inputs") or {},
-                               inputs_schema=item.get("inputs_schema"), steps=steps,
+                               inputs_schema=item.get("inputs_schema"),
+                               max_active_runs=item.get("max_active_runs"), steps=steps,
                                user=user, source=ChangeSource.IMPORT)
         except ChainError as exc:
             raise ChainError("invalid", errors={f"{prefix}.{k}": v
@@ -91,7 +92,7 @@ def _callees_first(items: list[Any]) -> list[tuple[int, Any]]:
 
 # "version": the number the exporting side had; the importing side numbers its own.
 CHAIN_IMPORT_FIELDS = {"name", "description", "enabled", "default_inputs", "inputs_schema",
-                       "steps", "schedules", "version"}
+                       "max_active_runs", "steps", "schedules", "version"}
 STEP_IMPORT_FIELDS = {"stage", "name", "step_type", "params", "max_retries", "time_limit",
                       "queue", "map", "when", "retry_backoff", "retry_backoff_max"}
 

@@ -27,7 +27,12 @@ from chains.models import (
 )
 from chains.services.attempts import attempts_keep
 from chains.services.metrics import metrics_reconciled
-from chains.services.runs import _cancel_outstanding_steps, _renew_task_ids, run_end
+from chains.services.runs import (
+    _cancel_outstanding_steps,
+    _renew_task_ids,
+    run_end,
+    runs_promote,
+)
 from chains.services.workflows import approvals_time_out, waiting_children_ended
 from chains.time_limits import hard_time_limit
 
@@ -60,7 +65,8 @@ def reconcile_runs(*, now: datetime | None = None) -> dict[str, int]:
         created_at__lt=now - timedelta(seconds=settings.CHAINS_IDEMPOTENCY_SECONDS)).delete()
     report = {"published": 0, "resumed": 0, "failed": 0, "recovered": recover_orphans(now=now),
               "approvals_timed_out": approvals_time_out(now=now),
-              "children_ended": waiting_children_ended()}
+              "children_ended": waiting_children_ended(),
+              "queued_started": _start_queued()}
     grace = now - timedelta(seconds=settings.CHAINS_PUBLISH_GRACE_SECONDS)
     unpublished = Run.objects.filter(
         status=RunStatus.PENDING, published_at__isnull=True, created_at__lt=grace,
@@ -81,6 +87,20 @@ def reconcile_runs(*, now: datetime | None = None) -> dict[str, int]:
             report["resumed"] += _reconcile_one(_resume, run=run)
     metrics_reconciled(report)
     return report
+
+
+def _start_queued() -> int:
+    """Queued runs whose slot freed without the end being acted on (the process died between
+    a run's end and its receiver): started now."""
+    started = 0
+    chains = (Run.objects.filter(status=RunStatus.QUEUED, chain__isnull=False)
+              .values_list("chain_id", flat=True).distinct())
+    for chain_id in list(chains)[:ORPHAN_BATCH]:
+        try:
+            started += runs_promote(chain_id=chain_id)
+        except Exception:  # one chain's trouble does not stop the others
+            logger.exception("starting the queued runs of chain %s failed", chain_id)
+    return started
 
 
 def _resume(*, run: Run) -> bool:

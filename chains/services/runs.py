@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from celery import current_app as app
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Subquery
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
@@ -31,6 +31,7 @@ from chains.models import (
     ChainVersion,
     IdempotencyKey,
     MapItem,
+    OverlapPolicy,
     ResultMode,
     Run,
     RunStatus,
@@ -58,6 +59,7 @@ def run_start(
     *, chain: Chain, inputs: Any = None, trigger: str = RunTrigger.API,
     user: User | None = None, schedule: ChainSchedule | None = None,
     scheduled_for: datetime | None = None, parent_step: StepRun | None = None,
+    after_active: bool = False,
 ) -> Run:
     """Start a run of `chain`: snapshot its steps now, publish once the transaction commits.
     Its inputs must fit the chain's inputs schema. `parent_step`: the flow.chain step of
@@ -75,7 +77,7 @@ def run_start(
     return run_create(
         preset=Preset(specs=specs, inputs=inputs), chain=chain, trigger=trigger, user=user,
         description=chain.description, schedule=schedule, scheduled_for=scheduled_for,
-        parent_step=parent_step, version=current_version(chain),
+        parent_step=parent_step, version=current_version(chain), after_active=after_active,
     )
 
 
@@ -152,8 +154,11 @@ def run_create(
     *, preset: Preset, trigger: str, user: User | None = None, chain: Chain | None = None,
     task_type: str = "", description: str = "", schedule: ChainSchedule | None = None,
     scheduled_for: datetime | None = None, parent_step: StepRun | None = None,
-    version: ChainVersion | None = None,
+    version: ChainVersion | None = None, after_active: bool = False,
 ) -> Run:
+    """Write a run and its steps and ready it, in one transaction. It waits as QUEUED instead
+    when its chain is at max_active_runs (or has older runs queued), or when `after_active`
+    (its schedule's overlap policy buffers it behind the schedule's active run)."""
     run = Run(
         parent_step=parent_step,
         version=version,
@@ -191,13 +196,69 @@ def run_create(
     # Rows are built before the transaction: on SQLite it holds the write lock from BEGIN.
     with transaction.atomic():
         _check_active_runs(run.created_by)
+        if after_active or _chain_full(chain):
+            run.status = RunStatus.QUEUED
         run.save(force_insert=True)
         created = StepRun.objects.bulk_create(step_runs)
         audit.record("run started", run, user=run.created_by, trigger=trigger,
                      version=version.number if version else None)
         metrics_run_started(run)
-        run_ready.send(sender=Run, run_id=run.id, run=run, step_runs=created)
+        if run.status != RunStatus.QUEUED:
+            run_ready.send(sender=Run, run_id=run.id, run=run, step_runs=created)
     return run
+
+
+def _chain_full(chain: Chain | None) -> bool:
+    """Inside a transaction: whether a new run of `chain` must wait for a slot: the chain is
+    at max_active_runs, or older runs of it wait already (first come, first started). The
+    chain's row is locked until the transaction ends, so two starts at once count in turn
+    (SQLite's write lock does the same)."""
+    if chain is None or not chain.max_active_runs:
+        return False
+    Chain.objects.select_for_update().filter(id=chain.id).first()
+    runs = Run.objects.filter(chain_id=chain.id)
+    return (runs.filter(status__in=states.HOLDS_SLOT).count() >= chain.max_active_runs
+            or runs.filter(status=RunStatus.QUEUED).exists())
+
+
+def runs_promote(*, chain_id: int, batch: int = 100) -> int:
+    """Start the queued runs of a chain that may start now, oldest first: as many as it has
+    free slots, skipping a run its schedule's overlap policy (buffer_one) holds behind the
+    schedule's active run. Slots are counted from the ledger, so a crashed worker never keeps
+    one. Called when a run ends, and by the reconciler. Returns how many started."""
+    started: list[uuid.UUID] = []
+    with transaction.atomic():
+        chain = Chain.objects.select_for_update().filter(id=chain_id).first()
+        queued = list(Run.objects.filter(chain_id=chain_id, status=RunStatus.QUEUED)
+                      .select_related("schedule").order_by("created_at", "id")[:batch])
+        if not queued:
+            return 0
+        limit = chain.max_active_runs if chain is not None else None
+        free = (limit - Run.objects.filter(chain_id=chain_id, status__in=states.HOLDS_SLOT)
+                .count()) if limit else len(queued)
+        for run in queued:
+            if free <= 0:
+                break
+            if (run.schedule is not None and run.schedule.overlap == OverlapPolicy.BUFFER_ONE
+                    and Run.objects.filter(schedule_id=run.schedule_id,
+                                           status__in=states.HOLDS_SLOT).exists()):
+                continue
+            if states.move(Run.objects.filter(id=run.id, status=RunStatus.QUEUED),
+                           RunStatus.PENDING, last_progress_at=timezone.now()):
+                run_ready.send(sender=Run, run_id=run.id)
+                started.append(run.id)
+                free -= 1
+    return len(started)
+
+
+def runs_promote_after(*, run_id: uuid.UUID | str) -> int:
+    """A run ended: start what waited for its slot (one query when nothing waits)."""
+    chain_id = Run.objects.filter(id=run_id).values("chain_id")
+    if not Run.objects.filter(chain_id=Subquery(chain_id[:1]),
+                              status=RunStatus.QUEUED).exists():
+        return 0
+    found = Run.objects.filter(id=run_id).values_list("chain_id", flat=True).first()
+    return runs_promote(chain_id=found) if found is not None else 0
 
 
 def _check_active_runs(user: User | None) -> None:
@@ -305,8 +366,10 @@ def run_retry(*, run: Run) -> Run:
     the chain still has the same steps."""
     now = timezone.now()
     _check_active_runs(run.created_by)
+    queued = _chain_full(run.chain)  # it waits for a slot like a new run
     claimed = states.move(  # from FAILED or CANCELLED; what it ended with is kept
-        Run.objects.filter(id=run.id), RunStatus.PENDING, error="", result=None,
+        Run.objects.filter(id=run.id), RunStatus.QUEUED if queued else RunStatus.PENDING,
+        error="", result=None,
         started_at=None, finished_at=None, published_at=None, last_progress_at=now, resumes=0,
         retries=F("retries") + 1, retried_status=F("status"), retried_error=F("error"),
         retried_at=now)
@@ -324,7 +387,8 @@ def run_retry(*, run: Run) -> Run:
                 progress=None, progress_message="", log="")
     _take_fixed_params(run)
     _renew_task_ids(run)
-    run_ready.send(sender=Run, run_id=run.id)
+    if not queued:
+        run_ready.send(sender=Run, run_id=run.id)
     run.refresh_from_db()
     return run
 

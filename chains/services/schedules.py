@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Model
+from django.db.models import F, Model
 from django.utils import timezone
 from django_celery_beat.models import (
     ClockedSchedule,
@@ -17,20 +17,22 @@ from django_celery_beat.models import (
     PeriodicTask,
 )
 
-from chains import audit
+from chains import audit, states
 from chains.bounds import check_inputs, check_text
 from chains.errors import ChainError, LimitReached, NotAllowed
 from chains.inputs_schema import inputs_errors
 from chains.models import (
     Chain,
     ChainSchedule,
+    OverlapPolicy,
     Run,
+    RunStatus,
     RunTrigger,
     ScheduleKind,
 )
 from chains.permissions import can_schedule_chain
 from chains.schedules import schedule_errors, slot_for
-from chains.services.runs import run_start
+from chains.services.runs import run_cancel, run_start
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -97,7 +99,8 @@ def schedule_unsync(*, periodic_task_id: int | None) -> None:
 
 
 SCHEDULE_FIELDS = ["name", "kind", "every_seconds", "minute", "hour", "day_of_month",
-                   "month_of_year", "day_of_week", "run_at", "timezone", "inputs", "enabled"]
+                   "month_of_year", "day_of_week", "run_at", "timezone", "inputs", "enabled",
+                   "overlap"]
 SCHEDULE_TEXT_LIMITS = {"name": 100, "minute": 64, "hour": 64, "day_of_month": 64,
                         "month_of_year": 64, "day_of_week": 64, "timezone": 64}
 
@@ -230,15 +233,57 @@ def run_start_scheduled(*, schedule_id: int, now: datetime | None = None) -> Run
     slot = slot_for(schedule, now or timezone.now())
     try:
         with transaction.atomic():
+            if Run.objects.filter(schedule=schedule, scheduled_for=slot).exists():
+                raise IntegrityError("the slot has its run")  # a firing delivered again
+            after_active = _apply_overlap_policy(schedule)
+            if after_active is None:
+                return None
             return run_start(chain=schedule.chain, inputs=schedule.inputs,
                              trigger=RunTrigger.SCHEDULE, schedule=schedule,
-                             scheduled_for=slot, user=schedule.created_by)
+                             scheduled_for=slot, user=schedule.created_by,
+                             after_active=after_active)
     except IntegrityError:
         logger.info("schedule %s slot %s already has its run", schedule_id, slot)
         return None
     except ChainError as exc:
         logger.error("schedule %s could not start a run: %s", schedule_id, exc.errors)
         return None
+
+
+def _apply_overlap_policy(schedule: ChainSchedule) -> bool | None:
+    """What a firing does while the schedule's previous run is still active (its overlap
+    policy): None to skip it (recorded on the schedule), True to start the run QUEUED behind
+    the active one (buffer_one), False to start it now (allow; cancel_other once the active
+    runs are cancelled)."""
+    active = Run.objects.filter(schedule=schedule, status__in=states.HOLDS_SLOT)
+    policy = schedule.overlap
+    if policy == OverlapPolicy.ALLOW or not active.exists():
+        if policy == OverlapPolicy.BUFFER_ONE and Run.objects.filter(
+                schedule=schedule, status=RunStatus.QUEUED).exists():
+            _skip_firing(schedule, "a run of this schedule already waits")
+            return None
+        return False
+    if policy == OverlapPolicy.SKIP:
+        _skip_firing(schedule, "its previous run is still active")
+        return None
+    if policy == OverlapPolicy.BUFFER_ONE:
+        if Run.objects.filter(schedule=schedule, status=RunStatus.QUEUED).exists():
+            _skip_firing(schedule, "a run of this schedule already waits")
+            return None
+        return True
+    for run in active:  # cancel_other
+        try:
+            run_cancel(run=run, reason=f"cancelled: schedule {schedule} fired again "
+                                       "(overlap policy cancel_other)")
+        except ChainError:
+            pass  # it ended meanwhile
+    return False
+
+
+def _skip_firing(schedule: ChainSchedule, why: str) -> None:
+    logger.info("schedule %s skipped a firing: %s", schedule.id, why)
+    ChainSchedule.objects.filter(id=schedule.id).update(
+        skipped_firings=F("skipped_firings") + 1, last_skipped_at=timezone.now())
 
 
 @transaction.atomic

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 # What a version holds besides its steps (a chain's `enabled` is not part of its definition:
 # turning a chain off and on is in the audit trail, not a new version).
-DEFINITION_FIELDS = ("name", "description", "default_inputs", "inputs_schema")
+DEFINITION_FIELDS = ("name", "description", "default_inputs", "inputs_schema",
+                     "max_active_runs")
 STEP_FIELDS = tuple(field.name for field in fields(StepSpec))
 
 
@@ -49,7 +50,9 @@ def version_record(chain: Chain, definition: dict[str, Any], *, user: User | Non
 
 
 def _canonical(definition: dict[str, Any]) -> str:
-    return json.dumps(definition, sort_keys=True, separators=(",", ":"))
+    """The definition as comparable text; a field a version predates counts as empty."""
+    complete = {**dict.fromkeys(DEFINITION_FIELDS), **definition}
+    return json.dumps(complete, sort_keys=True, separators=(",", ":"))
 
 
 def current_version(chain: Chain | None) -> ChainVersion | None:
