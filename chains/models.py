@@ -564,3 +564,12 @@ class MetricCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}{self.labels} = {self.value:g}"
+
+
+# Notification rules and deliveries live in their own module (registered here with the app).
+from chains.notification_models import (  # noqa: E402
+    Delivery as Delivery,
+)
+from chains.notification_models import (  # noqa: E402
+    NotificationRule as NotificationRule,
+)
