@@ -326,6 +326,7 @@ def test_the_admin_schedule_form_keeps_the_apis_rules(admin_web, chain):
     data = chain_form([{"params": '{"numbers": [1]}'}], name="demo")
     data.update({"schedules-TOTAL_FORMS": "1", "schedules-0-kind": "once",
                  "schedules-0-timezone": "UTC", "schedules-0-enabled": "on",
+                 "schedules-0-overlap": "allow",
                  "schedules-0-run_at_0": "2020-01-01", "schedules-0-run_at_1": "00:00:00",
                  "schedules-0-inputs": "null"})
     url = reverse("admin:chains_chain_change", args=[chain.pk])

@@ -226,7 +226,8 @@ def test_reconcile_publishes_runs_the_broker_never_got(user, published, settings
     published.away = False
     assert services.reconcile_runs() == {"published": 0, "resumed": 0, "failed": 0,
                                          "recovered": 0, "approvals_timed_out": 0,
-                                                "children_ended": 0}
+                                                "children_ended": 0,
+                                                "queued_started": 0}
     later = timezone.now() + timedelta(seconds=settings.CHAINS_PUBLISH_GRACE_SECONDS + 1)
     assert services.reconcile_runs(now=later)["published"] == 1
     assert published.calls == [(str(run.id), [0, 1], {})]
@@ -250,7 +251,8 @@ def test_reconcile_resumes_a_stalled_run_from_its_last_completed_stage(
     stalled = timezone.now() + timedelta(seconds=settings.CHAINS_STALL_SECONDS + 1)
     assert services.reconcile_runs(now=stalled) == {"published": 0, "resumed": 1, "failed": 0,
                                                        "recovered": 0, "approvals_timed_out": 0,
-                                                "children_ended": 0}
+                                                "children_ended": 0,
+                                                "queued_started": 0}
     assert published.calls[-1] == (str(run.id), [1, 2], 6)  # from step 2, with step 1's result
     run.refresh_from_db()
     assert run.resumes == 1
