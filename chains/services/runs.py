@@ -269,8 +269,8 @@ def _check_active_runs(user: User | None) -> None:
     open_runs = Run.objects.filter(created_by=user, status__in=states.OPEN)[:limit].count()
     if open_runs >= limit:
         raise LimitReached("too many open runs", errors={"non_field_errors": [
-            f"you have {open_runs} runs PENDING or RUNNING; the limit is {limit} "
-            "(CHAINS_MAX_ACTIVE_RUNS_PER_USER): wait for some to finish"]})
+            f"you have {open_runs} open runs (queued, pending, running or waiting); the limit "
+            f"is {limit} (CHAINS_MAX_ACTIVE_RUNS_PER_USER): wait for some to finish"]})
 
 
 def run_publish(
