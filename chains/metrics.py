@@ -169,11 +169,11 @@ def _histogram(metric: Stored, samples: dict[str, dict[tuple[str, ...], float]]
 
 def _gauges() -> Iterator[Metric]:
     open_runs = GaugeMetricFamily(
-        "chains_runs_open", "Runs now PENDING, RUNNING or WAITING (for an approval or a "
-        "child run).", labels=["status"])
+        "chains_runs_open", "Runs now QUEUED (for a concurrency slot), PENDING, RUNNING or "
+        "WAITING (for an approval or a child run).", labels=["status"])
     counts = dict(Run.objects.filter(status__in=states.OPEN).order_by()
                   .values_list("status").annotate(n=Count("*")))
-    for status in (states.S.PENDING, states.S.RUNNING, states.S.WAITING):
+    for status in (states.S.QUEUED, states.S.PENDING, states.S.RUNNING, states.S.WAITING):
         open_runs.add_metric([status.value], counts.get(status.value, 0))
     yield open_runs
     recent = Now() - timedelta(seconds=settings.CHAINS_WORKER_DEAD_SECONDS)

@@ -160,7 +160,8 @@ def test_metrics_match_the_runs_in_the_database(client, history):
     open_runs = dict(Run.objects.filter(status__in=states.OPEN).values_list("status")
                      .annotate(n=Count("*")))
     assert samples["chains_runs_open"] == {
-        labels(status=s): float(open_runs.get(s, 0)) for s in ("PENDING", "RUNNING", "WAITING")}
+        labels(status=s): float(open_runs.get(s, 0))
+        for s in ("QUEUED", "PENDING", "RUNNING", "WAITING")}
     assert open_runs == {"PENDING": 1, "RUNNING": 1, "WAITING": 1}
 
 
@@ -168,7 +169,7 @@ def test_metrics_agree_with_chain_stats(client, history, capsys):
     samples = scrape(client)
     call_command("chain_stats", "--json")
     stats = json.loads(capsys.readouterr().out)
-    for status in ("pending", "running", "waiting"):
+    for status in ("queued", "pending", "running", "waiting"):
         assert samples["chains_runs_open"][labels(status=status.upper())] == \
             stats["runs"][status]
     finished = samples["chains_runs_finished_total"]
