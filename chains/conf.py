@@ -54,6 +54,15 @@ DEFAULTS: dict[str, Any] = {
     "CHAINS_API_RATE_USER": "6000/min",
     # The bearer token /metrics asks for ("": only signed-in staff may read it).
     "CHAINS_METRICS_TOKEN": "",
+    # Notifications: links in them start with the site's URL; webhooks are https to public
+    # addresses unless allowed here; a delivery is retried with exponential backoff.
+    "CHAINS_SITE_URL": "http://127.0.0.1:8000",
+    "CHAINS_WEBHOOK_ALLOW_HTTP": False,
+    "CHAINS_WEBHOOK_ALLOWED_HOSTS": [],
+    "CHAINS_WEBHOOK_TIMEOUT": 5,
+    "CHAINS_NOTIFY_MAX_RETRIES": 5,
+    "CHAINS_NOTIFY_BACKOFF_SECONDS": 10,
+    "CHAINS_NOTIFY_BACKOFF_MAX_SECONDS": 3600,
     # Sign-in lockout.
     "CHAINS_LOGIN_FAILURES": 5,
     "CHAINS_LOGIN_FAILURES_PER_ADDRESS": 20,

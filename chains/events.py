@@ -10,3 +10,7 @@ run_ready = Signal()
 # A run ended (COMPLETED, FAILED or CANCELLED): sent with `run_id` by the one service that
 # ends runs (services.runs.run_end); a parent run waiting for it goes on.
 run_ended = Signal()
+
+# A run started waiting for an approval: sent with `run_id` and `step_run_id` by
+# services.workflows.approval_wait; notifications tell whom the chain's rules name.
+run_waiting = Signal()

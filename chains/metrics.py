@@ -111,6 +111,12 @@ for _metric in (RUNS_STARTED, RUNS_RETRIED, RUN_DURATION, STEP_DURATION, RECONCI
                 RECONCILER_PASSES):
     declare(_metric)
 
+# Kept by notifications (chains.services.notifications): deliveries that ended failed.
+DELIVERIES_FAILED = declare(Stored(
+    "chains_notification_deliveries_failed", "counter",
+    "Notification deliveries that failed for good (after their retries), by channel (email, "
+    "webhook) and event.", ("channel", "event")))
+
 REPORT_ACTIONS = ("published", "resumed", "failed", "recovered", "approvals_timed_out",
                   "children_ended", "queued_started")
 

@@ -36,6 +36,7 @@ from chains.models import (
     RunStatus,
     StepRun,
 )
+from chains.notification_models import Delivery, NotificationRule
 
 
 def runs_visible_to(user) -> QuerySet[Run]:
@@ -344,6 +345,30 @@ def run_duration_estimate(run: Run, *, sample: int = 20) -> float | None:
                                               status=RunStatus.COMPLETED)
                            .order_by("-created_at")[:sample])
     return percentile(durations, 50)
+
+
+def run_duration_p95(run: Run, *, sample: int = 50, minimum: int = 5) -> float | None:
+    """p95 duration in seconds of the chain's last `sample` completed runs other than this
+    one; None with fewer than `minimum` of them (notifications' run_slow)."""
+    if run.chain_id is None:
+        return None
+    durations = _durations(Run.objects.filter(chain_id=run.chain_id, status=RunStatus.COMPLETED)
+                           .exclude(pk=run.pk).order_by("-created_at")[:sample])
+    return percentile(durations, 95) if len(durations) >= minimum else None
+
+
+def notification_rules_editable_by(user) -> QuerySet[NotificationRule]:
+    """The rules of the chains the user may edit (chains.permissions.can_edit_chain)."""
+    rules = NotificationRule.objects.select_related("chain").order_by("chain__name", "id")
+    if user.is_staff:
+        return rules if user.has_perm("chains.change_chain") else rules.none()
+    return rules.filter(chain__created_by=user) if user.is_authenticated else rules.none()
+
+
+def deliveries_visible_to(user) -> QuerySet[Delivery]:
+    """The deliveries of the rules the user may edit, newest first."""
+    return (Delivery.objects.filter(rule__in=notification_rules_editable_by(user))
+            .select_related("rule__chain").order_by("-created_at", "-id"))
 
 
 def _durations(runs) -> list[float]:

@@ -7,10 +7,12 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from chains.events import run_ended, run_ready
+from chains.events import run_ended, run_ready, run_waiting
 from chains.models import ChainSchedule, Run
 from chains.services import (
     child_run_ended,
+    notify_run_ended,
+    notify_run_waiting,
     run_publish,
     runs_promote_after,
     schedule_sync,
@@ -38,6 +40,18 @@ def continue_parent_run(sender, run_id, **kwargs) -> None:
 def start_queued_runs(sender, run_id, **kwargs) -> None:
     """A run's slot is free once its end commits: queued runs of its chain may start."""
     transaction.on_commit(partial(runs_promote_after, run_id=run_id))
+
+
+@receiver(run_ended, dispatch_uid="chains.notify_run_ended")
+def notify_ended(sender, run_id, **kwargs) -> None:
+    """The chain's notification rules hear of the end once it commits (never within it)."""
+    transaction.on_commit(partial(notify_run_ended, run_id=run_id))
+
+
+@receiver(run_waiting, dispatch_uid="chains.notify_run_waiting")
+def notify_waiting(sender, run_id, step_run_id: int | None = None, **kwargs) -> None:
+    """A run waiting for an approval: the rules hear of it once that commits."""
+    transaction.on_commit(partial(notify_run_waiting, run_id=run_id, step_run_id=step_run_id))
 
 
 @receiver(post_save, sender=ChainSchedule, dispatch_uid="chains.sync_schedule")

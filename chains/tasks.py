@@ -7,6 +7,7 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import task_postrun, task_prerun
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from chains import audit, heartbeats, services
@@ -119,6 +120,16 @@ def step_failed(task_id: str) -> None:
     """The error callback that steps published before the result backend failed their runs
     carry: finalises the run when the step could not."""
     services.step_fail_by_task_id(task_id=task_id)
+
+
+@shared_task(bind=True, name="chains.deliver_notification", ignore_result=True)
+def deliver_notification(self: Task, delivery_id: int) -> None:
+    """One notification (services.notifications), on the general queue: a failure that may
+    pass is tried again after delivery_backoff, CHAINS_NOTIFY_MAX_RETRIES times at most."""
+    retries = settings.CHAINS_NOTIFY_MAX_RETRIES
+    if services.delivery_attempt(delivery_id=delivery_id, last=self.request.retries >= retries):
+        raise self.retry(countdown=services.delivery_backoff(self.request.retries),
+                         max_retries=retries)
 
 
 @shared_task(name="chains.reconcile_runs", ignore_result=True)

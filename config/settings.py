@@ -171,7 +171,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # A run's status and the status it had before its latest retry are one set of words.
-    "ENUM_NAME_OVERRIDES": {"RunStatusEnum": "chains.models.RunStatus"},
+    "ENUM_NAME_OVERRIDES": {"RunStatusEnum": "chains.models.RunStatus",
+                            "NotificationEventEnum":
+                                "chains.notification_models.NotificationEvent"},
 }
 
 # --- Celery ---------------------------------------------------------------------------
@@ -305,6 +307,20 @@ CHAINS_MAX_DEPTH = _chains(env_int, "CHAINS_MAX_DEPTH")
 CHAINS_MAX_DESCRIPTION_CHARS = _chains(env_int, "CHAINS_MAX_DESCRIPTION_CHARS")
 # GET /metrics (Prometheus) with `Authorization: Bearer <this>`; unset: staff sessions only.
 CHAINS_METRICS_TOKEN = _chains(env_str, "CHAINS_METRICS_TOKEN")
+# Notifications (README "Notifications"): the site's address for links to run pages; webhooks
+# over http, and to the hosts listed here whatever they resolve to, only when allowed; retries.
+CHAINS_SITE_URL = _chains(env_str, "CHAINS_SITE_URL")
+CHAINS_WEBHOOK_ALLOW_HTTP = _chains(env_bool, "CHAINS_WEBHOOK_ALLOW_HTTP")
+CHAINS_WEBHOOK_ALLOWED_HOSTS = _chains(env_list, "CHAINS_WEBHOOK_ALLOWED_HOSTS")
+CHAINS_WEBHOOK_TIMEOUT = _chains(env_int, "CHAINS_WEBHOOK_TIMEOUT")
+CHAINS_NOTIFY_MAX_RETRIES = _chains(env_int, "CHAINS_NOTIFY_MAX_RETRIES")
+CHAINS_NOTIFY_BACKOFF_SECONDS = _chains(env_int, "CHAINS_NOTIFY_BACKOFF_SECONDS")
+CHAINS_NOTIFY_BACKOFF_MAX_SECONDS = _chains(env_int, "CHAINS_NOTIFY_BACKOFF_MAX_SECONDS")
+# Email notifications: printed to the console unless a backend is configured.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "task-chain@localhost")
 
 LOGGING = {
     "version": 1,

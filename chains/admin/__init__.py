@@ -26,6 +26,7 @@ from rest_framework.authtoken.models import TokenProxy
 
 from chains import selectors, services, states
 from chains.admin import audit as _audit  # noqa: F401 -- registers the audit trail's admin
+from chains.admin import notifications as _notifications  # noqa: F401 -- rules, deliveries
 from chains.admin import views as admin_views
 from chains.admin.compare import compare_selected_runs, run_compare
 from chains.admin.forms import (

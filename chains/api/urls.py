@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 from chains.api import seed, views
 from chains.api.audit import AuditView
 from chains.api.compare import RunCompareView
+from chains.api.notifications import DeliveryViewSet, NotificationRuleViewSet
 from chains.api.versions import version_urlpatterns
 
 router = DefaultRouter()
@@ -14,6 +15,8 @@ router.register("runs", views.RunViewSet, basename="run")
 router.register("step-types", views.StepTypeViewSet, basename="step-type")
 router.register("task-types", views.TaskTypeViewSet, basename="task-type")
 router.register("schedules", views.ChainScheduleViewSet, basename="schedule")
+router.register("notification-rules", NotificationRuleViewSet, basename="notification-rule")
+router.register("deliveries", DeliveryViewSet, basename="delivery")
 
 seed_urlpatterns = [
     path("tasks/submit", seed.TaskSubmitView.as_view(), name="task-submit"),

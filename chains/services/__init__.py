@@ -13,6 +13,7 @@ purges and tokens. Admin, API, commands, tasks and beat all come through here.
     imports     chains from an export file
     purge       remove old finished runs
     tokens      renew a user's API token
+    notifications  rules; deliveries by email and signed webhook (no SSRF); resend
 """
 from chains.services.attempts import attempt_failed, attempts_keep
 from chains.services.chains import (
@@ -36,6 +37,15 @@ from chains.services.execution import (
     step_retry_policy,
 )
 from chains.services.imports import chains_import
+from chains.services.notifications import (
+    delivery_attempt,
+    delivery_backoff,
+    delivery_resend,
+    notify_run_ended,
+    notify_run_waiting,
+    rule_delete,
+    rule_save,
+)
 from chains.services.purge import runs_purge, versions_purge
 from chains.services.reconcile import reconcile_runs, recover_orphans
 from chains.services.runs import (
@@ -101,3 +111,6 @@ __all__ = [
     "validate_step_specs", "version_diff", "version_restore", "version_specs", "versions_purge",
     "waiting_children_ended",
 ]
+# Notifications (services.notifications).
+__all__ += ["delivery_attempt", "delivery_backoff", "delivery_resend", "notify_run_ended",
+            "notify_run_waiting", "rule_delete", "rule_save"]

@@ -8,6 +8,7 @@ that ends is counted exactly when its end commits, whichever process ends it.
                  (chains_step_duration_seconds), from one query
     run_retry    metrics_run_retried: chains_runs_retried_total
     reconciler   metrics_reconciled: chains_reconciler_actions_total, _passes_total
+    deliveries   metrics_delivery_failed: chains_notification_deliveries_failed_total
 """
 from __future__ import annotations
 
@@ -173,6 +174,11 @@ def metrics_reconciled(report: Mapping[str, int]) -> None:
     for action in metrics.REPORT_ACTIONS:
         _add(increments, metrics.RECONCILER_ACTIONS.sample(), (action,), report.get(action, 0))
     metrics_add(increments)
+
+
+def metrics_delivery_failed(*, channel: str, event: str) -> None:
+    """A notification delivery failed for good (services.notifications)."""
+    metrics_count(metrics.DELIVERIES_FAILED, (channel, event))
 
 
 # --- Rebuild ----------------------------------------------------------------------------------
