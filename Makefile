@@ -32,7 +32,7 @@ test: $(STAMP)
 
 # The quick subset: unit tests only, no Redis, no worker, no other process.
 test-quick: $(STAMP)
-	$(BIN)/python -m pytest -m "not flow and not fault and not fuzz and not browser and not broker" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not flow and not fault and not fuzz and not browser and not broker and not slow" $(PYTEST_ARGS)
 
 # The project against raw Celery on the same Redis, database and worker; prints a table and
 # writes bench/results.json.

@@ -573,3 +573,42 @@ from chains.notification_models import (  # noqa: E402
 from chains.notification_models import (  # noqa: E402
     NotificationRule as NotificationRule,
 )
+
+
+class BulkJobStatus(models.TextChoices):
+    PENDING = "PENDING", "Pending"
+    RUNNING = "RUNNING", "Running"
+    COMPLETED = "COMPLETED", "Completed"
+    FAILED = "FAILED", "Failed"
+
+
+class BulkJob(models.Model):
+    """A bulk action over more runs than one request acts on (services.bulk): what was asked,
+    by whom, and how far it got, for GET /api/runs/bulk/<id>/ and the admin's progress page."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="bulk_jobs")
+    action = models.CharField(max_length=16)
+    filter = models.JSONField(default=dict, blank=True,
+                              help_text="The run filter (the keys of GET /api/runs/).")
+    source = models.CharField(max_length=16, default="api", help_text="api or admin.")
+    status = models.CharField(max_length=16, choices=BulkJobStatus.choices,
+                              default=BulkJobStatus.PENDING)
+    matched = models.PositiveIntegerField(null=True, blank=True,
+                                          help_text="Runs matching the filter when it started.")
+    done = models.PositiveIntegerField(default=0)
+    skipped = models.JSONField(default=dict, blank=True, help_text="{reason: count}")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.filter} ({self.status})"
+
+    @property
+    def progress(self) -> float | None:
+        """The share of the matched runs acted on or skipped so far, 0 to 1."""
+        if not self.matched:
+            return 1.0 if self.status == BulkJobStatus.COMPLETED else None
+        return min(1.0, (self.done + sum(self.skipped.values())) / self.matched)

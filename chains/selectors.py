@@ -1,5 +1,6 @@
 """Every read that admin, API and commands share."""
 import math
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
@@ -28,6 +29,7 @@ from chains import audit, states
 from chains.comparison import compare_runs
 from chains.models import (
     Approval,
+    BulkJob,
     Chain,
     ChainSchedule,
     ChainVersion,
@@ -551,3 +553,36 @@ def audit_entries(*, user=None, event: str | None = None, object_type: str | Non
     if until:
         entries = entries.filter(timestamp__lt=until)
     return entries.order_by("-timestamp", "-id")
+
+
+def run_id_chunks(runs: QuerySet[Run], size: int) -> Iterator[list]:
+    """The ids of `runs`, `size` at a time, oldest first (created_at, then id): each chunk is
+    one query that starts after the last row of the one before (keyset pagination), so no
+    chunk reads the rows before it and the rows are never all in memory. Runs that stop
+    matching meanwhile (a retried FAILED run) are simply not met again."""
+    runs = runs.order_by("created_at", "id")
+    last = None
+    while True:
+        page = runs
+        if last is not None:
+            page = runs.filter(Q(created_at__gt=last[0]) | Q(created_at=last[0], id__gt=last[1]))
+        rows = list(page.values_list("created_at", "id")[:size])
+        if not rows:
+            return
+        yield [run_id for _, run_id in rows]
+        if len(rows) < size:
+            return
+        last = rows[-1]
+
+
+def run_status_counts(runs: QuerySet[Run]) -> dict[str, int]:
+    """How many of `runs` are in each status (one GROUP BY), in the statuses' order."""
+    by_status = dict(runs.order_by().values_list("status").annotate(n=Count("*")))
+    return {status.value: by_status[status.value] for status in states.RUN_STATUSES
+            if by_status.get(status.value)}
+
+
+def bulk_jobs_visible_to(user) -> QuerySet[BulkJob]:
+    """A user's own bulk jobs; staff see everybody's."""
+    jobs = BulkJob.objects.select_related("user")
+    return jobs if user.is_staff else jobs.filter(user=user)

@@ -143,3 +143,9 @@ def run_scheduled(schedule_id: int) -> str | None:
     """What every ChainSchedule's PeriodicTask runs."""
     run = services.run_start_scheduled(schedule_id=schedule_id)
     return str(run.id) if run else None
+
+
+@shared_task(name="chains.runs_bulk_job", ignore_result=True)
+def runs_bulk_job(job_id: str) -> None:
+    """A bulk cancel, retry or delete too large for one request (services.bulk)."""
+    services.bulk_job_run(job_id=job_id)

@@ -26,6 +26,7 @@ from rest_framework.authtoken.models import TokenProxy
 
 from chains import selectors, services, states
 from chains.admin import audit as _audit  # noqa: F401 -- registers the audit trail's admin
+from chains.admin import bulk as admin_bulk
 from chains.admin import notifications as _notifications  # noqa: F401 -- rules, deliveries
 from chains.admin import views as admin_views
 from chains.admin.compare import compare_selected_runs, run_compare
@@ -50,7 +51,7 @@ from chains.models import (
     Step,
     StepRun,
 )
-from chains.permissions import can_change_run, can_start_runs
+from chains.permissions import can_start_runs
 from chains.presets import PRESETS
 from chains.schedules import next_fire_times, schedule_errors, zone
 from chains.steps import STEP_TYPES
@@ -368,7 +369,8 @@ class RunAdmin(admin.ModelAdmin):
                            "created_at"]}),
         ("Inputs", {"fields": ["inputs_shown"]}),
     ]
-    actions = ["cancel_selected_runs", compare_selected_runs]
+    actions = [admin_bulk.cancel_selected_runs, admin_bulk.retry_selected_runs,
+               admin_bulk.delete_selected_runs, compare_selected_runs]
     change_form_template = "admin/chains/run/change_form.html"
 
     class Media:
@@ -381,6 +383,8 @@ class RunAdmin(admin.ModelAdmin):
             path("dashboard/", view(admin_views.dashboard), name="chains_dashboard"),
             path("cluster/", view(admin_views.cluster_panel), name="chains_cluster_panel"),
             path("compare/", view(run_compare), name="chains_run_compare"),
+            path("bulk/", view(admin_bulk.bulk_confirm), name="chains_run_bulk"),
+            path("bulk/<uuid:job_id>/", view(admin_bulk.bulk_job), name="chains_run_bulk_job"),
             path("<uuid:run_id>/panel/", view(admin_views.run_panel), name="chains_run_panel"),
             *[path(f"<uuid:run_id>/{action}/", view(admin_views.run_action, action=action),
                    name=f"chains_run_{action}") for action in ("cancel", "retry", "again")],
@@ -492,18 +496,17 @@ class RunAdmin(admin.ModelAdmin):
         for run in queryset:
             services.run_delete(run=run)
 
-    @admin.action(description="Cancel selected runs", permissions=["cancel"])
-    def cancel_selected_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
-        cancelled = 0
-        for run in queryset.filter(status__in=states.OPEN):
-            if not can_change_run(request.user, run):
-                continue
-            try:
-                services.run_cancel(run=run)
-                cancelled += 1
-            except ChainError:
-                pass  # finished meanwhile
-        self.message_user(request, f"Cancelled {cancelled} run(s).", messages.SUCCESS)
+    def get_actions(self, request):
+        """Delete goes through services.runs_bulk (delete_selected_runs), not Django's own."""
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def changelist_view(self, request, extra_context=None):
+        """The link to act on all runs matching the list's filter (admin.bulk)."""
+        extra_context = {**(extra_context or {}), "count_cap": CappedCountPaginator.COUNT_CAP,
+                         "bulk_url": admin_bulk.bulk_link(request.GET)}
+        return super().changelist_view(request, extra_context)
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("chains.change_run")

@@ -5,6 +5,7 @@ from rest_framework.routers import DefaultRouter
 
 from chains.api import seed, views
 from chains.api.audit import AuditView
+from chains.api.bulk import RunBulkJobView, RunBulkView
 from chains.api.compare import RunCompareView
 from chains.api.notifications import DeliveryViewSet, NotificationRuleViewSet
 from chains.api.versions import version_urlpatterns
@@ -35,6 +36,8 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
     path("token/", views.TokenView.as_view(), name="token"),
     # Before the router: "compare" is not a run id.
     path("runs/compare/", RunCompareView.as_view(), name="run-compare"),
+    path("runs/bulk/", RunBulkView.as_view(), name="run-bulk"),
+    path("runs/bulk/<uuid:job_id>/", RunBulkJobView.as_view(), name="run-bulk-job"),
     path("audit/", AuditView.as_view(), name="audit"),
     *version_urlpatterns,
     path("", include(router.urls)),

@@ -12,10 +12,12 @@ purges and tokens. Admin, API, commands, tasks and beat all come through here.
     schedules   save schedules, keep beat in step, start a firing's run
     imports     chains from an export file
     purge       remove old finished runs
+    bulk        cancel, retry or delete many runs at once, in chunks or as a job
     tokens      renew a user's API token
     notifications  rules; deliveries by email and signed webhook (no SSRF); resend
 """
 from chains.services.attempts import attempt_failed, attempts_keep
+from chains.services.bulk import bulk_job_create, bulk_job_run, runs_bulk
 from chains.services.chains import (
     chain_delete,
     chain_duplicate,
@@ -98,13 +100,14 @@ from chains.services.workflows import (
 
 __all__ = [
     "RetryPolicy", "SCHEDULE_FIELDS", "StepSkipped", "approvals_time_out", "attempt_failed",
-    "attempts_keep", "chain_definition", "chain_delete", "chain_duplicate", "chain_problems",
-    "chain_save", "chain_step_specs", "chains_import", "check_chain_fields", "check_stage_fit",
-    "check_subchains", "child_run_ended", "current_version", "map_counts", "map_item_execute",
-    "map_item_fail", "map_item_fail_by_task_id", "max_step_time_limit", "may_decide",
-    "parent_step_fail", "pending_approval", "reconcile_runs", "recover_orphans", "run_again",
-    "run_cancel", "run_create", "run_decide", "run_delete", "run_end", "run_finish", "run_publish",
-    "run_retry", "run_start", "run_start_once", "run_start_scheduled", "run_submit_task",
+    "attempts_keep", "bulk_job_create", "bulk_job_run", "chain_definition", "chain_delete",
+    "chain_duplicate", "chain_problems", "chain_save", "chain_step_specs", "chains_import",
+    "check_chain_fields", "check_stage_fit", "check_subchains", "child_run_ended",
+    "current_version", "map_counts", "map_item_execute", "map_item_fail",
+    "map_item_fail_by_task_id", "max_step_time_limit", "may_decide", "parent_step_fail",
+    "pending_approval", "reconcile_runs", "recover_orphans", "run_again", "run_cancel",
+    "run_create", "run_decide", "run_delete", "run_end", "run_finish", "run_publish", "run_retry",
+    "run_start", "run_start_once", "run_start_scheduled", "run_submit_task", "runs_bulk",
     "runs_promote", "runs_promote_after", "runs_purge", "schedule_check", "schedule_delete",
     "schedule_disable", "schedule_save", "schedule_sync", "schedule_unsync", "step_continue",
     "step_execute", "step_fail", "step_fail_by_task_id", "step_retry_policy", "token_regenerate",
