@@ -112,10 +112,13 @@ def test_webhook_is_signed_and_retried_until_the_server_answers(
 def test_backoff_doubles_with_jitter(settings):
     settings.CHAINS_NOTIFY_BACKOFF_SECONDS = 10
     settings.CHAINS_NOTIFY_BACKOFF_MAX_SECONDS = 100
+    settings.CHAINS_VISIBILITY_TIMEOUT = 600
     for retries, base in [(0, 10), (1, 20), (2, 40), (3, 80), (4, 100), (9, 100)]:
         delays = {services.delivery_backoff(retries) for _ in range(20)}
         assert all(base <= d <= base * 1.25 for d in delays), (retries, delays)
         assert len(delays) > 1  # jitter
+    settings.CHAINS_NOTIFY_BACKOFF_MAX_SECONDS = 3600  # held under the visibility timeout
+    assert all(services.delivery_backoff(9) <= 300 for _ in range(20))
 
 
 def test_a_webhook_that_keeps_failing_ends_failed_and_is_counted(

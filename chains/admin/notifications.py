@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
@@ -61,6 +62,10 @@ class NotificationRuleForm(forms.ModelForm):
 @admin.register(NotificationRule)
 class NotificationRuleAdmin(admin.ModelAdmin):
     form = NotificationRuleForm
+
+    class Media:
+        css = {"all": ["chains/admin.css"]}
+
     list_display = ["chain", "channel", "events_shown", "target", "enabled", "created_at"]
     list_filter = ["channel", "enabled"]
     list_select_related = ["chain"]
@@ -94,14 +99,19 @@ class NotificationRuleAdmin(admin.ModelAdmin):
 
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
-    list_display = ["id", "chain", "event", "run_link", "status", "attempts", "status_code",
-                    "error_shown", "created_at", "sent_at"]
+    # Fits a 1400 px window beside the filters; when it was sent is on the delivery's page.
+    list_display = ["event", "chain", "run_link", "status", "attempts", "status_code",
+                    "error_shown", "created"]
+    list_display_links = ["event"]
     list_filter = ["status", "event", "rule__channel"]
     list_select_related = ["rule__chain"]
     fields = readonly_fields = ("rule", "run_link", "event", "status", "attempts",
                                 "status_code", "error", "created_at", "sent_at", "resend_of",
                                 "payload")
     actions = ["resend_selected"]
+
+    class Media:
+        css = {"all": ["chains/admin.css"]}
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -117,6 +127,10 @@ class DeliveryAdmin(admin.ModelAdmin):
     def run_link(self, delivery: Delivery) -> str:
         url = reverse("admin:chains_run_change", args=[delivery.run_id])
         return format_html('<a href="{}">{}</a>', url, str(delivery.run_id)[:8])
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, delivery: Delivery) -> str:
+        return timezone.localtime(delivery.created_at).strftime("%b %d %H:%M:%S")
 
     @admin.display(description="error")
     def error_shown(self, delivery: Delivery) -> str:

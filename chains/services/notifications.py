@@ -492,9 +492,13 @@ def notify_run_waiting(*, run_id: Any, step_run_id: int | None = None) -> list[i
 def delivery_backoff(retries: int) -> float:
     """Seconds before retry number `retries + 1`: CHAINS_NOTIFY_BACKOFF_SECONDS * 2**retries,
     at most CHAINS_NOTIFY_BACKOFF_MAX_SECONDS, plus up to a quarter of it at random (jitter:
-    deliveries that failed together do not come back together)."""
+    deliveries that failed together do not come back together). Whatever the settings, the
+    wait with its jitter stays within half the broker's visibility timeout: Redis would hand
+    a message held longer to a second worker (the same delivery sent twice)."""
     base = float(settings.CHAINS_NOTIFY_BACKOFF_SECONDS)
-    delay = min(float(settings.CHAINS_NOTIFY_BACKOFF_MAX_SECONDS), base * 2 ** retries)
+    ceiling = min(float(settings.CHAINS_NOTIFY_BACKOFF_MAX_SECONDS),
+                  settings.CHAINS_VISIBILITY_TIMEOUT / 2 / 1.25)
+    delay = min(ceiling, base * 2 ** retries)
     return float(delay + random.uniform(0, delay / 4))
 
 
