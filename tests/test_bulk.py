@@ -353,6 +353,9 @@ def test_the_confirmation_page_shows_counts_then_acts(admin_web, admin_user):
         ("cancel", 0), ("retry", 3), ("delete", 5)]
     text = page.content.decode()
     assert "nightly" in text and "Nothing has been done yet" in text
+    # Cancel would act on none of them: offered, but not to be picked; retry is picked.
+    assert 'value="cancel" id="tc-bulk-cancel" disabled' in text
+    assert 'value="retry" id="tc-bulk-retry" checked>' in text
     assert statuses(failed) == [RunStatus.FAILED] * 3
     response = admin_web.post("/admin/chains/run/bulk/", {"chain": chain.id,
                                                           "action": "retry"}, follow=True)

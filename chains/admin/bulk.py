@@ -169,10 +169,13 @@ def bulk_confirm(request: HttpRequest, admin_site) -> HttpResponse:
     choices = [(action, VERBS[action][0], WHAT[action],
                 sum(n for status, n in counts.items() if status in ACTS_ON[action]))
                for action in bulk.ACTIONS if allowed[action]]
+    # Picked at first: the first action that would act on some run (none that would do nothing).
+    default = next((action for action, _, _, acts_on in choices if acts_on), None)
     context = {
         **admin_site.each_context(request), "title": f"Act on all {matched:,} matching runs",
         "opts": Run._meta, "filters": filters, "described": _describe(filters),
         "counts": _count_rows(counts), "matched": matched, "choices": choices,
+        "default_action": default,
         "list_url": list_url, "as_job": matched > bulk.IN_REQUEST_LIMIT,
         "limit": bulk.IN_REQUEST_LIMIT,
     }
@@ -194,7 +197,7 @@ def bulk_job(request: HttpRequest, admin_site, job_id) -> HttpResponse:
     progress = job.progress
     context = {
         **admin_site.each_context(request), "opts": Run._meta, "job": job,
-        "title": f"{VERBS[job.action][0]} {job.matched or 0:,} runs",
+        "title": f"Bulk {job.action} of the matching runs",
         "finished": finished, "percent": None if progress is None else round(progress * 100),
         "skipped": sorted(job.skipped.items()), "verb": VERBS[job.action][1],
         "list_url": reverse("admin:chains_run_changelist") + "?" + urlencode(
