@@ -5,6 +5,7 @@ import time
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.db.models import Count
 
 from chains import services
 from chains.models import MapItem, Run, RunStatus, RunTrigger, StepRun
@@ -28,8 +29,10 @@ def wait_until(check, *, timeout: float = 60, what: str = "") -> None:
     raise AssertionError(f"not {what} within {timeout}s")
 
 
-def test_worker_killed_during_a_1000_item_map_the_run_completes_each_item_once(start_worker):
+def test_worker_killed_during_a_1000_item_map_the_run_completes_each_item_once(start_worker,
+                                                                             start_beat):
     first = start_worker("first")
+    start_beat()  # the reconciler, as in production
     run = start_run(StepSpec("math.multiply", {"numbers": [2]}, 0, map=True),
                     StepSpec("math.add", {}, 1), inputs=list(range(1000)))
     mapped = StepRun.objects.get(run=run, index=0)
@@ -41,7 +44,14 @@ def test_worker_killed_during_a_1000_item_map_the_run_completes_each_item_once(s
     assert done_before < 1000, "the map ended before the kill; nothing was tested"
     start_worker("second")
     # Items the killed worker held come back once Redis' visibility timeout (10 s) passed.
-    run = wait_for_run(run.id, timeout=120)
+    try:
+        run = wait_for_run(run.id, timeout=120)
+    except AssertionError:  # say where it stopped
+        counts = dict(MapItem.objects.filter(step_run=mapped).values_list("status")
+                      .annotate(n=Count("id")))
+        steps = list(run.step_runs.values_list("index", "status", "attempts"))
+        raise AssertionError(f"items {counts}, steps {steps}, killed while running: "
+                             f"{killed}") from None
     assert run.status == RunStatus.COMPLETED, run.error
     assert run.result == 2 * sum(range(1000))
     mapped.refresh_from_db()

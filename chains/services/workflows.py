@@ -21,7 +21,7 @@ from chains import audit, states
 from chains.canvas import pauses
 from chains.conditions import holds
 from chains.errors import ChainError, Conflict
-from chains.events import run_ready
+from chains.events import run_ready, run_waiting
 from chains.models import (
     Approval,
     Chain,
@@ -237,6 +237,7 @@ def approval_wait(step_run: StepRun, previous: Any) -> None:
             "message": params.message, "approvers_group": params.approvers_group,
             "input": previous, "due_at": now + timedelta(seconds=params.timeout_seconds)})
         _wait(step_run)
+        run_waiting.send(sender=Run, run_id=step_run.run_id, step_run_id=step_run.id)
 
 
 def may_decide(user: User, approval: Approval) -> bool:
