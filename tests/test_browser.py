@@ -21,12 +21,14 @@ from tests.factories import make_user
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 playwright = pytest.importorskip("playwright.sync_api")
-pytestmark = [
+# Every browser test module's marks.
+BROWSER_MARKS = [
     pytest.mark.flow,
     pytest.mark.browser,
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Chromium is not installed"),
 ]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture
@@ -83,6 +85,18 @@ def shot_sizes(page, name: str) -> None:
         assert fits(page), f"{name} scrolls sideways at {width} px"
         shot(page, f"{name}-{width}")
     page.set_viewport_size({"width": 1400, "height": 900})
+
+
+def view_shot(page, name: str, selector: str | None = None, *, full_page: bool = False
+              ) -> None:
+    """A screenshot at the page's size (1400x900) of the window, scrolled to `selector` when
+    given, or of the whole page with `full_page`; the page must not scroll sideways."""
+    assert fits(page), f"{name} scrolls sideways"
+    ARTIFACTS.mkdir(exist_ok=True)
+    if selector:
+        page.eval_on_selector(selector, "e => e.scrollIntoView({block: 'start'})")
+        page.evaluate("window.scrollBy(0, -12)")
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
 
 
 def shot(page, name: str) -> None:

@@ -2,31 +2,18 @@
 the run list, follow "all N runs matching this filter", read the counts per status on the
 confirmation page, retry them and read the result message. Screenshots at 1400x900 under
 tests/artifacts/: bulk-confirm, bulk-result."""
-import os
 
-import pytest
 
 from chains import services
 from chains.models import Run, RunStatus
 from chains.presets import StepSpec
 from tests.factories import make_run
-from tests.test_browser import ARTIFACTS, CHROMIUM, fits
+from tests.test_browser import BROWSER_MARKS, view_shot
 from tests.test_browser import admin_page as admin_page  # noqa: F401 (a fixture)
 from tests.test_browser import browser as browser  # noqa: F401 (a fixture)
 
-pytestmark = [
-    pytest.mark.flow,
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Chromium is not installed"),
-]
+pytestmark = BROWSER_MARKS
 
-
-def view_shot(page, name: str) -> None:
-    """A 1400x900 screenshot of the window; the page must not scroll sideways."""
-    assert fits(page), f"{name} scrolls sideways"
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
 def test_retry_all_failed_runs_of_a_chain_from_the_run_list(admin_page, live_server, broker):

@@ -5,40 +5,24 @@ scroll, a sub-chain that links to its child's timeline), and two runs of two ver
 chain compared from the runs list's action and from the run page's Compare button.
 Screenshots at 1400x900 under tests/artifacts/: timeline-1, timeline-10, timeline-200,
 compare, compare-picker."""
-import os
 import random
 import uuid
 from datetime import timedelta
 
-import pytest
 from django.utils import timezone
 
 from chains import services
 from chains.models import MapItem, Run, RunStatus, StepRun
 from chains.presets import Preset, StepSpec
 from tests.factories import make_run
-from tests.test_browser import ARTIFACTS, CHROMIUM
+from tests.test_browser import BROWSER_MARKS, view_shot
 from tests.test_browser import admin_page as admin_page  # noqa: F401 (a fixture)
 from tests.test_browser import browser as browser  # noqa: F401 (a fixture)
 
-pytestmark = [
-    pytest.mark.flow,
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Chromium is not installed"),
-]
+pytestmark = BROWSER_MARKS
 
 ADD = StepSpec("math.add", {"numbers": [1]}, 0)
 
-
-def view_shot(page, name: str, selector: str | None = None) -> None:
-    """A screenshot of the 1400x900 window scrolled to `selector`; without one, of the whole
-    page at that width."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    if selector:
-        page.eval_on_selector(selector, "e => e.scrollIntoView({block: 'start'})")
-        page.evaluate("window.scrollBy(0, -12)")
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=selector is None)
 
 
 def stamp(run: Run, index: int, *, status: str, start: float | None = None,
@@ -271,7 +255,7 @@ def test_compare_two_runs_of_two_versions(admin_page, live_server):  # noqa: F81
         "rs => rs.map(r => [r.dataset.field, r.querySelector('td').className])"))
     assert "tc-differs" in fields["status"] and "tc-differs" not in fields["chain"]
     assert "tc-differs" in fields["version"] and "tc-differs" not in fields["inputs"]
-    view_shot(page, "compare")
+    view_shot(page, "compare", full_page=True)
 
     # From the run page: Compare, pick the other run of the chain.
     page.goto(f"{live_server.url}/admin/chains/run/{new.pk}/change/")
@@ -279,7 +263,7 @@ def test_compare_two_runs_of_two_versions(admin_page, live_server):  # noqa: F81
     page.wait_for_selector("#tc-compare-form")
     picker = page.inner_text("#tc-compare-form")
     assert str(old.pk)[:8] in picker and str(other.pk)[:8] not in picker
-    view_shot(page, "compare-picker")
+    view_shot(page, "compare-picker", full_page=True)
     page.click("#tc-compare-go")
     page.wait_for_selector("#tc-compare-steps")
     assert f"a={new.pk}" in page.url and f"b={old.pk}" in page.url

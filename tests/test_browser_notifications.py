@@ -2,28 +2,16 @@
 webhook rule in the admin (a private address refused on its field), then read the deliveries
 and resend one. Screenshots at 1400x900 under tests/artifacts/: notification-rule-refused,
 deliveries, delivery."""
-import os
 
-import pytest
 
 from chains.models import Delivery, NotificationRule, Run, RunStatus
 from tests.factories import make_chain
-from tests.test_browser import ARTIFACTS, CHROMIUM, fits
+from tests.test_browser import BROWSER_MARKS, view_shot
 from tests.test_browser import admin_page as admin_page  # noqa: F401 (a fixture)
 from tests.test_browser import browser as browser  # noqa: F401 (a fixture)
 
-pytestmark = [
-    pytest.mark.flow,
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Chromium is not installed"),
-]
+pytestmark = BROWSER_MARKS
 
-
-def view_shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    assert fits(page), f"{name} scrolls sideways"
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
 def test_a_rule_refused_on_its_url_and_deliveries_with_resend(admin_page, live_server,

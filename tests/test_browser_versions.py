@@ -3,37 +3,20 @@ test_browser): change a chain twice in the builder, look at its versions and the
 the first version, see the run page's "version 1 (current: 4)" line lead to the diff, and read
 the audit trail. Screenshots at 1400x900 under tests/artifacts/: versions, version-restore,
 versions-restored, run-version, audit-list."""
-import os
 from datetime import timedelta
 
-import pytest
 from django.utils import timezone
 
 from chains import services
 from chains.models import Chain, Run, RunStatus, StepRun
 from chains.presets import StepSpec
 from tests.factories import make_run
-from tests.test_browser import ARTIFACTS, CHROMIUM, add_step, fits
+from tests.test_browser import BROWSER_MARKS, add_step, view_shot
 from tests.test_browser import admin_page as admin_page  # noqa: F401 (a fixture)
 from tests.test_browser import browser as browser  # noqa: F401 (a fixture)
 
-pytestmark = [
-    pytest.mark.flow,
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Chromium is not installed"),
-]
+pytestmark = BROWSER_MARKS
 
-
-def view_shot(page, name: str, selector: str | None = None) -> None:
-    """A 1400x900 screenshot of the window, scrolled to `selector` when given; the page must
-    not scroll sideways."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    assert fits(page), f"{name} scrolls sideways"
-    if selector:
-        page.eval_on_selector(selector, "e => e.scrollIntoView({block: 'start'})")
-        page.evaluate("window.scrollBy(0, -12)")
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
 def test_change_a_chain_twice_restore_the_first_version_and_read_the_trail(admin_page,

@@ -140,7 +140,9 @@ class TaskStatisticsSerializer(serializers.Serializer):
 class StepSerializer(BoundedModelSerializer):
     """One step of a chain: steps that share a `stage` run in parallel."""
 
-    step_type = serializers.ChoiceField(choices=list(STEP_TYPES))
+    # Its choices are the registry when the serializer is made: this module may be imported
+    # before every installed app has declared its step types.
+    step_type = serializers.ChoiceField(choices=[])
 
     class Meta:
         model = Step
@@ -148,6 +150,12 @@ class StepSerializer(BoundedModelSerializer):
                   "time_limit", "queue", "map", "when", "retry_backoff", "retry_backoff_max"]
         read_only_fields = ["position"]
         extra_kwargs = {"max_retries": {"max_value": 10}, "time_limit": {"min_value": 1}}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        step_type = self.fields["step_type"]
+        assert isinstance(step_type, serializers.ChoiceField)
+        step_type.choices = list(STEP_TYPES)
 
     def to_spec(self, data: dict) -> StepSpec:
         return StepSpec(
