@@ -279,6 +279,11 @@ def test_the_chain_builder_fits_numbers_stages_and_draws_what_is_on_screen(admin
     shot(page, "chain-builder-refused")
 
     page.select_option("#id_steps-0-step_type", "math.add")
+    # Saved once the row shows the new type's params form (not the old type's, whose `path`
+    # would be refused).
+    page.wait_for_selector("#steps-0 >> text=Add numbers, left to right")
+    page.wait_for_function(
+        "!document.querySelector('#id_steps-0-params').value.includes('in.csv')")
     page.click("input[name=_continue]")
     page.wait_for_selector("text=was added successfully")
     chain = Chain.objects.get(name="on screen")
