@@ -66,6 +66,9 @@
     var textarea = row && row.querySelector("textarea[data-django-jsonform]");
     var url = schemaUrl(select.value);
     if (!textarea || !url || !select.value) return;
+    // The old type's params are not the new type's: gone at once, so a Save before the new
+    // form arrives sends none rather than the old ones.
+    textarea.value = "{}";
     fetch(url, { credentials: "same-origin" })
       .then(function (response) { return response.json(); })
       .then(function (schema) {
