@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench.database import database_environment, without_database_url
+
 ROOT = Path(__file__).resolve().parent.parent
 STEPS_PER_RUN = 10
 BATCH_RUNS = 5_000
@@ -27,7 +29,8 @@ USERS = [("bench-admin", True), ("alice", False), ("bob", False)]
 
 def bench_environment(workdir: Path) -> dict[str, str]:
     """Environment of a process that uses a fresh SQLite database under `workdir`."""
-    return {**os.environ, "TASK_CHAIN_VAR_DIR": str(workdir), "DJANGO_DEBUG": "0",
+    return {**without_database_url(os.environ), **database_environment(workdir),
+            "TASK_CHAIN_VAR_DIR": str(workdir), "DJANGO_DEBUG": "0",
             "DJANGO_SETTINGS_MODULE": "config.settings", "DJANGO_LOG_LEVEL": "WARNING"}
 
 

@@ -8,6 +8,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.database import database_environment, without_database_url
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ["--pool", "prefork", "--concurrency", "2", "--loglevel", "WARNING",
           "--without-mingle", "--without-gossip"]
@@ -23,7 +25,8 @@ def bench_environment(workdir: Path, **extra: str) -> dict[str, str]:
     """The environment of every bench process: its own var dir (so its own SQLite file and
     data dir), its own Redis, debug off."""
     url = f"redis://127.0.0.1:{free_port()}/0"
-    return {**os.environ, "TASK_CHAIN_VAR_DIR": str(workdir), "REDIS_URL": url,
+    return {**without_database_url(os.environ), **database_environment(workdir),
+            "TASK_CHAIN_VAR_DIR": str(workdir), "REDIS_URL": url,
             "CELERY_BROKER_URL": url, "DJANGO_DEBUG": "0",
             "DJANGO_SETTINGS_MODULE": "config.settings", "CHAINS_MAX_STEPS": "2000",
             "DJANGO_LOG_LEVEL": "WARNING", **extra}

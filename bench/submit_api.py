@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.database import database_environment, without_database_url
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARK = "submit API (POST /tasks/submit, math_chain)"
 REFERENCE_NAME = "bare DRF create"
@@ -86,9 +88,8 @@ def _environment(workdir: Path, redis_port: int) -> dict[str, str]:
     import os
 
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
-    inherited = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # SQLite here
     return {
-        **inherited,
+        **without_database_url(os.environ), **database_environment(workdir),
         "DJANGO_SETTINGS_MODULE": "bench.settings", "TASK_CHAIN_VAR_DIR": str(workdir),
         "REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url, "DJANGO_DEBUG": "0",
         "DJANGO_LOG_LEVEL": "WARNING", "CHAINS_API_RATE_USER": "1000000/min",
