@@ -7,12 +7,15 @@ service that knows who acted passes them itself."""
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from functools import wraps
+from functools import cache, wraps
 from typing import Any
 
-from auditlog.models import LogEntry
+from auditlog.cid import get_cid
+from auditlog.models import DEFAULT_OBJECT_REPR, LogEntry
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import Model
+from django.core.exceptions import ObjectDoesNotExist
+from django.db.models import Model, Subquery
+from django.utils.encoding import smart_str
 from rest_framework.authtoken.models import Token as AuthToken
 
 from chains.models import ApiToken, Chain, ChainSchedule, Run
@@ -72,30 +75,55 @@ def _action(event: str) -> int:
 
 
 def record(event: str, obj: Model, *, user: Any = None, changes: dict[str, Any] | None = None,
-           **data: Any) -> LogEntry:
+           **data: Any) -> None:
     """One entry: `event` (one of EVENTS) on `obj`, with `changes` ({field: [old, new]}) and
-    `data` kept beside them."""
+    `data` kept beside them: one INSERT, which reads the content type's id itself."""
+    entry_for(event, obj, user=user, changes=changes, **data).save(force_insert=True)
+
+
+def entry_for(event: str, obj: Model, *, user: Any = None,
+              changes: dict[str, Any] | None = None, **data: Any) -> LogEntry:
+    """The entry `record` writes, not yet saved (what `LogEntry.objects.log_create` would
+    write): a service may build it before its transaction and save it within, so that its
+    building does not hold SQLite's write lock. Its `content_type_id` is a subquery that the
+    INSERT evaluates (see `_content_type_id`)."""
     context = _context.get() or {}
     actor = user if getattr(user, "is_authenticated", False) else context.get("user")
     if not getattr(actor, "is_authenticated", False):
         actor = None
-    names: dict[str, Any] = {"content_type": _content_type(type(obj))}
+    pk = obj.pk
+    content_type_id, object_pk = _content_type_id(type(obj)), str(pk)
     if isinstance(obj, AuthToken):  # its primary key is the secret: named by its prefix instead
-        names = {"content_type": _content_type(ApiToken, concrete=False),
-                 "object_pk": _token_name(obj.key)}
-    return LogEntry.objects.log_create(
-        obj, force_log=True, action=_action(event), changes=changes or {}, actor=actor,
-        remote_addr=context.get("remote_addr"), **names,
+        content_type_id, object_pk = (_content_type_id(ApiToken, concrete=False),
+                                      _token_name(obj.key))
+    try:
+        object_repr = smart_str(obj)
+    except ObjectDoesNotExist:
+        object_repr = DEFAULT_OBJECT_REPR
+    return LogEntry(
+        content_type_id=content_type_id, object_pk=object_pk,
+        object_id=pk if isinstance(pk, int) else None, object_repr=object_repr,
+        serialized_data=LogEntry.objects._get_serialized_data_or_none(obj),
+        action=_action(event), changes=changes or {}, actor=actor,
+        remote_addr=context.get("remote_addr"), cid=get_cid(),
         additional_data={"event": event, "source": context.get("source", "system"), **data})
 
 
-def _content_type(model: type[Model], *, concrete: bool = True) -> ContentType:
-    """Read from the table, not the manager's per-process cache: a process that outlives a
-    rewrite of the table (a worker while tests flush the database) would write an id that is
-    gone. One indexed query per entry."""
+def _content_type_id(model: type[Model], *, concrete: bool = True) -> Subquery:
+    """The id of the model's content type as the INSERT reads it from the table, not from the
+    manager's per-process cache: a process that outlives a rewrite of the table (a worker while
+    tests flush the database) would write an id that is gone. No statement of its own: the
+    row is made once per process when missing (`get_for_model`), then read by the INSERT."""
+    ContentType.objects.get_for_model(model, for_concrete_model=concrete)
+    return _content_type_subquery(model, concrete)
+
+
+@cache
+def _content_type_subquery(model: type[Model], concrete: bool) -> Subquery:
+    """One per model and process: an INSERT resolves a copy of it, never the shared one."""
     opts = (model._meta.concrete_model or model)._meta if concrete else model._meta
-    return ContentType.objects.get_or_create(app_label=opts.app_label,
-                                             model=opts.model_name)[0]
+    return Subquery(ContentType.objects.filter(app_label=opts.app_label,
+                                               model=opts.model_name).values("id")[:1])
 
 
 def _token_name(key: str) -> str:

@@ -193,15 +193,19 @@ def run_create(
         )
         for index, spec in enumerate(preset.specs)
     ]
-    # Rows are built before the transaction: on SQLite it holds the write lock from BEGIN.
+    # Rows (the audit entry too) are built before the transaction: on SQLite it holds the
+    # write lock from BEGIN.
+    started = audit.entry_for("run started", run, user=run.created_by, trigger=trigger,
+                              version=version.number if version else None)
     with transaction.atomic():
         _check_active_runs(run.created_by)
         if after_active or _chain_full(chain):
             run.status = RunStatus.QUEUED
         run.save(force_insert=True)
         created = StepRun.objects.bulk_create(step_runs)
-        audit.record("run started", run, user=run.created_by, trigger=trigger,
-                     version=version.number if version else None)
+        started.save(force_insert=True)
+        # Last: on PostgreSQL the counter's row stays locked until COMMIT, and every start
+        # of the same chain or task type adds to that one row.
         metrics_run_started(run)
         if run.status != RunStatus.QUEUED:
             run_ready.send(sender=Run, run_id=run.id, run=run, step_runs=created)
