@@ -28,8 +28,28 @@ class ResultBackend(DatabaseBackend):
     the row before every write and, when a chord's header is done, reads its results one by
     one: with 1,000 parallel steps that was thousands of queries."""
 
+    # Task ids whose SUCCESS row their step wrote itself (in this worker process).
+    _written_with_step: dict[str, bool] = {}
+
     def _store_result(self, task_id, result, status, traceback=None, request=None,
                       using=None):
+        if self._written_with_step.pop(task_id, None) and status == states.SUCCESS:
+            return None  # written in the step's own transaction (store_with_step)
+        row = self._row(task_id, result, status, traceback, request)
+        self._write(row, using=using)
+        return row.result
+
+    def store_with_step(self, task_id: str, result: Any, request: Any) -> None:
+        """A step task's SUCCESS row, written inside the transaction that completes its step
+        (one commit for both); the write Celery makes once the task returns is then
+        skipped. If that transaction rolls back, the task fails and its failure is written
+        as usual."""
+        self._write(self._row(task_id, result, states.SUCCESS, None, request))
+        self._written_with_step[task_id] = True
+        if len(self._written_with_step) > 10_000:  # entries a crash between the two left
+            self._written_with_step.clear()
+
+    def _row(self, task_id, result, status, traceback, request) -> TaskResult:
         content_type, content_encoding, encoded = self.encode_content(result)
         meta = {**self._get_meta_from_request(request),
                 "children": self.current_task_children(request)}
@@ -40,13 +60,15 @@ class ResultBackend(DatabaseBackend):
             **{k: v for k, v in self._get_extended_properties(request, traceback).items()
                if k != "traceback"},
         )
-        fields = list(UPSERT_FIELDS)
         if status == states.STARTED:
             row.date_started = row.date_done
-            fields.append("date_started")
+        return row
+
+    @staticmethod
+    def _write(row: TaskResult, *, using=None) -> None:
+        fields = list(UPSERT_FIELDS) + (["date_started"] if row.date_started else [])
         TaskResult.objects.using(using or router.db_for_write(TaskResult)).bulk_create(
             [row], update_conflicts=True, unique_fields=["task_id"], update_fields=fields)
-        return encoded
 
     def mark_as_failure(self, task_id, exc, *args, request=None, **kwargs):
         """Every recorded failure comes here: a step's own errors, which it has reported

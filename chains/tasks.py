@@ -2,6 +2,7 @@
 step error callback. Thin: they receive ids and JSON and call services."""
 import logging
 import traceback
+from functools import partial
 from typing import Any
 
 from celery import Task, shared_task
@@ -45,10 +46,13 @@ class StepTask(Task):
                 return services.map_item_execute(step_run_id=step_run_id, index=item,
                                                  value=previous, task_id=task_id,
                                                  worker=self.request.hostname or "")
-            return services.step_execute(step_run_id=step_run_id, previous=previous,
-                                         task_id=task_id, finish_run=finish_run,
-                                         worker=self.request.hostname or "",
-                                         worker_pid=heartbeats.worker_main_pid())
+            store_with_step = getattr(self.backend, "store_with_step", None)
+            return services.step_execute(
+                step_run_id=step_run_id, previous=previous, task_id=task_id,
+                finish_run=finish_run, worker=self.request.hostname or "",
+                worker_pid=heartbeats.worker_main_pid(),
+                record_result=store_with_step and partial(store_with_step, task_id,
+                                                          request=self.request))
         except services.StepSkipped as exc:
             raise Ignore(str(exc)) from exc
         except StepFailed as exc:

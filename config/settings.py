@@ -100,8 +100,9 @@ DATABASES = {
         env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"), conn_max_age=60
     )
 }
+# Connections are kept a minute, SQLite's too: a worker opening one per step spent a tenth of
+# the step's time on it.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = SQLITE_OPTIONS
     # A file, not memory: the test run's Celery workers are separate processes.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
@@ -199,8 +200,11 @@ CELERY_RESULT_ACCEPT_CONTENT = ["json"]
 # dies; steps are idempotent (chains.services.step_execute returns a stored result).
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-# Steps can be long: a worker reserves one message per process so others can take the rest.
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Each worker process reserves this many messages ahead (Celery's default), so it never waits
+# for the broker between short steps. Messages reserved behind a long step wait for it (the
+# reconciler publishes again one held unstarted for CHAINS_ORPHAN_SECONDS, whose first copy is
+# then skipped): a worker of long steps' queues is better started with 1.
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CHAINS_WORKER_PREFETCH", 4)
 # Redis redelivers a message that was taken but not acknowledged after this many seconds
 # (a worker that died with it). Longer than a step's hard time limit, so a step that is
 # still running is not delivered twice.
@@ -223,10 +227,12 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 CHAINS_STEP_TIME_LIMIT = _chains(env_int, "CHAINS_STEP_TIME_LIMIT")
 CELERY_TASK_SOFT_TIME_LIMIT = CHAINS_STEP_TIME_LIMIT
 CELERY_TASK_TIME_LIMIT = hard_time_limit(CELERY_TASK_SOFT_TIME_LIMIT)
-# Workers send task events, so Flower and `celery inspect` see workers and tasks. A
-# "task-sent" event is a second message for every task published (a tenth of a submit's
-# time): off unless CHAINS_TASK_SENT_EVENTS=1; the run rows say what is still queued.
-CELERY_WORKER_SEND_TASK_EVENTS = True
+# Task events are three more messages per step, a third of a worker's main process: off
+# unless CHAINS_WORKER_EVENTS=1. Flower turns them on in the workers it watches (its
+# --enable_events, on by default); `celery inspect` needs none. A "task-sent" event is a
+# second message for every task published (a tenth of a submit's time): off unless
+# CHAINS_TASK_SENT_EVENTS=1; the run rows say what is still queued.
+CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CHAINS_WORKER_EVENTS", False)
 CELERY_TASK_SEND_SENT_EVENT = env_bool("CHAINS_TASK_SENT_EVENTS", False)
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 # Workers keep consuming after the broker comes back, retrying the connection for ever.

@@ -162,7 +162,7 @@ class CeleryWorker(CeleryProcess):
         super().__init__(
             ["worker", "--loglevel", "INFO", "--pool", "prefork", "--concurrency", "2",
              "--queues", queues, "--hostname", self.hostname, "--without-mingle",
-             "--without-gossip", "--events"],
+             "--without-gossip"],
             env=env, log_path=log_path, app=app,
         )
 

@@ -1,5 +1,5 @@
 """Flower, started against the project's workers, lists a run's step tasks by their registry
-names (task events are on)."""
+names (with the workers' task events on)."""
 import json
 import os
 import subprocess
@@ -28,7 +28,7 @@ def test_flower_lists_step_tasks_by_registry_name(start_worker, tmp_path):
         stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, timeout=30)
-        start_worker()
+        start_worker(CHAINS_WORKER_EVENTS="1")  # at once, not at Flower's next enable_events
         run = services.run_submit_task(task_type="math_chain", config={
             "operation": "multiply", "numbers": [2, 3], "iterations": 2})
         assert wait_for_run(run.id).status == "COMPLETED"

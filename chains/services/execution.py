@@ -4,6 +4,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -38,19 +39,29 @@ from chains.steps.flow import APPROVAL
 
 # A running step's progress is written at most this often (seconds).
 PROGRESS_EVERY = 0.5
+# The columns a step's start reads (a rarer path that needs another loads it when it asks):
+# the run's own JSON and texts are the bulk of its row.
+READ_ON_START = ("id", "run_id", "index", "stage", "step_type", "params", "queue", "status",
+                 "task_id", "attempts", "max_retries", "time_limit", "map", "when", "result",
+                 "run__id", "run__status", "run__result_mode", "run__created_by_id",
+                 "run__chain_id", "run__depth")
 
 
 def step_execute(
     *, step_run_id: int, previous: Any, task_id: str | None = None, finish_run: bool = False,
     worker: str = "", worker_pid: int | None = None,
+    record_result: Callable[[Any], None] | None = None,
 ) -> Any:
     """Run one step. A step already COMPLETED (a redelivered message) returns its stored
     result without doing its work again. A step started more often than its retries allow
     plus CHAINS_MAX_DELIVERIES (its worker died each time) fails instead of running again.
     A delivery whose `task_id` is no longer the step's (the run was retried or resumed under
     fresh ids since) is skipped. `finish_run` marks the run's last step, which completes the
-    run in the same transaction as itself (the canvas then needs no finaliser task)."""
-    step_run = StepRun.objects.select_related("run").filter(id=step_run_id).first()
+    run in the same transaction as itself (the canvas then needs no finaliser task).
+    `record_result` writes the task's result record in that transaction too."""
+    found = (StepRun.objects.select_related("run").only(*READ_ON_START)
+             .filter(id=step_run_id).order_by()[:1])
+    step_run = found[0] if found else None
     if step_run is None:
         raise StepSkipped(f"step run {step_run_id} no longer exists")
     if task_id is not None and step_run.task_id != task_id:
@@ -105,6 +116,8 @@ def step_execute(
             Run.objects.filter(id=run.id).update(
                 steps_done=F("steps_done") + 1, last_progress_at=now
             )
+        if done and record_result is not None:
+            record_result(result)
     return result
 
 
