@@ -180,10 +180,10 @@ ANALYZE_CASES = {
 
 
 @pytest.mark.parametrize("case", ANALYZE_CASES)
-@pytest.mark.parametrize("block_chars", [1, 7, 64, 1 << 16])
+@pytest.mark.parametrize("block_bytes", [1, 7, 64, 1 << 16])
 def test_analyze_in_blocks_matches_a_row_by_row_reading(data_dir, monkeypatch, case,
-                                                        block_chars):
-    monkeypatch.setattr(data, "BLOCK_CHARS", block_chars)
+                                                        block_bytes):
+    monkeypatch.setattr(data, "BLOCK_BYTES", block_bytes)
     (data_dir / "in.csv").write_bytes(ANALYZE_CASES[case].encode())
     assert run_step("data.analyze", {"path": "in.csv"}) == _analyzed_row_by_row("in.csv")
 
@@ -197,7 +197,7 @@ def test_analyze_in_blocks_matches_a_row_by_row_reading(data_dir, monkeypatch, c
     ],
 )
 def test_analyze_errors_deep_in_the_file_name_their_line(data_dir, monkeypatch, late, message):
-    monkeypatch.setattr(data, "BLOCK_CHARS", 64)
+    monkeypatch.setattr(data, "BLOCK_BYTES", 64)
     write_csv(data_dir / "in.csv", "a,b\n" + "1,2\n" * 100 + late + "1,2\n" * 100)
     with pytest.raises(StepFailed, match=message):
         run_step("data.analyze", {"path": "in.csv"})

@@ -5,8 +5,10 @@ import io
 import math
 import sqlite3
 import tempfile
-from collections.abc import Iterator, Sequence
-from itertools import chain, islice, repeat, zip_longest
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from itertools import islice, repeat
+from operator import itemgetter, methodcaller
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,10 +23,10 @@ from chains.steps.registry import step
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 MAX_NUMBER_CHARS = 64
-# analyze reads this much text at a time, so its memory is bounded by this, not by the file;
-# larger blocks were slower (their cells no longer fit in the CPU caches). Its fallback on
-# read_rows takes ROWS_PER_BLOCK rows at a time.
-BLOCK_CHARS = 1 << 16
+# The steps read (with pyarrow, chains.steps.arrow_csv) this many bytes at a time, so their
+# memory is bounded by this, not by the file (1 MiB: smaller blocks cost more calls, larger ones
+# gained nothing). Their fallback on read_rows takes ROWS_PER_BLOCK rows at a time.
+BLOCK_BYTES = 1 << 20
 ROWS_PER_BLOCK = 4096
 
 
@@ -151,9 +153,74 @@ def load_csv(params: LoadParams, previous: Any, context: StepContext) -> dict:
     return {"file": params.path, "rows": count, "columns": header}
 
 
+def _arrow_blocks(relative: str) -> tuple[list[str], Iterator[list]]:
+    """The header of a bounded, UTF-8 CSV file in the data directory, and its blocks of rows
+    read by pyarrow (a string array per column). arrow_csv.Irregular, now or while reading:
+    read_rows must read the file (it words the error, if it is one)."""
+    from chains.steps import arrow_csv
+
+    handle, _, header = _open_csv(relative)
+    handle.close()
+    raw = arrow_csv.open_blocks(relative, header)
+
+    def blocks() -> Iterator[list]:
+        with raw:
+            yield from arrow_csv.blocks(raw, len(header), BLOCK_BYTES, csv.field_size_limit())
+
+    return header, blocks()
+
+
+def _read_through(relative: str) -> None:
+    """Read the whole file with read_rows, which raises the StepFailed that words what is
+    wrong with it."""
+    _, rows = read_rows(relative)
+    for _ in rows:
+        pass
+
+
+def _header_line(header: list[str]) -> bytes:
+    text = io.StringIO()
+    csv.writer(text).writerow([format_cell(cell) for cell in header])
+    return text.getvalue().encode()
+
+
 def clean_csv(params: FileRefParams, previous: Any, context: StepContext) -> dict:
     """Strip cells, drop blank and duplicate rows, write numbers as numbers."""
-    header, rows = read_rows(_input_file(params, previous, context))
+    from chains.steps import arrow_csv
+
+    source = _input_file(params, previous, context)
+    try:
+        return _clean_blocks(source, context)
+    except arrow_csv.Irregular:
+        # An error (read_rows words it), or a file only read_rows reads right: it is one when
+        # its header is not, so nothing was written yet.
+        _read_through(source)
+        return _clean_rows(source, context)
+
+
+def _clean_blocks(source: str, context: StepContext) -> dict:
+    from chains.steps import arrow_csv
+
+    header, blocks = _arrow_blocks(source)
+    digest = partial(hashlib.blake2b, digest_size=16)
+
+    def keep(seen: SeenRows) -> Callable[[list[bytes]], list[bool]]:
+        return lambda keys: seen.add_all(list(map(methodcaller("digest"), map(digest, keys))))
+
+    out = context.output_path("clean.csv")
+    count = 0
+    with SeenRows() as seen, open_output(context, out) as handle:
+        handle.write(_header_line(header))
+        for columns, plain in blocks:
+            rows, lines = arrow_csv.clean_block(columns, plain, keep(seen))
+            if rows:
+                handle.write(lines)
+                count += rows
+    return _file_ref(context, out, header, count)
+
+
+def _clean_rows(source: str, context: StepContext) -> dict:
+    header, rows = read_rows(source)
 
     def cleaned(seen: SeenRows) -> Iterator[list[Any]]:
         while block := list(islice(rows, ROWS_PER_BLOCK)):
@@ -172,11 +239,14 @@ def clean_csv(params: FileRefParams, previous: Any, context: StepContext) -> dic
 
 class SeenRows:
     """The rows clean has kept (their hashes), for its duplicate check, in bounded memory: a
-    set up to MEMORY_ROWS hashes (about 40 MB), then a temporary on-disk table with a 64 MB
-    cache (measured: 3 million distinct rows in 47 s and 149 MB, against 30 s and 417 MB all
-    in memory)."""
+    set up to MEMORY_ROWS hashes (about 40 MB), then, for the hashes after those, a temporary
+    on-disk table with a 64 MB cache (measured: 3 million distinct rows in 47 s and 149 MB,
+    against 30 s and 417 MB all in memory). The set stays: copying it to disk took as long as
+    checking as many rows there."""
 
     MEMORY_ROWS = 500_000
+    # SQLite's limit on the parameters of a statement (SQLITE_MAX_VARIABLE_NUMBER, 3.32 on).
+    PARAMETERS = 32_766
 
     def __init__(self) -> None:
         self._memory: set[bytes] = set()
@@ -187,39 +257,34 @@ class SeenRows:
         """For each key in order: True if it is new (and now kept), False if seen before."""
         if self._disk is not None:
             return self._add_on_disk(keys)
-        new = []
-        for key in keys:
-            new.append(key not in self._memory)
-            self._memory.add(key)
-        if len(self._memory) >= self.MEMORY_ROWS:
-            self._spill()
+        memory, add = self._memory, self._memory.add
+        new = [key not in memory and not add(key) for key in keys]
+        if len(memory) >= self.MEMORY_ROWS:
+            self._open_disk()
         return new
 
     def _add_on_disk(self, keys: list[bytes]) -> list[bool]:
         disk = self._disk
-        assert disk is not None  # add_all calls this once the keys spilled to disk
-        known: set[bytes] = set()
-        for start in range(0, len(keys), 500):  # SQLite's limit on parameters per statement
-            part = keys[start:start + 500]
-            known.update(key for (key,) in disk.execute(
-                f"SELECT key FROM seen WHERE key IN ({','.join('?' * len(part))})", part))
-        new = []
-        for key in keys:
-            new.append(key not in known)
-            known.add(key)
-        disk.executemany("INSERT OR IGNORE INTO seen VALUES (?)",
-                               [(key,) for key, fresh in zip(keys, new, strict=True) if fresh])
-        return new
+        assert disk is not None  # add_all calls this once the set is full
+        # New to the set, once each and in order (a B-tree fills fastest so); SQLite inserts
+        # those it does not have and returns them.
+        unseen = sorted(dict.fromkeys(keys).keys() - self._memory)
+        fresh: dict[bytes, bool] = {}
+        for start in range(0, len(unseen), self.PARAMETERS):
+            part = unseen[start:start + self.PARAMETERS]
+            fresh.update(zip(map(itemgetter(0), disk.execute(
+                f"INSERT INTO seen VALUES {','.join(['(?)'] * len(part))} "
+                "ON CONFLICT DO NOTHING RETURNING key", part)), repeat(True)))
+        # pop gives True the first time a fresh key comes, False after and for the others.
+        return list(map(fresh.pop, keys, repeat(False)))
 
-    def _spill(self) -> None:
+    def _open_disk(self) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="taskchain-clean-")
         self._disk = sqlite3.connect(Path(self._folder.name) / "seen.sqlite3",
                                      isolation_level=None)
         self._disk.executescript(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536; "
             "CREATE TABLE seen (key BLOB PRIMARY KEY) WITHOUT ROWID; BEGIN")
-        self._disk.executemany("INSERT INTO seen VALUES (?)", ((k,) for k in self._memory))
-        self._memory = set()
 
     def __enter__(self) -> "SeenRows":
         return self
@@ -254,8 +319,43 @@ def _numeric_ranges(relative: str) -> tuple[list[str], dict[int, tuple[float, fl
 
 def transform_csv(params: FileRefParams, previous: Any, context: StepContext) -> dict:
     """Min-max scale every numeric column to [0, 1] (a constant column becomes 0)."""
+    from chains.steps import arrow_csv
+
     source = _input_file(params, previous, context)
-    header, ranges = _numeric_ranges(source)
+    try:
+        header, blocks = _arrow_blocks(source)
+        ranges = arrow_csv.numeric_ranges(blocks)
+    except arrow_csv.Irregular:
+        header, ranges = _numeric_ranges(source)  # or read_rows' StepFailed
+        write = _transform_rows
+    else:
+        write = _transform_blocks
+    out = context.output_path("transform.csv")
+    ref = _file_ref(context, out, header, write(source, context, out, header, ranges))
+    ref["scaled_columns"] = [header[i] for i in sorted(ranges)]
+    return ref
+
+
+def _transform_blocks(source: str, context: StepContext, out: Path, header: list[str],
+                      ranges: dict[int, tuple[float, float]]) -> int:
+    from chains.steps import arrow_csv
+
+    count = 0
+    try:
+        _, blocks = _arrow_blocks(source)
+        with open_output(context, out) as handle:
+            handle.write(_header_line(header))
+            for columns, plain in blocks:
+                handle.write(arrow_csv.transform_block(columns, plain, ranges))
+                count += len(columns[0])
+    except arrow_csv.Irregular:  # it read well a moment ago
+        _read_through(source)
+        raise StepFailed(f"file {source!r} changed while it was read") from None
+    return count
+
+
+def _transform_rows(source: str, context: StepContext, out: Path, header: list[str],
+                    ranges: dict[int, tuple[float, float]]) -> int:
     _, rows = read_rows(source)
 
     def scaled() -> Iterator[list[Any]]:
@@ -267,26 +367,31 @@ def transform_csv(params: FileRefParams, previous: Any, context: StepContext) ->
                     out[index] = (number - low) / (high - low) if high > low else 0.0
             yield out
 
-    out = context.output_path("transform.csv")
-    ref = _file_ref(context, out, header, _write(context, out, header, scaled()))
-    ref["scaled_columns"] = [header[i] for i in sorted(ranges)]
-    return ref
-
-
-class _Irregular(Exception):
-    """A block analyze_csv does not read itself: read_rows decides, row by row."""
+    return _write(context, out, header, scaled())
 
 
 class _Column:
     """Count, mean, sum of squared deviations, min and max of a column's numbers, merged block
-    by block (Chan et al.); or text, once one of its cells is not a number."""
+    by block (Chan et al.); or text, once one of its cells is not a number.
 
-    __slots__ = ("count", "mean", "m2", "low", "high", "text")
+    The blocks' means and deviations are taken of the numbers less a shift, the first block's
+    least number: merging blocks then rounds at the scale of the spread of the numbers, not of
+    their offset (numbers around 1e9 that vary by 1 keep their standard deviation to 1e-15,
+    not 1e-9)."""
+
+    __slots__ = ("count", "mean", "m2", "low", "high", "text", "shift")
 
     def __init__(self) -> None:
         self.count, self.mean, self.m2 = 0, 0.0, 0.0
         self.low, self.high = math.inf, -math.inf
         self.text = False
+        self.shift: float | None = None
+
+    def _shift_for(self, low: float) -> float:
+        if self.shift is None:
+            # Numbers near the largest double could overflow once shifted: those are not.
+            self.shift = low if abs(low) < 2.0**1000 else 0.0
+        return self.shift
 
     def add(self, cells: Sequence[str], *, short: bool) -> None:
         """Add a block of cells; `short` promises none is longer than MAX_NUMBER_CHARS."""
@@ -298,24 +403,42 @@ class _Column:
         elif values:
             self._merge(values)
 
+    def add_numbers(self, values: Any) -> None:
+        """Add a block of numbers, a pyarrow array (null for a blank)."""
+        from chains.steps import arrow_csv
+
+        summary = arrow_csv.summary(values, self._shift_for)
+        if summary is None:
+            return
+        if math.isfinite(summary[1]) and math.isfinite(summary[2]):
+            self._combine(*summary)
+        else:  # values so large that their sum overflows: as read_rows' path adds them
+            self._merge(values.drop_null().to_pylist())
+
     def _merge(self, values: list[float]) -> None:
         count = len(values)
-        mean = _mean(values)
+        low, high = min(values), max(values)
+        shift = self._shift_for(low)
+        shifted = [value - shift for value in values] if shift else values
+        mean = _mean(shifted)
         # Two passes over the block: its mean, then the distance of its values from that mean
         # (squared by multiplying, which overflows to inf rather than raising).
-        distance = math.dist(values, [mean] * count)
-        m2 = distance * distance
+        distance = math.dist(shifted, [mean] * count)
+        self._combine(count, mean, distance * distance, low, high)
+
+    def _combine(self, count: int, mean: float, m2: float, low: float, high: float) -> None:
+        """Merge a block's count, mean, sum of squared deviations, min and max (Chan et al.)."""
         total = self.count + count
         delta = mean - self.mean
         self.mean += delta * count / total
         self.m2 += m2 + delta * delta * self.count * count / total
         self.count = total
-        self.low, self.high = min(self.low, min(values)), max(self.high, max(values))
+        self.low, self.high = min(self.low, low), max(self.high, high)
 
     def as_dict(self) -> dict:
         std = math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else None
-        return {"count": self.count, "mean": self.mean, "min": self.low, "max": self.high,
-                "std": std}
+        return {"count": self.count, "mean": self.mean + (self.shift or 0.0), "min": self.low,
+                "max": self.high, "std": std}
 
 
 def _numbers(cells: Sequence[str], *, short: bool) -> list[float] | None:
@@ -348,71 +471,20 @@ def _mean(values: list[float]) -> float:
         return math.fsum(value / len(values) for value in values)
 
 
-def _blocks(handle: TextIO, width: int) -> Iterator[tuple[int, Sequence[Sequence[str]], bool]]:
-    """(rows, columns, no cell longer than MAX_NUMBER_CHARS) for each block of whole lines.
-    Plain blocks are split with str methods; quoted ones go through csv, exactly as read_rows
-    would read them; anything else raises _Irregular."""
-    limit = csv.field_size_limit()
-    while text := handle.read(BLOCK_CHARS):
-        if not text.endswith("\n"):
-            text += handle.readline()
-        # read_rows' reader also ends lines at a lone \r; splitting at \n would not.
-        if "\x00" in text or text.count("\r") != text.count("\r\n"):
-            raise _Irregular
-        lines = text.split("\n")
-        if not lines[-1]:
-            lines.pop()
-        longest = max(map(len, lines))
-        if ('"' not in text and longest <= limit
-                and set(map(str.count, lines, repeat(","))) == {width - 1}):
-            # Every line has width cells: one split of the whole block, then one slice per column.
-            cells = text.replace("\n", ",").split(",")
-            end = len(lines) * width
-            columns = [cells[index:end:width] for index in range(width)]
-            yield len(lines), columns, longest - (width - 1) <= MAX_NUMBER_CHARS
-        else:
-            rows = _csv_rows(text, handle)
-            if max(map(len, rows)) > width:
-                raise _Irregular
-            yield len(rows), list(zip_longest(*rows, fillvalue="")), False
-
-
-def _csv_rows(text: str, handle: TextIO) -> list[list[str]]:
-    """The rows of a block, read by csv; a quoted field the block cut short continues in
-    `handle` up to the end of its row."""
-    lines = io.StringIO(text, newline="")
-    reader = csv.reader(chain(lines, _checked_lines(handle)), strict=True)
-    rows = []
-    try:
-        for row in reader:
-            rows.append(row)
-            if lines.tell() == len(text):
-                break
-    except csv.Error as exc:
-        raise _Irregular from exc
-    return rows
-
-
-def _checked_lines(handle: TextIO) -> Iterator[str]:
-    for line in iter(handle.readline, ""):
-        if "\x00" in line:
-            raise _Irregular
-        yield line
-
-
 def _analyze_blocks(relative: str) -> tuple[list[str], int, list[_Column]]:
-    handle, _, header = _open_csv(relative)
+    from chains.steps import arrow_csv
+
+    header, blocks = _arrow_blocks(relative)
     columns = [_Column() for _ in header]
     count = 0
-    with handle:
-        try:
-            for rows, cells, short in _blocks(handle, len(header)):
-                count += rows
-                # A block of short rows may have fewer columns than the header.
-                for column, column_cells in zip(columns, cells, strict=False):
-                    column.add(column_cells, short=short)
-        except UnicodeDecodeError as exc:
-            raise _Irregular from exc
+    for block, _ in blocks:
+        count += len(block[0])
+        for column, cells in zip(columns, block, strict=True):
+            if not column.text:
+                values, text = arrow_csv.numbers(cells)
+                column.text = text
+                if not text:
+                    column.add_numbers(values)
     return header, count, columns
 
 
@@ -429,12 +501,15 @@ def _analyze_rows(relative: str) -> tuple[list[str], int, list[_Column]]:
 
 def analyze_csv(params: FileRefParams, previous: Any, context: StepContext) -> dict:
     """Per numeric column: count, mean, min, max and sample standard deviation."""
+    from chains.steps import arrow_csv
+
     source = _input_file(params, previous, context)
     try:
         header, count, columns = _analyze_blocks(source)
-    except _Irregular:
-        # A NUL byte, a lone carriage return, too many fields, bad quoting or bad UTF-8: read
-        # the file again the way every data step reads it, which also words the error.
+    except arrow_csv.Irregular:
+        # A NUL byte, too many fields, bad quoting, bad UTF-8, or a header only csv reads
+        # right: read the file again the way every data step reads it, which also words the
+        # error.
         header, count, columns = _analyze_rows(source)
     numeric = {header[i]: column.as_dict() for i, column in enumerate(columns)
                if column.count and not column.text}
