@@ -8,7 +8,7 @@ from django.contrib.auth.models import Permission
 from django.db.models import Count
 
 from chains import services
-from chains.models import MapItem, Run, RunStatus, RunTrigger, StepRun
+from chains.models import MapItem, Run, RunStatus, RunTrigger, StepRun, WorkerHeartbeat
 from chains.presets import Preset, StepSpec
 from tests.helpers import wait_for_run
 
@@ -96,8 +96,8 @@ def test_redis_restarted_empty_during_a_map_the_lost_items_run_again(
     # Production timeouts: Redis gives nothing back by itself; the reconciler must see that
     # no live worker and no queue holds the unfinished items.
     env = {"CHAINS_VISIBILITY_TIMEOUT": "600", "CHAINS_STALL_SECONDS": "600"}
-    start_worker(**env)
-    start_beat(**env)
+    worker = start_worker(**env)
+    beat = start_beat(**env)
     run = start_run(StepSpec("flow.wait", {"seconds": 0.05}, 0, map=True),
                     inputs=list(range(300)))
     mapped = StepRun.objects.get(run=run, index=0)
@@ -107,7 +107,17 @@ def test_redis_restarted_empty_during_a_map_the_lost_items_run_again(
     embedded_redis.start()
     lost = MapItem.objects.filter(step_run=mapped).exclude(status="COMPLETED").count()
     assert lost > 0, "the map ended before Redis stopped; nothing was tested"
-    run = wait_for_run(run.id, timeout=120)
+    try:
+        run = wait_for_run(run.id, timeout=120)
+    except AssertionError:  # say where it stopped
+        items = list(MapItem.objects.filter(step_run=mapped).exclude(status="COMPLETED")
+                     .values_list("index", "status", "worker", "attempts")[:20])
+        steps = list(run.step_runs.values_list("index", "status", "attempts", "task_id"))
+        heartbeats = list(WorkerHeartbeat.objects.values_list("hostname", "pid", "seen_at"))
+        raise AssertionError(
+            f"unfinished items {items}, steps {steps}, worker alive "
+            f"{worker.process.poll() is None}, heartbeats {heartbeats}\n--- worker log\n"
+            f"{worker.log_tail()}\n--- beat log\n{beat.log_tail()}") from None
     assert run.status == RunStatus.COMPLETED, run.error
     assert run.result == list(range(300))
     mapped.refresh_from_db()
