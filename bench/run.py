@@ -3,6 +3,9 @@ as one table of medians and ratios and written as JSON.
 
     python -m bench.run [--only chains,submit,reads,purge,data,recovery,map,metrics] [--quick]
                         [--repeat 3] [--map-items 10000]
+
+On SQLite by default; with BENCH_DATABASE_URL=postgres://... each benchmark gets a fresh
+database of its own on that PostgreSQL server.
 """
 import argparse
 import json
@@ -55,7 +58,8 @@ def _map(args) -> list[dict]:
     from bench import map_items
 
     items = args.map_items or (1_000 if args.quick else map_items.ITEMS)
-    return map_items.measure(repeat=1 if args.quick else args.repeat, items=items)
+    return map_items.measure(repeat=1 if args.quick else min(args.repeat, map_items.REPEAT),
+                             items=items)
 
 
 def _metrics(args) -> list[dict]:
@@ -99,10 +103,13 @@ def main() -> None:
     if args.quick:  # smaller sizes and one repeat: the goals are for the full run
         for row in rows:
             row["met"] = None
+    from bench.database import engine
+
+    print(f"\nmeasured on {engine()}, {time.strftime('%Y-%m-%d')}\n")
     print_table(rows)
     Path(args.json).write_text(json.dumps(
-        {"quick": args.quick, "repeat": args.repeat, "failed": failed, "results": rows},
-        indent=2))
+        {"quick": args.quick, "repeat": args.repeat, "database": engine(),
+         "date": time.strftime("%Y-%m-%d"), "failed": failed, "results": rows}, indent=2))
     if args.quick:
         print("\n--quick: smaller sizes and one repeat; goals are judged on the full run only")
     print(f"\nwritten to {args.json}")
