@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import current_app as app
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import F, Subquery
 from django.utils import timezone
 from django_celery_results.models import TaskResult
@@ -308,9 +308,27 @@ def run_publish(
         if resumed:
             Run.objects.filter(id=run.id, resumes__gt=0).update(resumes=F("resumes") - 1)
         return False
-    now = timezone.now()
-    Run.objects.filter(id=run.id).update(published_at=now, last_progress_at=now)
+    _mark_published(run.id)
     return True
+
+
+def _mark_published(run_id: uuid.UUID) -> None:
+    """The run's canvas reached the broker: its published_at (and last progress). On
+    PostgreSQL, when no transaction is open, this one commit does not wait for its WAL flush
+    (synchronous_commit off for it alone; the server writes it within a few hundred ms): the
+    run itself was committed durably before it was published, and should the server crash
+    before the mark is written, the reconciler publishes the run again as it does after a
+    publishing that failed (a step already started or done skips the second delivery)."""
+    now = timezone.now()
+    marked = Run.objects.filter(id=run_id)
+    connection = connections[router.db_for_write(Run)]
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        marked.update(published_at=now, last_progress_at=now)
+        return
+    with transaction.atomic(using=connection.alias):
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit = off")
+        marked.update(published_at=now, last_progress_at=now)
 
 
 def _resume_point(run: Run) -> tuple[list[StepRun], Any]:
