@@ -35,13 +35,12 @@ class TaskSubmitView(ChainsAPI, APIView):
             raise PermissionDenied("you may not start runs")
         serializer = TaskSubmitSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        user, key = signed_in(request.user), idempotency_key(request)
         try:
-            run, created = services.run_start_once(
-                user=signed_in(request.user), key=idempotency_key(request),
-                fingerprint=request_fingerprint(request),
+            run, created = services.run_start_once(  # without a key no fingerprint is needed
+                user=user, key=key, fingerprint=request_fingerprint(request) if key else "",
                 start=lambda: services.run_submit_task(
-                    **serializer.validated_data, user=signed_in(request.user),
-                    trigger=RunTrigger.API))
+                    **serializer.validated_data, user=user, trigger=RunTrigger.API))
         except ChainError as exc:
             raise as_api_error(exc) from exc
         return Response(TaskStatusSerializer.represent(run),
