@@ -11,8 +11,10 @@ from chains.models import RunStatus
 
 class Command(BaseCommand):
     help = ("Delete finished runs (COMPLETED, FAILED, CANCELLED) created more than DAYS days "
-            "ago, optionally of one status, with their step rows, django-celery-results rows "
-            "and files; 10,000 runs at a time. Prints the count deleted.")
+            "ago, optionally of one status, with their step rows, the steps' map items, "
+            "approvals and earlier attempts, the runs' deliveries and idempotency keys, the "
+            "django-celery-results rows of all of those and the runs' files; 10,000 runs at a "
+            "time. Prints the count deleted.")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--older-than", type=float, required=True, metavar="DAYS")
