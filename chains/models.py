@@ -206,9 +206,12 @@ class Run(models.Model):
     scheduled_for = models.DateTimeField(
         null=True, blank=True, help_text="The schedule's time slot this run was started for."
     )
+    # No foreign key in the database (Django still sets it to NULL when the step goes): the
+    # purge deletes a million steps at a time, and each constraint on a step is a check per
+    # deleted step (on PostgreSQL a query each, at commit). The purge unlinks it itself.
     parent_step = models.ForeignKey(
         "StepRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="child_runs",
-        help_text="The flow.chain step of another run that started this one.")
+        db_constraint=False, help_text="The flow.chain step of another run that started this one.")
     depth = models.PositiveSmallIntegerField(
         default=0, help_text="How deep this run is nested in sub-chains (0: a top run).")
     version = models.ForeignKey(
@@ -257,7 +260,10 @@ class StepRun(models.Model):
     """One step of one run. Its Celery task id is chosen before the canvas is published, so
     django-celery-results' TaskResult row for the step is found by that id."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="step_runs")
+    # Looked up by the (run, index) constraint's index: one of its own would only be one more
+    # for every insert and delete to keep.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="step_runs",
+                            db_index=False)
     index = models.PositiveIntegerField(help_text="0-based order of the step in the run.")
     stage = models.PositiveIntegerField()
     name = models.CharField(max_length=100, blank=True)
@@ -310,7 +316,10 @@ class StepRun(models.Model):
 class MapItem(models.Model):
     """One item of a map step: the step's function run on one element of its input list."""
 
-    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="items")
+    # What hangs off a step is linked to it without a database constraint and found by its
+    # unique constraint's index (see Run.parent_step); Django still cascades.
+    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="items",
+                                 db_index=False, db_constraint=False)
     index = models.PositiveIntegerField(help_text="0-based position in the input list.")
     task_id = models.CharField(max_length=255, unique=True)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
@@ -342,7 +351,9 @@ class Approval(models.Model):
     """A flow.approval step waiting for (or given) a person's decision. A retry of the run asks
     again: a new row; earlier decisions stay."""
 
-    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="approvals")
+    # As MapItem.step_run: no database constraint, its unique constraint's index.
+    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="approvals",
+                                 db_index=False, db_constraint=False)
     task_id = models.CharField(max_length=255, help_text="The step's task that asked.")
     message = models.TextField(blank=True)
     approvers_group = models.CharField(max_length=150, blank=True)
@@ -383,8 +394,10 @@ class StepAttempt(models.Model):
     """An attempt of a step that another attempt followed. The step's own row holds its latest
     attempt; these rows keep every one before it, so a retry never overwrites a failure."""
 
+    # As MapItem.step_run: no database constraint, its unique constraint's index.
     step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE,
-                                 related_name="earlier_attempts")
+                                 related_name="earlier_attempts", db_index=False,
+                                 db_constraint=False)
     number = models.PositiveIntegerField(help_text="1 for the step's first attempt.")
     task_id = models.CharField(max_length=255)
     status = models.CharField(max_length=16, choices=RunStatus.choices)
