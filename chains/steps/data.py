@@ -153,17 +153,18 @@ def load_csv(params: LoadParams, previous: Any, context: StepContext) -> dict:
     return {"file": params.path, "rows": count, "columns": header}
 
 
-def _arrow_blocks(relative: str) -> tuple[list[str], Iterator[list]]:
+def _arrow_blocks(relative: str) -> tuple[list[str], Iterator[tuple[list, bool]]]:
     """The header of a bounded, UTF-8 CSV file in the data directory, and its blocks of rows
-    read by pyarrow (a string array per column). arrow_csv.Irregular, now or while reading:
-    read_rows must read the file (it words the error, if it is one)."""
+    read by pyarrow (a string array per column, and whether the block is plain: see
+    arrow_csv.blocks). arrow_csv.Irregular, now or while reading: read_rows must read the file
+    (it words the error, if it is one)."""
     from chains.steps import arrow_csv
 
     handle, _, header = _open_csv(relative)
     handle.close()
     raw = arrow_csv.open_blocks(relative, header)
 
-    def blocks() -> Iterator[list]:
+    def blocks() -> Iterator[tuple[list, bool]]:
         with raw:
             yield from arrow_csv.blocks(raw, len(header), BLOCK_BYTES, csv.field_size_limit())
 
@@ -213,7 +214,7 @@ def _clean_blocks(source: str, context: StepContext) -> dict:
         handle.write(_header_line(header))
         for columns, plain in blocks:
             rows, lines = arrow_csv.clean_block(columns, plain, keep(seen))
-            if rows:
+            if lines is not None:
                 handle.write(lines)
                 count += rows
     return _file_ref(context, out, header, count)
