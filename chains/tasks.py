@@ -9,7 +9,7 @@ from celery import Task, shared_task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import task_postrun, task_prerun
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from chains import audit, heartbeats, services
 from chains.canvas import FINISH_TASK
@@ -112,6 +112,13 @@ def _audit_source_done(task_id: str, **kwargs: Any) -> None:
     token = _audit_tokens.pop(task_id, None)
     if token is not None:
         audit.leave(token)
+
+
+@task_postrun.connect(dispatch_uid="chains.close_old_connections")
+def _close_old_connections(**kwargs: Any) -> None:
+    """A connection kept across tasks (CELERY_DB_REUSE_MAX) is closed once it failed or
+    outlived CONN_MAX_AGE, as Django closes one after a request."""
+    close_old_connections()
 
 
 @shared_task(name=FINISH_TASK, ignore_result=True)

@@ -237,6 +237,10 @@ CELERY_TASK_TIME_LIMIT = hard_time_limit(CELERY_TASK_SOFT_TIME_LIMIT)
 CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CHAINS_WORKER_EVENTS", False)
 CELERY_TASK_SEND_SENT_EVENT = env_bool("CHAINS_TASK_SENT_EVENTS", False)
 CELERY_TASK_DEFAULT_QUEUE = "celery"
+# Celery's Django fixup closes a worker's database connections around every task unless this
+# is set; then it closes them every this many tasks, and chains.tasks closes one that failed
+# or outlived CONN_MAX_AGE after each task, as Django does after each request.
+CELERY_DB_REUSE_MAX = 1000
 # Workers keep consuming after the broker comes back, retrying the connection for ever.
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
