@@ -246,6 +246,13 @@ class Run(models.Model):
                 fields=["last_progress_at"], name="run_open_progress",
                 condition=Q(status__in=["PENDING", "RUNNING"]),
             ),
+            # The dashboard's recent failures: the newest FAILED runs without a sort (only
+            # those: the status index stays the one of counts by status).
+            models.Index(fields=["status", "-finished_at"], name="run_failed_finished",
+                         condition=Q(status="FAILED")),
+            # The runs ever retried (few): how many (/tasks/statistics, the dashboard) and
+            # the ones retried after a failure, without reading every run.
+            models.Index(fields=["created_by"], name="run_retried", condition=Q(retries__gt=0)),
         ]
 
     def __str__(self) -> str:
