@@ -241,3 +241,20 @@ def test_files_pyarrow_reads_otherwise_give_the_row_by_row_answer(data_dir, monk
     for key in ("clean", "transform"):
         assert (data_dir / fast[key]["file"]).read_bytes() == (
             data_dir / slow[key]["file"]).read_bytes()
+
+
+@pytest.mark.parametrize("memory_rows", [10, 1_000_000])
+def test_seen_rows_says_new_the_first_time_only(monkeypatch, memory_rows):
+    """In memory and past MEMORY_ROWS on disk, within a block and across blocks."""
+    monkeypatch.setattr(data.SeenRows, "MEMORY_ROWS", memory_rows)
+    rng = random.Random(3)
+    blocks = [[rng.randrange(60).to_bytes(16, "big") for _ in range(rng.randrange(1, 40))]
+              for _ in range(30)]
+    seen: set[bytes] = set()
+    with data.SeenRows() as rows:
+        for keys in blocks:
+            expected = []
+            for key in keys:
+                expected.append(key not in seen)
+                seen.add(key)
+            assert rows.add_all(keys) == expected
