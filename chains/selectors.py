@@ -9,6 +9,7 @@ from django.db.models import (
     Count,
     Exists,
     F,
+    FloatField,
     Func,
     IntegerField,
     Max,
@@ -421,6 +422,28 @@ def percentile(ordered: list[float], pct: float) -> float | None:
 CHAINS_PER_QUERY = 200
 
 
+class _Seconds(Func):
+    """Seconds from the second datetime expression to the first (None if either is), in
+    SQL: exact to the microsecond, as Django's own difference of datetimes, which SQLite
+    computes by calling Python for each row."""
+
+    output_field = FloatField()
+
+    def as_sql(self, compiler, connection, **extra_context):
+        (end, end_params), (start, start_params) = (
+            compiler.compile(expression) for expression in self.source_expressions)
+        params = [*end_params, *start_params] * 2
+        if connection.vendor == "sqlite":
+            # Django stores 'YYYY-MM-DD HH:MM:SS[.ffffff]': whole seconds and the fraction.
+            # (strftime rounds a fraction of a second: it gets the whole seconds alone.)
+            return (f"((CAST(strftime('%%s', substr({end}, 1, 19)) AS INTEGER) - "
+                    f"CAST(strftime('%%s', substr({start}, 1, 19)) AS INTEGER)) + "
+                    f"(CAST(substr({end}, 20) AS REAL) - CAST(substr({start}, 20) AS REAL)))",
+                    params)
+        return (f"CAST(EXTRACT(EPOCH FROM ({end} - {start})) AS double precision)",
+                [*end_params, *start_params])
+
+
 class _HoursSince(Func):
     """Whole hours from `start` to a datetime expression, in the database's own arithmetic:
     Django's TruncHour is a Python function SQLite calls for each row (most of the chart's
@@ -435,7 +458,8 @@ class _HoursSince(Func):
     def as_sql(self, compiler, connection, **extra_context):
         sql, params = compiler.compile(self.source_expressions[0])
         if connection.vendor == "sqlite":
-            seconds = f"CAST(strftime('%%s', {sql}) AS INTEGER)"
+            # Whole seconds of 'YYYY-MM-DD HH:MM:SS[.ffffff]' (strftime rounds a fraction).
+            seconds = f"CAST(strftime('%%s', substr({sql}, 1, 19)) AS INTEGER)"
         else:
             seconds = f"CAST(floor(extract(epoch FROM {sql})) AS bigint)"
         return f"(({seconds} - %s) / 3600)", [*params, self.start]
@@ -494,9 +518,11 @@ def chain_performance(*, user, recent: int = 200) -> list[dict]:
         ranges = Q()
         for term in terms[first:first + CHAINS_PER_QUERY]:
             ranges |= term
-        rows.extend(Run.objects.order_by().filter(ranges).values_list(
-            "chain_id", "task_type", "created_at", "status", "started_at", "finished_at",
-            "retries"))
+        # Newest first (a sort of the few rows read), the duration in SQL: no datetime is
+        # converted in Python.
+        rows.extend(Run.objects.filter(ranges).order_by("-created_at").values_list(
+            "chain_id", "task_type", "status",
+            _Seconds(F("finished_at"), F("started_at")), "retries"))
     by_chain: dict[tuple[int | None, str], list[tuple]] = {}
     for chain_id, task_type, *run in rows:
         key = (chain_id, names[chain_id]) if chain_id else (None, task_type)
@@ -504,13 +530,12 @@ def chain_performance(*, user, recent: int = 200) -> list[dict]:
     out = []
     for (pk, name), rows in sorted(by_chain.items(),
                                    key=lambda item: (item[0][0] is None, item[0][1])):
-        # Runs created at the same moment as the `recent`-th may come along: newest first,
-        # the first `recent`.
-        runs = sorted(rows, key=lambda row: row[0], reverse=True)[:recent]
-        durations = sorted((finished_at - started).total_seconds()
-                           for _, _, started, finished_at, _ in runs if started and finished_at)
+        # Runs created at the same moment as the `recent`-th may come along: the first
+        # `recent` (newest first).
+        runs = rows[:recent]
+        durations = sorted(seconds for _, seconds, _ in runs if seconds is not None)
         first_time = sum(status == RunStatus.COMPLETED and not retries
-                         for _, status, _, _, retries in runs)
+                         for status, _, retries in runs)
         out.append({
             "chain": SimpleNamespace(pk=pk, name=name) if pk else None,
             "task_type": "" if pk else name, "runs": len(runs),
