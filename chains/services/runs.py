@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from celery import current_app as app
 from django.conf import settings
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models import F, Subquery
+from django.db.models import F, Func, Subquery, TextField, Value
+from django.db.models.lookups import IsNull
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
@@ -313,22 +314,26 @@ def run_publish(
 
 
 def _mark_published(run_id: uuid.UUID) -> None:
-    """The run's canvas reached the broker: its published_at (and last progress). On
-    PostgreSQL, when no transaction is open, this one commit does not wait for its WAL flush
-    (synchronous_commit off for it alone; the server writes it within a few hundred ms): the
-    run itself was committed durably before it was published, and should the server crash
-    before the mark is written, the reconciler publishes the run again as it does after a
-    publishing that failed (a step already started or done skips the second delivery)."""
+    """The run's canvas reached the broker: its published_at (and last progress), in one
+    statement. On PostgreSQL, outside a transaction, that statement's commit does not wait
+    for its WAL flush (set_config turns synchronous_commit off for that transaction alone;
+    the server writes it within a few hundred ms): the run itself was committed durably
+    before it was published, and should the server crash before the mark is written, the
+    reconciler publishes the run again as after a publishing that failed (a step already
+    started or done skips the second delivery)."""
     now = timezone.now()
     marked = Run.objects.filter(id=run_id)
     connection = connections[router.db_for_write(Run)]
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
-        marked.update(published_at=now, last_progress_at=now)
-        return
-    with transaction.atomic(using=connection.alias):
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit = off")
-        marked.update(published_at=now, last_progress_at=now)
+    if (connection.vendor == "postgresql" and not connection.in_atomic_block
+            and connection.get_autocommit()):
+        marked = marked.filter(IsNull(_SYNCHRONOUS_COMMIT_OFF, False))
+    marked.update(published_at=now, last_progress_at=now)
+
+
+# set_config(name, value, is_local): evaluated in the WHERE of a statement that is its own
+# transaction, it holds until that transaction's commit.
+_SYNCHRONOUS_COMMIT_OFF = Func(Value("synchronous_commit"), Value("off"), Value(True),
+                               function="set_config", output_field=TextField())
 
 
 def _resume_point(run: Run) -> tuple[list[StepRun], Any]:
