@@ -125,12 +125,13 @@ def add_related() -> None:
     step in 200 (the first item's failure stored as a task result), an approval on one step in
     100, a webhook rule per chain with a delivery of each failed run of a chain (and a resend
     of one in ten), and an idempotency key of each run started through the API. One
-    INSERT ... SELECT each, portable between SQLite and PostgreSQL."""
+    INSERT ... SELECT each, portable between SQLite and PostgreSQL; then, on PostgreSQL, the
+    tables the purge reads vacuumed and analysed."""
     import django
 
     sys.path.insert(0, str(ROOT))
     django.setup()
-    from django.db import transaction
+    from django.db import connection, transaction
     from django_celery_results.models import TaskResult
 
     from chains.models import (
@@ -187,6 +188,13 @@ def add_related() -> None:
             "user_id": "r.created_by_id", "key": "CAST(r.id AS VARCHAR(64))",
             "fingerprint": "'bench'", "run_id": "r.id", "created_at": "r.created_at",
         }, "FROM chains_run r WHERE r.\"trigger\" = 'api' AND r.created_by_id IS NOT NULL")
+    if connection.vendor == "postgresql":
+        # Runs weeks old have long been vacuumed and analysed by autovacuum: without it the
+        # purge would be the first to read the rows just written (setting their hint bits)
+        # and be planned without statistics.
+        with connection.cursor() as cursor:
+            for table in TABLES:
+                cursor.execute(f"VACUUM ANALYZE {table}")
 
 
 def _insert_select(model, given: dict[str, str], source: str) -> None:
