@@ -8,7 +8,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 QUEUE = "bench-db"
 
-app = Celery("bench_raw_db")
+app = Celery("bench_raw_db", set_as_current=False)  # the project publishes with its own
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.result_backend = "django-db"
 app.conf.task_default_queue = QUEUE

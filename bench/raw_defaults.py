@@ -11,7 +11,7 @@ QUEUE = "bench-defaults"
 
 app = Celery("bench_raw_defaults",
              broker=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6390/0"),
-             backend="django-db")
+             backend="django-db", set_as_current=False)  # the project publishes with its own
 app.conf.task_default_queue = QUEUE
 
 

@@ -11,7 +11,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 QUEUE = "bench-recovery"
 RAW_VISIBILITY_TIMEOUT = 60
 
-app = Celery("bench_raw_recovery")
+app = Celery("bench_raw_recovery", set_as_current=False)  # the project publishes with its own
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.result_backend = "django-db"
 app.conf.task_default_queue = QUEUE

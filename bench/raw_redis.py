@@ -8,7 +8,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 QUEUE = "bench-redis"
 
-app = Celery("bench_raw_redis")
+app = Celery("bench_raw_redis", set_as_current=False)  # the project publishes with its own
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.result_backend = os.environ.get("REDIS_URL", "redis://127.0.0.1:6390/0")
 app.conf.task_default_queue = QUEUE
