@@ -7,7 +7,7 @@ from typing import Any
 from celery import maybe_signature, states
 from celery.exceptions import ChordError
 from celery.result import AsyncResult
-from django.db import router, transaction
+from django.db import connection, router, transaction
 from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend, trigger_callback
 from django_celery_results.models import ChordCounter, TaskResult
@@ -23,13 +23,31 @@ UPSERT_FIELDS = ["status", "result", "traceback", "meta", "content_type", "conte
                  "date_done"]
 
 
+_NOT_COUNTED = object()
+
+
+def _chord_count_down(group_id: str) -> int | None:
+    """One statement: the chord's counter goes down by one; how many parts are left (None
+    when the group has no counter)."""
+    table = connection.ops.quote_name(ChordCounter._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET count = count - 1 WHERE group_id = %s "
+                       "RETURNING count", [group_id])
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
 class ResultBackend(DatabaseBackend):
     """Same table, same rows as the stock backend; fewer round trips. The stock backend reads
     the row before every write and, when a chord's header is done, reads its results one by
-    one: with 1,000 parallel steps that was thousands of queries."""
+    one: with 1,000 parallel steps that was thousands of queries. A step that completes writes
+    its result row, and as a chord's header part counts the chord down, in its own
+    transaction (store_with_step)."""
 
-    # Task ids whose SUCCESS row their step wrote itself (in this worker process).
+    # Task ids whose SUCCESS row their step wrote itself (in this worker process), and of
+    # those that are chord header parts, how many parts were left once each was counted.
     _written_with_step: dict[str, bool] = {}
+    _chord_parts_counted: dict[str, int | None] = {}
 
     def _store_result(self, task_id, result, status, traceback=None, request=None,
                       using=None):
@@ -48,6 +66,23 @@ class ResultBackend(DatabaseBackend):
         self._written_with_step[task_id] = True
         if len(self._written_with_step) > 10_000:  # entries a crash between the two left
             self._written_with_step.clear()
+            self._chord_parts_counted.clear()
+        if getattr(request, "chord", None) and getattr(request, "group", None):
+            # A chord's header step counts itself done in the same transaction.
+            self._chord_parts_counted[task_id] = _chord_count_down(request.group)
+
+    def on_chord_part_return(self, request, state, result, **kwargs):
+        counted = self._chord_parts_counted.pop(request.id, _NOT_COUNTED)
+        if counted is _NOT_COUNTED:  # not counted with its step: a failure, a redelivery
+            return self._chord_part_counted_now(request)
+        if counted is None:
+            logger.warning("no chord counter for group %s", request.group)
+        elif counted == 0:  # the last part: the body goes now that the step committed
+            counter = ChordCounter.objects.filter(group_id=request.group).first()
+            if counter is not None:
+                counter.delete()
+                self._chord_body_call(request, counter)
+        return None
 
     def _row(self, task_id, result, status, traceback, request) -> TaskResult:
         content_type, content_encoding, encoded = self.encode_content(result)
@@ -89,7 +124,7 @@ class ResultBackend(DatabaseBackend):
             except Exception:  # the reconciler fails or resumes the run later
                 logger.exception("could not fail the run of step task %s", task_id)
 
-    def on_chord_part_return(self, request, state, result, **kwargs):
+    def _chord_part_counted_now(self, request) -> None:
         tid, gid = request.id, request.group
         if not gid or not tid:
             return
@@ -103,6 +138,9 @@ class ResultBackend(DatabaseBackend):
                 counter.save(update_fields=["count"])
                 return
             counter.delete()
+        self._chord_body_call(request, counter)
+
+    def _chord_body_call(self, request, counter: ChordCounter) -> None:
         header = counter.group_result(app=self.app)
         callback = maybe_signature(request.chord, app=self.app)
         if not all(isinstance(r, AsyncResult) for r in header.results):
