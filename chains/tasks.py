@@ -115,10 +115,12 @@ def _audit_source_done(task_id: str, **kwargs: Any) -> None:
 
 
 @task_postrun.connect(dispatch_uid="chains.close_old_connections")
-def _close_old_connections(**kwargs: Any) -> None:
-    """A connection kept across tasks (CELERY_DB_REUSE_MAX) is closed once it failed or
-    outlived CONN_MAX_AGE, as Django closes one after a request."""
-    close_old_connections()
+def _close_old_connections(task: Task, **kwargs: Any) -> None:
+    """A worker's connection kept across tasks (CELERY_DB_REUSE_MAX) is closed once it failed
+    or outlived CONN_MAX_AGE, as Django closes one after a request (a task applied in the
+    caller's process leaves the caller's connection alone)."""
+    if not getattr(task.request, "is_eager", False):
+        close_old_connections()
 
 
 @shared_task(name=FINISH_TASK, ignore_result=True)
