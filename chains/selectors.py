@@ -549,19 +549,22 @@ def chain_performance(*, user, recent: int = 200) -> list[dict]:
 def recent_failures(*, user, limit: int = 10) -> list[Run]:
     """Runs that failed, newest failure first, each with `failed_at` and `failure`: a run that
     was retried since keeps its place (what it failed with is kept on it), marked by
-    `retries`. Two queries, each on an index, merged here: the FAILED runs by finished_at
-    (run_failed_finished) and the runs retried after a failure that are not FAILED now
-    (run_retried: the few with retries), instead of an ORDER BY over a CASE that sorted
-    every failed run."""
+    `retries`. Three queries, each on an index, merged here, instead of an ORDER BY over a
+    CASE that sorted every failed run: the FAILED runs that finished, newest first
+    (run_failed_finished, read in its order on SQLite and PostgreSQL alike: no NULLS LAST to
+    sort for); the runs retried after a failure that are not FAILED now (run_retried: few);
+    and the FAILED runs with no finish time (listed last; none, as a rule)."""
     runs = runs_visible_to(user).select_related("chain")
-    failed = list(runs.filter(status=RunStatus.FAILED)
-                  .annotate(failed_at=F("finished_at"), failure=F("error"))
-                  .order_by(F("finished_at").desc(nulls_last=True))[:limit])
+    failed = runs.filter(status=RunStatus.FAILED).annotate(failure=F("error"))
+    finished = list(failed.filter(finished_at__isnull=False)
+                    .annotate(failed_at=F("finished_at")).order_by("-finished_at")[:limit])
     retried = list(runs.filter(retries__gt=0, retried_status=RunStatus.FAILED)
                    .exclude(status=RunStatus.FAILED)
                    .annotate(failed_at=F("retried_at"), failure=F("retried_error"))
                    .order_by(F("retried_at").desc(nulls_last=True))[:limit])
-    newest_first = sorted(failed + retried, reverse=True, key=lambda run: (
+    unfinished = list(failed.filter(finished_at__isnull=True)
+                      .annotate(failed_at=F("finished_at")).order_by()[:limit])
+    newest_first = sorted(finished + retried + unfinished, reverse=True, key=lambda run: (
         run.failed_at is not None, run.failed_at or datetime.min))
     return newest_first[:limit]
 

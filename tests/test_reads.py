@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
-from django.db.models import Count
+from django.db.models import Case, Count, F, Q, When
 
 from chains import selectors
 from chains.models import Approval, Chain, Run, RunStatus, StepRun
@@ -103,15 +103,18 @@ def test_chain_performance_reads_each_chains_last_finished_runs(user, other_user
     assert own["p50"] == pytest.approx(1.000002, abs=1e-9)
 
 
-def test_recent_failures_merge_failed_and_retried_runs_newest_first(mixed, admin_user):
+def test_recent_failures_are_those_of_the_order_by_they_replaced(mixed, user, admin_user):
+    never_finished = _run(user, status=RunStatus.FAILED)
+    Run.objects.filter(pk=never_finished.pk).update(finished_at=None)
     failures = selectors.recent_failures(user=admin_user, limit=50)
-    expected = sorted(
-        [(r.finished_at, r.pk) for r in Run.objects.filter(status=RunStatus.FAILED)]
-        + [(r.retried_at, r.pk) for r in Run.objects.filter(
-            retries__gt=0, retried_status=RunStatus.FAILED).exclude(status=RunStatus.FAILED)],
-        reverse=True)
+    expected = list(Run.objects.filter(
+        Q(status=RunStatus.FAILED) | Q(retries__gt=0, retried_status=RunStatus.FAILED))
+        .annotate(failed_at=Case(When(status=RunStatus.FAILED, then=F("finished_at")),
+                                 default=F("retried_at")))
+        .order_by(F("failed_at").desc(nulls_last=True)).values_list("failed_at", "pk"))
     assert [run.failed_at for run in failures] == [moment for moment, _ in expected]
     assert {run.pk for run in failures} == {pk for _, pk in expected}
+    assert failures[-1].pk == never_finished.pk
     assert len(selectors.recent_failures(user=admin_user, limit=3)) == 3
 
 
