@@ -7,8 +7,9 @@ from django.dispatch import Signal
 # resumed run `resumed=True`, so a broker that is still away gives the resume back.
 run_ready = Signal()
 
-# A run ended (COMPLETED, FAILED or CANCELLED): sent with `run_id` by the one service that
-# ends runs (services.runs.run_end); a parent run waiting for it goes on.
+# A run ended (COMPLETED, FAILED or CANCELLED): sent with `run_id` (and, when known, its
+# `chain_id` and `parent_step_id`) by the one service that ends runs (services.runs.run_end);
+# a parent run waiting for it goes on.
 run_ended = Signal()
 
 # A run started waiting for an approval: sent with `run_id` and `step_run_id` by

@@ -29,23 +29,32 @@ def publish_ready_run(sender, run_id, run: Run | None = None, step_runs=None,
                                   resumed=resumed))
 
 
+# Each receiver of run_ended skips what cannot apply when run_end said so: a run no step
+# started (parent_step_id None), or that belongs to no chain (chain_id None).
+_UNKNOWN = object()
+
+
 @receiver(run_ended, dispatch_uid="chains.continue_parent_run")
-def continue_parent_run(sender, run_id, **kwargs) -> None:
+def continue_parent_run(sender, run_id, parent_step_id=_UNKNOWN, **kwargs) -> None:
     """A flow.chain step waiting for this run goes on once its end commits (the reconciler
     catches an end this misses)."""
-    transaction.on_commit(partial(child_run_ended, run_id=run_id))
+    if parent_step_id is not None:
+        transaction.on_commit(partial(child_run_ended, run_id=run_id))
 
 
 @receiver(run_ended, dispatch_uid="chains.start_queued_runs")
-def start_queued_runs(sender, run_id, **kwargs) -> None:
+def start_queued_runs(sender, run_id, chain_id=_UNKNOWN, **kwargs) -> None:
     """A run's slot is free once its end commits: queued runs of its chain may start."""
-    transaction.on_commit(partial(runs_promote_after, run_id=run_id))
+    if chain_id is not None:
+        transaction.on_commit(partial(runs_promote_after, run_id=run_id))
 
 
 @receiver(run_ended, dispatch_uid="chains.notify_run_ended")
-def notify_ended(sender, run_id, **kwargs) -> None:
+def notify_ended(sender, run_id, chain_id=_UNKNOWN, **kwargs) -> None:
     """The chain's notification rules hear of the end once it commits (never within it)."""
-    transaction.on_commit(partial(notify_run_ended, run_id=run_id))
+    if chain_id is not None:
+        transaction.on_commit(partial(notify_run_ended, run_id=run_id,
+                                      chain_id=None if chain_id is _UNKNOWN else chain_id))
 
 
 @receiver(run_waiting, dispatch_uid="chains.notify_run_waiting")

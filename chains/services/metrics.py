@@ -143,28 +143,30 @@ def _step_ran(increments: Increments, *, step_type: str, status: str | None,
                  (finished_at - started_at).total_seconds())
 
 
-def metrics_run_ended(run_id: uuid.UUID | str) -> None:
+def metrics_run_ended(run_id: uuid.UUID | str) -> dict[str, Any]:
     """Inside run_end's transaction, once the run ended: its duration and its steps' (one
     query: the run joined to its steps). After a retry, only the steps that finished since
-    the retry are observed (the others were at the run's earlier end)."""
+    the retry are observed (the others were at the run's earlier end). Returns the run's
+    `chain_id` and `parent_step_id`, read in the same query, for run_end's receivers."""
     rows = list(Run.objects.filter(id=run_id).values_list(
         "chain__name", "task_type", "status", "created_at", "started_at", "finished_at",
         "retried_at", "step_runs__step_type", "step_runs__status", "step_runs__started_at",
-        "step_runs__finished_at"))
+        "step_runs__finished_at", "chain_id", "parent_step_id"))
     if not rows:
-        return
+        return {}
     chain, task_type, status, created_at, started_at, finished_at, retried_at = rows[0][:7]
     increments: Increments = {}
     _run_ended(increments, chain=chain, task_type=task_type, status=status,
                created_at=created_at, started_at=started_at, finished_at=finished_at,
                retried_at=retried_at)
-    for *_, step_type, step_status, step_started, step_finished in rows:
+    for *_, step_type, step_status, step_started, step_finished, _, _ in rows:
         if step_type is None or (retried_at is not None and step_finished is not None
                                  and step_finished < retried_at):
             continue
         _step_ran(increments, step_type=step_type, status=step_status,
                   started_at=step_started, finished_at=step_finished)
     metrics_add(increments)
+    return {"chain_id": rows[0][-2], "parent_step_id": rows[0][-1]}
 
 
 def metrics_reconciled(report: Mapping[str, int]) -> None:

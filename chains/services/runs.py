@@ -472,8 +472,8 @@ def run_end(run_id: uuid.UUID | str, to: str, **fields: Any) -> int:
     with transaction.atomic(savepoint=False):  # the end and its metrics commit together
         ended = states.move(Run.objects.filter(id=run_id), to, **fields)
         if ended:
-            metrics_run_ended(run_id)
-            run_ended.send(sender=Run, run_id=run_id)
+            known = metrics_run_ended(run_id)  # chain_id, parent_step_id
+            run_ended.send(sender=Run, run_id=run_id, **known)
     return ended
 
 
