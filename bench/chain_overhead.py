@@ -140,9 +140,10 @@ def run_all(repeat: int) -> list[dict]:
                        "raw_defaults_seconds": round(t["defaults"], 3),
                        "raw_same_settings_seconds": round(t["raw"], 3),
                        "samples_seconds": t["samples"]}
-            for side, name in (("defaults", DEFAULTS_NAME), ("raw", SAME_SETTINGS_NAME)):
+            for side, name, short in (("defaults", DEFAULTS_NAME, "Celery's defaults"),
+                                      ("raw", SAME_SETTINGS_NAME, "the project's settings")):
                 ratio = t[side] / t["project"]  # project steps/s over the reference's
-                rows.append(_row(f"chain throughput, {label}", "steps/s",
+                rows.append(_row(f"chain throughput, {label}, vs {short}", "steps/s",
                                  total / t["project"], total / t[side], name, ">= 1.0x",
                                  ratio >= 1.0, **details))
                 rows[-1]["ratio"] = round(ratio, 3)
