@@ -164,3 +164,16 @@ def test_deleting_a_run_through_django_still_takes_what_hangs_off_its_steps(rule
 
     assert [count for name, count in _rows_of(run).items() if name != "TaskResult"] == [0] * 6
     assert Run.objects.get(id=child.id).parent_step is None
+
+
+def test_deleting_one_run_takes_the_task_results_of_its_attempts_and_items(rule):
+    user = make_user("owner")
+    run = _run_with_everything(user, rule)
+    other = _run_with_everything(user, rule)
+    assert _rows_of(run)["TaskResult"] == 4
+    gone = Run(id=run.id)
+    gone._state.adding = False  # stands for the deleted run in _rows_of's filters
+    services.run_delete(run=run)
+    assert not Run.objects.filter(id=gone.id).exists()
+    assert set(_rows_of(gone).values()) == {0}
+    assert _rows_of(other)["TaskResult"] == 4  # another run's stay

@@ -37,6 +37,7 @@ from chains.models import (
     Run,
     RunStatus,
     RunTrigger,
+    StepAttempt,
     StepRun,
 )
 from chains.permissions import can_read_chain_inputs
@@ -555,7 +556,8 @@ def run_cancel(*, run: Run, reason: str = "cancelled") -> Run:
 
 @transaction.atomic
 def run_delete(*, run: Run) -> None:
-    """Delete a run with its steps, their TaskResult rows and the files its steps wrote."""
+    """Delete a run with its steps, the TaskResult rows of their attempts and map items, and
+    the files its steps wrote."""
     if run.status in states.OPEN:
         try:
             run_cancel(run=run, reason="deleted")
@@ -563,8 +565,11 @@ def run_delete(*, run: Run) -> None:
             pass  # it finished meanwhile: delete it all the same
     if run.parent_step_id is not None:  # its end will never be seen: the parent fails now
         parent_step_fail(run, error=f"child run {run.id} was deleted")
-    task_ids = list(run.step_runs.values_list("task_id", flat=True))
-    TaskResult.objects.filter(task_id__in=task_ids).delete()
+    task_ids = [*run.step_runs.values_list("task_id", flat=True),  # every attempt's and item's
+                *StepAttempt.objects.filter(step_run__run=run).values_list("task_id", flat=True),
+                *MapItem.objects.filter(step_run__run=run).values_list("task_id", flat=True)]
+    for chunk in range(0, len(task_ids), 10_000):
+        TaskResult.objects.filter(task_id__in=task_ids[chunk:chunk + 10_000]).delete()
     run_id = str(run.id)
     audit.record("run deleted", run)
     run.delete()
