@@ -3,6 +3,7 @@ import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
+from typing import Any, cast
 
 from auditlog.models import LogEntry
 from django.db.models import (
@@ -429,7 +430,8 @@ class _Seconds(Func):
 
     output_field = FloatField()
 
-    def as_sql(self, compiler, connection, **extra_context):
+    def as_sql(self, compiler, connection, function=None, template=None,
+               arg_joiner=None, **extra_context):
         (end, end_params), (start, start_params) = (
             compiler.compile(expression) for expression in self.source_expressions)
         params = [*end_params, *start_params] * 2
@@ -455,7 +457,8 @@ class _HoursSince(Func):
         super().__init__(expression)
         self.start = int(start.timestamp())
 
-    def as_sql(self, compiler, connection, **extra_context):
+    def as_sql(self, compiler, connection, function=None, template=None,
+               arg_joiner=None, **extra_context):
         sql, params = compiler.compile(self.source_expressions[0])
         if connection.vendor == "sqlite":
             # Whole seconds of 'YYYY-MM-DD HH:MM:SS[.ffffff]' (strftime rounds a fraction).
@@ -513,7 +516,7 @@ def chain_performance(*, user, recent: int = 200) -> list[dict]:
     for task_type in PRESETS:
         of_type = Q(chain__isnull=True, task_type=task_type)
         terms.append(visible & of_type & Q(created_at__gte=since(finished.filter(of_type))))
-    rows = []
+    rows: list[Any] = []
     for first in range(0, len(terms), CHAINS_PER_QUERY):
         ranges = Q()
         for term in terms[first:first + CHAINS_PER_QUERY]:
@@ -566,7 +569,7 @@ def recent_failures(*, user, limit: int = 10) -> list[Run]:
                       .annotate(failed_at=F("finished_at")).order_by()[:limit])
     newest_first = sorted(finished + retried + unfinished, reverse=True, key=lambda run: (
         run.failed_at is not None, run.failed_at or datetime.min))
-    return newest_first[:limit]
+    return cast(list[Run], newest_first[:limit])
 
 
 # --- Export -----------------------------------------------------------------------------------

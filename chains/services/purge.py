@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connections, router, transaction
@@ -103,8 +103,8 @@ def _sql_is_complete() -> bool:
 def _chunk_tables(connection: Any) -> Iterator[None]:
     """The temporary tables of a chunk's run ids (`id`) and step ids (`id`, `task_id`), this
     connection's own, dropped at the end."""
-    run_id = Run._meta.pk.rel_db_type(connection)
-    step_id = StepRun._meta.pk.rel_db_type(connection)
+    run_id = cast(Any, Run._meta.pk).rel_db_type(connection)
+    step_id = cast(Any, StepRun._meta.pk).rel_db_type(connection)
     task_id = StepRun._meta.get_field("task_id").db_type(connection)
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {CHUNK_RUNS} "
@@ -124,10 +124,10 @@ def _delete_by_sql(connection: Any, ids: list[Any]) -> None:
     q = connection.ops.quote_name
 
     def table(model: type[Model]) -> str:
-        return q(model._meta.db_table)
+        return str(q(model._meta.db_table))
 
     def column(model: type[Model], name: str) -> str:
-        return q(model._meta.get_field(name).column)
+        return str(q(cast(Any, model._meta.get_field(name)).column))
 
     chunk_runs = f"SELECT id FROM {CHUNK_RUNS}"
     chunk_steps = f"SELECT id FROM {CHUNK_STEPS}"
@@ -172,9 +172,9 @@ def _delete_by_sql(connection: Any, ids: list[Any]) -> None:
         cursor.execute(f"UPDATE {table(Delivery)} SET {column(Delivery, 'resend_of')} = NULL "
                        f"WHERE {column(Delivery, 'resend_of')} IN ({deliveries}) "
                        f"AND {column(Delivery, 'run')} NOT IN ({chunk_runs})")
-        for model in (Delivery, IdempotencyKey):
-            cursor.execute(f"DELETE FROM {table(model)} "
-                           f"WHERE {column(model, 'run')} IN ({chunk_runs})")
+        for held in (Delivery, IdempotencyKey):
+            cursor.execute(f"DELETE FROM {table(held)} "
+                           f"WHERE {column(held, 'run')} IN ({chunk_runs})")
         cursor.execute(f"DELETE FROM {table(StepRun)} "
                        f"WHERE {column(StepRun, 'id')} IN ({chunk_steps})")
         cursor.execute(f"DELETE FROM {table(Run)} WHERE {column(Run, 'id')} IN ({chunk_runs})")
@@ -185,7 +185,8 @@ def _delete_by_collector(connection: Any, ids: list[Any]) -> None:
     the delete signals: the TaskResult rows first (nothing points at them), then the runs."""
     steps = StepRun.objects.filter(run_id__in=ids)
     for model in TASK_ID_MODELS:
-        owned = steps if model is StepRun else model.objects.filter(step_run__in=steps)
+        owned = steps if model is StepRun else cast(Any, model).objects.filter(
+            step_run__in=steps)
         TaskResult.objects.filter(task_id__in=owned.values("task_id")).delete()
     Run.objects.filter(id__in=ids).delete()
 
