@@ -21,6 +21,7 @@ from django_celery_results.models import TaskResult
 from chains import states
 from chains.bounds import json_problem
 from chains.canvas import pauses
+from chains.commits import unflushed
 from chains.models import MapItem, Run, RunStatus, StepRun
 from chains.services.runs import _run_complete, step_fail
 from chains.services.workflows import (
@@ -150,8 +151,8 @@ def map_item_execute(*, step_run_id: int, index: int, value: Any, task_id: str |
                          "each time)")
     this_delivery = MapItem.objects.filter(id=item.id, task_id=item.task_id)
     now = timezone.now()
-    if not states.move(this_delivery, RunStatus.RUNNING, attempts=F("attempts") + 1,
-                       started_at=now, worker=worker[:255]):
+    if not states.move(unflushed(this_delivery), RunStatus.RUNNING,
+                       attempts=F("attempts") + 1, started_at=now, worker=worker[:255]):
         raise StepSkipped(f"item {index} of step run {step_run_id} moved meanwhile")
     step_type = STEP_TYPES.get(step_run.step_type)
     if step_type is None:
@@ -284,8 +285,9 @@ def _step_mark_running(step_run: StepRun, run: Run, *, worker: str = "",
     run becomes RUNNING with its first step. The step's own start time is the run's progress
     while it runs (see `_is_stalled`), so later steps write nothing to the run row here."""
     now = timezone.now()
-    started = states.move(
-        StepRun.objects.filter(id=step_run.id, task_id=step_run.task_id), RunStatus.RUNNING,
+    started = states.move(  # its loss in a server crash: the step is delivered again
+        unflushed(StepRun.objects.filter(id=step_run.id, task_id=step_run.task_id)),
+        RunStatus.RUNNING,
         started_at=now, attempts=F("attempts") + 1, worker=worker[:255], worker_pid=worker_pid,
         progress=None, progress_message="", log="")  # this start's own, not an earlier one's
     if not started:

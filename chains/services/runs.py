@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 from celery import current_app as app
 from django.conf import settings
-from django.db import IntegrityError, connections, router, transaction
-from django.db.models import F, Func, Subquery, TextField, Value
-from django.db.models.lookups import IsNull
+from django.db import IntegrityError, transaction
+from django.db.models import F, Subquery
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from chains import audit, states
 from chains.bounds import check_inputs
 from chains.canvas import build_run_signature
+from chains.commits import unflushed
 from chains.errors import ChainError, Conflict, LimitReached
 from chains.events import run_ended, run_ready
 from chains.inputs_schema import check_inputs_schema
@@ -323,18 +323,7 @@ def _mark_published(run_id: uuid.UUID) -> None:
     reconciler publishes the run again as after a publishing that failed (a step already
     started or done skips the second delivery)."""
     now = timezone.now()
-    marked = Run.objects.filter(id=run_id)
-    connection = connections[router.db_for_write(Run)]
-    if (connection.vendor == "postgresql" and not connection.in_atomic_block
-            and connection.get_autocommit()):
-        marked = marked.filter(IsNull(_SYNCHRONOUS_COMMIT_OFF, False))
-    marked.update(published_at=now, last_progress_at=now)
-
-
-# set_config(name, value, is_local): evaluated in the WHERE of a statement that is its own
-# transaction, it holds until that transaction's commit.
-_SYNCHRONOUS_COMMIT_OFF = Func(Value("synchronous_commit"), Value("off"), Value(True),
-                               function="set_config", output_field=TextField())
+    unflushed(Run.objects.filter(id=run_id)).update(published_at=now, last_progress_at=now)
 
 
 def _resume_point(run: Run) -> tuple[list[StepRun], Any]:
