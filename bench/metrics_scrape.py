@@ -54,13 +54,16 @@ def _observe(client, requests: int) -> dict:
         body = _scrape(client)
     sqls = [q["sql"] for q in captured.captured_queries]
     plans = {}
+    postgres = connection.vendor == "postgresql"
     with connection.cursor() as cursor:
         for sql in sqls:
             if '"chains_run"' in sql or '"chains_steprun"' in sql:
-                cursor.execute("EXPLAIN QUERY PLAN " + sql)
+                cursor.execute(("EXPLAIN " if postgres else "EXPLAIN QUERY PLAN ") + sql)
                 plans[sql] = [str(row[-1]) for row in cursor.fetchall()]
+    whole_table = (("Seq Scan on chains_run ", "Seq Scan on chains_steprun ") if postgres else
+                   ("SCAN chains_run", "SCAN chains_steprun"))
     scans = [line for lines in plans.values() for line in lines
-             if line.startswith(("SCAN chains_run", "SCAN chains_steprun"))]
+             if line.strip().removeprefix("->").strip().startswith(whole_table)]
     return {"p50_ms": round(_percentile(wall, 50), 2), "p95_ms": round(_percentile(wall, 95), 2),
             "cpu_p95_ms": round(_percentile(cpu, 95), 2), "queries": len(sqls), "sql": sqls,
             "plans": plans, "table_scans": scans, "bytes": len(body),
