@@ -1,16 +1,13 @@
 """Benchmark: GET /metrics (bearer token) at 100,000 runs / 1,000,000 steps, with the stored
 counters rebuilt from those runs and a live Redis holding messages: p95, queries per scrape
 (the same at a tenth of the runs), and no query that scans the runs table."""
-import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from bench import child
 from bench.reads import Sizes, _percentile
-from bench.stack import free_port
 
 GOAL_MS = 100.0
 REQUESTS = 50
@@ -82,28 +79,13 @@ def worker(*, quick: bool) -> list[dict]:
     import redis
 
     from bench import dataset
-    from config.embedded_redis import redis_server_command
+    from bench.stack import start_redis
 
     sizes = Sizes(small=1_000, full=10_000) if quick else Sizes(small=10_000, full=100_000)
     workdir = Path(tempfile.mkdtemp(prefix="taskchain-metrics-"))
-    port = free_port()
-    (workdir / "redis").mkdir()
-    server = subprocess.Popen(redis_server_command(port, workdir / "redis", persist=False),
-                              stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    os.environ.update({"REDIS_URL": url, "CELERY_BROKER_URL": url,
-                       "CHAINS_METRICS_TOKEN": TOKEN})
+    server, port = start_redis(workdir, CHAINS_METRICS_TOKEN=TOKEN)
     try:
         broker = redis.Redis(port=port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                broker.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
         for queue, count in QUEUED.items():
             broker.rpush(queue, *["{}"] * count)
         dataset.setup_django(workdir)

@@ -1,7 +1,6 @@
 """Benchmark 5: reads at 10,000, 100,000 and 1,000,000 runs (10 steps each): p95 and queries
 per request of the seed endpoints, the API, the admin's run list, run page and dashboard, and
 /metrics; the goal is judged at the largest size, its queries against the smallest's."""
-import os
 import re
 import shutil
 import subprocess
@@ -239,29 +238,10 @@ def _rows(observed: dict[int, dict], builds: dict[int, dict],
 
 
 def _start_redis(workdir: Path) -> subprocess.Popen:
-    """A Redis of this benchmark's own for /metrics' queue lengths (as metrics_scrape)."""
-    import redis
+    """A Redis of this benchmark's own for /metrics' queue lengths."""
+    from bench.stack import start_redis
 
-    from bench.stack import free_port
-    from config.embedded_redis import redis_server_command
-
-    port = free_port()
-    (workdir / "redis").mkdir()
-    server = subprocess.Popen(redis_server_command(port, workdir / "redis", persist=False),
-                              stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    os.environ.update({"REDIS_URL": url, "CELERY_BROKER_URL": url,
-                       "CHAINS_METRICS_TOKEN": METRICS_TOKEN})
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis(port=port).ping()
-            return server
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                server.terminate()
-                raise
-            time.sleep(0.05)
+    return start_redis(workdir, CHAINS_METRICS_TOKEN=METRICS_TOKEN)[0]
 
 
 def worker(*, quick: bool) -> list[dict]:

@@ -68,6 +68,9 @@ def _metrics(args) -> list[dict]:
     return metrics_scrape.measure(quick=args.quick)
 
 
+# Suites whose cost does not shrink with --quick: run then only when named with --only.
+FIXED_SIZE = {"recovery"}
+
 SUITES: dict[str, Callable] = {
     "chains": _chains, "submit": _submit, "reads": _reads, "purge": _purge, "data": _data,
     "recovery": _recovery, "map": _map, "metrics": _metrics,
@@ -76,8 +79,10 @@ SUITES: dict[str, Callable] = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default=",".join(SUITES),
-                        help=f"comma-separated, of: {', '.join(SUITES)}")
+    parser.add_argument("--only", default=None,
+                        help=f"comma-separated, of: {', '.join(SUITES)} (default: all; with "
+                             "--quick all but recovery, whose kill and restart take as long "
+                             "at any size)")
     parser.add_argument("--quick", action="store_true",
                         help="smaller sizes and one repeat: a smoke run, not the figures")
     parser.add_argument("--repeat", type=int, default=3)
@@ -85,7 +90,11 @@ def main() -> None:
                         help="items of the map benchmark (default 10,000; 1,000 with --quick)")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args()
-    names = [name.strip() for name in args.only.split(",") if name.strip()]
+    if args.only is None:
+        chosen = [name for name in SUITES if not (args.quick and name in FIXED_SIZE)]
+    else:
+        chosen = args.only.split(",")
+    names = [name.strip() for name in chosen if name.strip()]
     unknown = [name for name in names if name not in SUITES]
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")

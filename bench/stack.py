@@ -81,3 +81,29 @@ class Stack:
                 process.wait(5)
         for log in self.logs:
             log.close()
+
+
+def start_redis(workdir: Path, **env: str) -> tuple[subprocess.Popen, int]:
+    """A Redis of a benchmark's own (nothing kept on disk) that this process's Django and
+    Celery then use (REDIS_URL, CELERY_BROKER_URL, and `env`), once it answers; its process
+    and port."""
+    import redis
+
+    from config.embedded_redis import redis_server_command
+
+    port = free_port()
+    (workdir / "redis").mkdir()
+    server = subprocess.Popen(redis_server_command(port, workdir / "redis", persist=False),
+                              stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    os.environ.update({"REDIS_URL": url, "CELERY_BROKER_URL": url, **env})
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis(port=port).ping()
+            return server, port
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                server.terminate()
+                raise
+            time.sleep(0.05)
