@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, TypeAlias
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
 
-from chains.models import Chain, Run
+from chains.models import Chain, ChainSchedule, Run
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -63,3 +63,9 @@ def can_read_chain_inputs(user: Actor, chain: Chain) -> bool:
     """A chain's default inputs may hold what only its author should read (a key, a path):
     its author and staff read them; every other user sees the chain without them."""
     return user.is_staff or chain.created_by_id == user.pk
+
+
+def can_read_schedule_inputs(user: Actor, schedule: ChainSchedule) -> bool:
+    """A schedule's inputs are its owner's, as a chain's default inputs are its author's: its
+    owner and staff read them; the chain's author sees the schedule without them."""
+    return user.is_staff or schedule.created_by_id == user.pk

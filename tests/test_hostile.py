@@ -693,3 +693,28 @@ def test_seed_config_is_bounded_like_any_json(api):
     response = api.post("/tasks/submit", body, format="json")
     assert response.status_code == 400 and "config" in response.json()
     assert not Run.objects.exists()
+
+
+def test_a_schedules_inputs_are_its_owners_not_the_chain_authors(api, user, admin_api,
+                                                                  admin_user):
+    waits = [{"step_type": "flow.wait", "params": {"seconds": 0}}]
+    chain = api.post("/api/chains/", {**CHAIN, "steps": waits}, format="json").json()
+    made = admin_api.post("/api/schedules/", {
+        "chain": chain["id"], "kind": "interval", "every_seconds": 3600,
+        "inputs": {"secret": "staff-only"}}, format="json")
+    assert made.status_code == 201, made.content
+    url = f"/api/schedules/{made.json()['id']}/"
+    assert admin_api.get(url).json()["inputs"] == {"secret": "staff-only"}
+    seen = api.get(url)  # the chain's author sees the schedule, not its owner's inputs
+    assert seen.status_code == 200 and seen.json()["inputs"] is None
+    assert "staff-only" not in api.get("/api/schedules/").content.decode()
+    # Saving it would make it theirs with inputs they may not read: refused, nothing saved.
+    taken = api.patch(url, {"name": "taken"}, format="json")
+    assert taken.status_code == 403 and "inputs" in taken.json(), taken.content
+    schedule = ChainSchedule.objects.get(pk=made.json()["id"])
+    assert (schedule.created_by, schedule.name) == (admin_user, "")
+    # With inputs of their own, it becomes theirs.
+    own = api.patch(url, {"name": "mine", "inputs": {"n": 1}}, format="json")
+    assert own.status_code == 200, own.content
+    assert own.json()["inputs"] == {"n": 1}
+    assert ChainSchedule.objects.get(pk=schedule.pk).created_by == user

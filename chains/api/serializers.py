@@ -22,7 +22,7 @@ from chains.models import (
     StepAttempt,
     StepRun,
 )
-from chains.permissions import can_read_chain_inputs
+from chains.permissions import can_read_chain_inputs, can_read_schedule_inputs
 from chains.presets import PRESETS, StepSpec
 from chains.schedules import next_fire_times
 from chains.selectors import (
@@ -406,6 +406,13 @@ class ChainScheduleSerializer(BoundedModelSerializer):
                   "enabled", "overlap", "skipped_firings", "last_skipped_at", "disabled_reason",
                   "owner", "next_fire_times", "created_at"]
         read_only_fields = ["created_at", "disabled_reason", "skipped_firings", "last_skipped_at"]
+
+    def to_representation(self, schedule: ChainSchedule) -> dict:
+        data = super().to_representation(schedule)
+        request = self.context.get("request")
+        if request is not None and not can_read_schedule_inputs(request.user, schedule):
+            data["inputs"] = None  # its owner's, as a chain's default inputs are its author's
+        return data
 
     def get_next_fire_times(self, schedule: ChainSchedule) -> list[str]:
 

@@ -30,7 +30,7 @@ from chains.models import (
     RunTrigger,
     ScheduleKind,
 )
-from chains.permissions import can_schedule_chain
+from chains.permissions import can_read_schedule_inputs, can_schedule_chain
 from chains.schedules import schedule_errors, slot_for
 from chains.services.runs import run_cancel, run_start
 
@@ -156,6 +156,12 @@ def schedule_check(
     unknown = set(fields) - set(SCHEDULE_FIELDS)
     if unknown:
         raise ChainError("unknown fields", errors={key: ["unknown field"] for key in unknown})
+    if (schedule is not None and schedule.pk and user is not None and "inputs" not in fields
+            and schedule.inputs is not None and not can_read_schedule_inputs(user, schedule)):
+        # Saving makes it theirs: it may not keep inputs they may not read.
+        raise NotAllowed("not allowed", errors={"inputs": [
+            f"this schedule's inputs are {schedule.created_by}'s: give inputs of your own to "
+            "change it"]})
     previous_run_at = schedule.run_at if schedule else None
     schedule = schedule or ChainSchedule()
     # Whoever saves a schedule owns it from then on: its runs are theirs, on their rights. An
