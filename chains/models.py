@@ -632,3 +632,8 @@ class BulkJob(models.Model):
         if not self.matched:
             return 1.0 if self.status == BulkJobStatus.COMPLETED else None
         return min(1.0, (self.done + sum(self.skipped.values())) / self.matched)
+
+
+# The rows whose task ids have TaskResult rows, which go when they go: a step's latest attempt,
+# its earlier ones, a map item (a failure is stored) and the task that asked for an approval.
+TASK_ID_MODELS = (StepRun, MapItem, StepAttempt, Approval)

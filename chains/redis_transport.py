@@ -1,12 +1,13 @@
-"""kombu's Redis transport, used for redis:// brokers (CELERY_BROKER_TRANSPORT), with two
-changes for a worker that loses its Redis connection while it holds messages. kombu closes the
-channel by giving its reserved messages back to the broker it has just lost, and once it is
-connected again it acknowledges the messages of tasks that ran meanwhile on the closed
-channel; both raise an error that stops the worker ("Unrecoverable error: AttributeError ...
-'hostname'" or "... 'client'"), and under `make run` every process with it. Here the give-back
-fails quietly and such an acknowledgement only forgets the message: Redis' unacked set keeps
-both kinds, and its visibility timeout restores them (a step that had finished returns its
-stored result), or, when Redis came back empty, the reconciler publishes the lost ones again."""
+"""kombu's Redis transport, used for redis:// and rediss:// brokers (CELERY_BROKER_TRANSPORT),
+with two changes for a worker that loses its Redis connection while it holds messages. kombu
+closes the channel by giving its reserved messages back to the broker it has just lost, and
+once it is connected again it acknowledges the messages of tasks that ran meanwhile on the
+closed channel; both raise an error that stops the worker ("Unrecoverable error:
+AttributeError ... 'hostname'" or "... 'client'"), and under `make run` every process with it.
+Here the give-back fails quietly and such an acknowledgement only forgets the message: Redis'
+unacked set keeps both kinds, and its visibility timeout restores them (a step that had
+finished returns its stored result), or, when Redis came back empty, the reconciler publishes
+the lost ones again."""
 import logging
 
 from kombu.transport import redis, virtual

@@ -24,6 +24,7 @@ UPSERT_FIELDS = ["status", "result", "traceback", "meta", "content_type", "conte
 
 
 _NOT_COUNTED = object()
+_COUNTED_BEFORE = object()
 
 
 def _chord_count_down(group_id: str) -> int | None:
@@ -45,9 +46,10 @@ class ResultBackend(DatabaseBackend):
     transaction (store_with_step)."""
 
     # Task ids whose SUCCESS row their step wrote itself (in this worker process), and of
-    # those that are chord header parts, how many parts were left once each was counted.
+    # those that are chord header parts, how many parts were left once each was counted
+    # (_COUNTED_BEFORE: by an earlier delivery).
     _written_with_step: dict[str, bool] = {}
-    _chord_parts_counted: dict[str, int | None] = {}
+    _chord_parts_counted: dict[str, object] = {}
 
     def _store_result(self, task_id, result, status, traceback=None, request=None,
                       using=None):
@@ -71,17 +73,25 @@ class ResultBackend(DatabaseBackend):
             # A chord's header step counts itself done in the same transaction.
             self._chord_parts_counted[task_id] = _chord_count_down(request.group)
 
+    def counted_with_step_before(self, task_id: str) -> None:
+        """A step delivered again that a first delivery completed: its chord part was counted
+        in that completion's transaction, so it is not counted again."""
+        if len(self._chord_parts_counted) > 10_000:  # those of steps in no chord stay
+            self._chord_parts_counted.clear()
+        self._chord_parts_counted[task_id] = _COUNTED_BEFORE
+
     def on_chord_part_return(self, request, state, result, **kwargs):
         counted = self._chord_parts_counted.pop(request.id, _NOT_COUNTED)
-        if counted is _NOT_COUNTED:  # not counted with its step: a failure, a redelivery
+        if counted is _NOT_COUNTED:  # not counted with its step: a failure, a skipped step
             return self._chord_part_counted_now(request)
         if counted is None:
             logger.warning("no chord counter for group %s", request.group)
-        elif counted == 0:  # the last part: the body goes now that the step committed
-            counter = ChordCounter.objects.filter(group_id=request.group).first()
-            if counter is not None:
-                counter.delete()
-                self._chord_body_call(request, counter)
+        elif counted is _COUNTED_BEFORE or counted == 0:
+            # The last part goes on to the body now that its step committed; a delivery again
+            # does what a first one that died before this left undone (its counter at 0).
+            counter = ChordCounter.objects.filter(group_id=request.group, count__lte=0).first()
+            if counter is not None and ChordCounter.objects.filter(pk=counter.pk).delete()[0]:
+                self._chord_body_call(request, counter)  # by whoever deleted the counter
         return None
 
     def _row(self, task_id, result, status, traceback, request) -> TaskResult:

@@ -47,12 +47,14 @@ class StepTask(Task):
                                                  value=previous, task_id=task_id,
                                                  worker=self.request.hostname or "")
             store_with_step = getattr(self.backend, "store_with_step", None)
+            counted_before = getattr(self.backend, "counted_with_step_before", None)
             return services.step_execute(
                 step_run_id=step_run_id, previous=previous, task_id=task_id,
                 finish_run=finish_run, worker=self.request.hostname or "",
                 worker_pid=heartbeats.worker_main_pid(),
                 record_result=store_with_step and partial(store_with_step, task_id,
-                                                          request=self.request))
+                                                          request=self.request),
+                counted_before=counted_before and partial(counted_before, task_id))
         except services.StepSkipped as exc:
             raise Ignore(str(exc)) from exc
         except StepFailed as exc:

@@ -184,7 +184,7 @@ SPECTACULAR_SETTINGS = {
 EMBEDDED_REDIS_PORT = env_int("EMBEDDED_REDIS_PORT", 6390)
 REDIS_URL = env_str("REDIS_URL", f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0")
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
-if CELERY_BROKER_URL.startswith("redis://"):  # a worker survives Redis going away
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):  # a worker survives Redis going away
     CELERY_BROKER_TRANSPORT = "chains.redis_transport:Transport"
 # Results come back through django-celery-results (its TaskResult table and admin), written
 # by chains.results: one upsert per state and one query to gather a chord's results.

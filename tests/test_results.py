@@ -218,3 +218,39 @@ def test_a_step_task_the_worker_does_not_know_fails_its_run_naming_the_type(back
     assert (run.status, run.error) == (RunStatus.FAILED, (
         "step 1 (math.add): unknown step type 'math.add': no app on the worker that took it "
         "declares it"))
+
+
+def test_a_header_step_delivered_again_is_counted_once_and_gives_the_body_once(
+        backend, monkeypatch):
+    """Counted with its step's completion: a delivery again of a completed header step (its
+    first worker died before reporting the part) neither counts it twice nor loses the body;
+    when the first delivery of the last part died, the second one calls the body."""
+    header = app.GroupResult("g-2", [app.AsyncResult(t) for t in ("p", "q")])
+    ChordCounter.objects.create(group_id="g-2", count=2,
+                                sub_tasks=json.dumps([r.as_tuple() for r in header.results]))
+    calls: list = []
+    monkeypatch.setattr("celery.canvas.Signature.delay", lambda self, *args: calls.append(args))
+    body = app.signature("chains.run_finish", kwargs={"run_id": "r"})
+
+    def request(task_id):
+        return SimpleNamespace(id=task_id, group="g-2", chord=body, task="chains.step.x",
+                               args=[], kwargs={}, hostname="w", delivery_info={})
+
+    def completed_then_died(task_id, value):  # the step's transaction, then no report
+        backend.store_with_step(task_id, value, request(task_id))
+        backend._chord_parts_counted.pop(task_id)
+
+    def delivered_again(task_id, value):  # finds its step done; Celery reports the part
+        backend.counted_with_step_before(task_id)
+        backend.on_chord_part_return(request(task_id), states.SUCCESS, value)
+
+    completed_then_died("p", 1)
+    delivered_again("p", 1)
+    assert ChordCounter.objects.get(group_id="g-2").count == 1 and calls == []
+    completed_then_died("q", 2)  # the last part
+    assert ChordCounter.objects.get(group_id="g-2").count == 0 and calls == []
+    delivered_again("q", 2)
+    assert calls == [([1, 2],)]
+    assert not ChordCounter.objects.filter(group_id="g-2").exists()
+    delivered_again("q", 2)  # once more: nothing left to do
+    assert calls == [([1, 2],)]

@@ -60,6 +60,7 @@ def step_execute(
     *, step_run_id: int, previous: Any, task_id: str | None = None, finish_run: bool = False,
     worker: str = "", worker_pid: int | None = None,
     record_result: Callable[[Any], None] | None = None,
+    counted_before: Callable[[], None] | None = None,
 ) -> Any:
     """Run one step. A step already COMPLETED (a redelivered message) returns its stored
     result without doing its work again. A step started more often than its retries allow
@@ -67,7 +68,8 @@ def step_execute(
     A delivery whose `task_id` is no longer the step's (the run was retried or resumed under
     fresh ids since) is skipped. `finish_run` marks the run's last step, which completes the
     run in the same transaction as itself (the canvas then needs no finaliser task).
-    `record_result` writes the task's result record in that transaction too."""
+    `record_result` writes the task's result record in that transaction too (and counts its
+    chord down); `counted_before` is told when a delivery finds that done already."""
     found = (StepRun.objects.select_related("run").only(*READ_ON_START)
              .filter(id=step_run_id).order_by()[:1])
     step_run = found[0] if found else None
@@ -76,6 +78,8 @@ def step_execute(
     if task_id is not None and step_run.task_id != task_id:
         raise StepSkipped(f"task {task_id} is an older delivery of step run {step_run_id}")
     if step_run.status in states.DONE:  # done (or skipped) before: what it handed on
+        if step_run.status == RunStatus.COMPLETED and counted_before is not None:
+            counted_before()  # its completion wrote its result record and chord count
         return step_run.result
     run = step_run.run
     if run.status in states.FINAL or step_run.status not in states.OPEN:

@@ -21,6 +21,7 @@ from django_celery_results.models import TaskResult
 
 from chains import states
 from chains.models import (
+    TASK_ID_MODELS,
     Approval,
     ChainVersion,
     Delivery,
@@ -41,9 +42,6 @@ HANDLED_RELATIONS = frozenset({
     (Run, "parent_step"), (Delivery, "resend_of"),
 })
 DELETED_MODELS = (Run, StepRun, MapItem, Approval, StepAttempt, Delivery, IdempotencyKey)
-# The rows whose task ids have TaskResult rows: a step's latest attempt, its earlier ones, a
-# map item (a failure is stored) and the task that asked for an approval.
-TASK_ID_MODELS = (StepRun, MapItem, StepAttempt, Approval)
 # The temporary tables of a chunk's run ids and step ids.
 CHUNK_RUNS = "chains_purge_runs"
 CHUNK_STEPS = "chains_purge_steps"

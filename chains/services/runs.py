@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from itertools import groupby
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from celery import current_app as app
 from django.conf import settings
@@ -26,6 +26,7 @@ from chains.errors import ChainError, Conflict, LimitReached
 from chains.events import run_ended, run_ready
 from chains.inputs_schema import check_inputs_schema
 from chains.models import (
+    TASK_ID_MODELS,
     AttemptEnd,
     Chain,
     ChainSchedule,
@@ -37,7 +38,6 @@ from chains.models import (
     Run,
     RunStatus,
     RunTrigger,
-    StepAttempt,
     StepRun,
 )
 from chains.permissions import can_read_chain_inputs
@@ -554,9 +554,11 @@ def run_delete(*, run: Run) -> None:
             pass  # it finished meanwhile: delete it all the same
     if run.parent_step_id is not None:  # its end will never be seen: the parent fails now
         parent_step_fail(run, error=f"child run {run.id} was deleted")
-    task_ids = [*run.step_runs.values_list("task_id", flat=True),  # every attempt's and item's
-                *StepAttempt.objects.filter(step_run__run=run).values_list("task_id", flat=True),
-                *MapItem.objects.filter(step_run__run=run).values_list("task_id", flat=True)]
+    task_ids: list[str] = []  # the steps', their earlier attempts', items' and approvals'
+    for model in TASK_ID_MODELS:
+        rows = cast(Any, model).objects.filter(
+            **({"run": run} if model is StepRun else {"step_run__run": run}))
+        task_ids += rows.values_list("task_id", flat=True)
     for chunk in range(0, len(task_ids), 10_000):
         TaskResult.objects.filter(task_id__in=task_ids[chunk:chunk + 10_000]).delete()
     run_id = str(run.id)
